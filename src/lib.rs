@@ -1,0 +1,43 @@
+//! # clsflow
+//!
+//! Visual anomaly detection after Oh & Kim (IEEE Access 2024): ONE feature extractor shared by a
+//! pixelwise classifier (trained on synthetic defects, fine-tuning the extractor) and by
+//! conditional normalizing flows (modelling the density of normal features). The two anomaly maps
+//! are fused.
+//!
+//! The flow of a frame through this crate:
+//! [`preprocess`] (image -> normalised tensor) -> [`backbone`] (three taps) -> [`decoder`] and
+//! [`flow`] (the two heads) -> [`scoring`] (maps, fusion, image score) -> [`regions`] (defect
+//! regions). [`Detector`] wraps all of it; [`checkpoint`] stores a trained model; [`metrics`]
+//! evaluates maps against ground truth.
+#![warn(missing_docs)]
+
+pub mod backbone;
+pub mod checkpoint;
+pub mod decoder;
+pub mod detector;
+pub mod device;
+mod error;
+pub mod flow;
+pub mod layers;
+pub mod metrics;
+pub mod model;
+pub mod preprocess;
+pub mod regions;
+pub mod scoring;
+pub mod weights;
+
+pub use backbone::{BackboneKind, Normalization};
+pub use detector::{AnomalyMap, Detection, Detector, DetectorOptions};
+pub use error::{Error, Result};
+pub use model::{ClsFlowModel, ModelConfig};
+pub use scoring::Scoring;
+pub use tch;
+
+/// Folder that holds converted ImageNet weights: `$CLSFLOW_MODELS_DIR`, else `models/` under the
+/// current directory (where `scripts/setup.sh` puts them).
+pub fn models_dir() -> std::path::PathBuf {
+    std::env::var_os("CLSFLOW_MODELS_DIR")
+        .map(Into::into)
+        .unwrap_or_else(|| "models".into())
+}

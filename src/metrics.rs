@@ -1,0 +1,183 @@
+//! Evaluation metrics with the official MVTec AD definitions (METHOD.md section 7), exact (over
+//! sorted scores, ties grouped), no threshold grid.
+
+use image::{GrayImage, Luma};
+use imageproc::region_labelling::{Connectivity, connected_components};
+
+/// Points of a curve, e.g. (FPR, TPR) or (FPR, PRO), starting at (0, 0).
+pub type Curve = Vec<(f64, f64)>;
+
+/// Sorts indices by descending score.
+fn order_desc(scores: &[f32]) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_unstable_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    idx
+}
+
+/// ROC curve (FPR, TPR), one point per distinct score, from (0, 0) to (1, 1).
+/// Returns `None` when only one class is present.
+pub fn roc_curve(scores: &[f32], labels: &[bool]) -> Option<Curve> {
+    assert_eq!(scores.len(), labels.len(), "one label per score");
+    let pos = labels.iter().filter(|&&l| l).count();
+    let neg = labels.len() - pos;
+    if pos == 0 || neg == 0 {
+        return None;
+    }
+    let idx = order_desc(scores);
+    let mut curve = vec![(0.0, 0.0)];
+    let (mut tp, mut fp) = (0usize, 0usize);
+    for (k, &i) in idx.iter().enumerate() {
+        if labels[i] {
+            tp += 1;
+        } else {
+            fp += 1;
+        }
+        let last_of_tie = k + 1 == idx.len() || scores[idx[k + 1]] != scores[i];
+        if last_of_tie {
+            curve.push((fp as f64 / neg as f64, tp as f64 / pos as f64));
+        }
+    }
+    Some(curve)
+}
+
+/// Area under a curve by the trapezoid rule.
+pub fn trapezoid(curve: &[(f64, f64)]) -> f64 {
+    curve
+        .windows(2)
+        .map(|w| (w[1].0 - w[0].0) * (w[1].1 + w[0].1) / 2.0)
+        .sum()
+}
+
+/// Area under the ROC curve (trapezoid; ties count half). `None` with one class only.
+pub fn auroc(scores: &[f32], labels: &[bool]) -> Option<f64> {
+    roc_curve(scores, labels).map(|c| trapezoid(&c))
+}
+
+/// Average precision: sum over distinct thresholds of (R_n - R_{n-1}) P_n (scikit-learn's
+/// definition). `None` without positives.
+pub fn average_precision(scores: &[f32], labels: &[bool]) -> Option<f64> {
+    let pos = labels.iter().filter(|&&l| l).count();
+    if pos == 0 {
+        return None;
+    }
+    let idx = order_desc(scores);
+    let (mut tp, mut seen, mut prev_recall, mut ap) = (0usize, 0usize, 0.0, 0.0);
+    for (k, &i) in idx.iter().enumerate() {
+        seen += 1;
+        if labels[i] {
+            tp += 1;
+        }
+        let last_of_tie = k + 1 == idx.len() || scores[idx[k + 1]] != scores[i];
+        if last_of_tie {
+            let recall = tp as f64 / pos as f64;
+            ap += (recall - prev_recall) * (tp as f64 / seen as f64);
+            prev_recall = recall;
+        }
+    }
+    Some(ap)
+}
+
+/// 8-connected components of a binary mask (non-zero = defect): a label per pixel (0 = none)
+/// and the number of regions.
+pub fn label_regions(mask: &[bool], width: usize, height: usize) -> (Vec<u32>, usize) {
+    let img = GrayImage::from_fn(width as u32, height as u32, |x, y| {
+        Luma([if mask[y as usize * width + x as usize] { 255 } else { 0 }])
+    });
+    let labels = connected_components(&img, Connectivity::Eight, Luma([0u8]));
+    let data: Vec<u32> = labels.pixels().map(|p| p[0]).collect();
+    let n = data.iter().copied().max().unwrap_or(0) as usize;
+    (data, n)
+}
+
+/// One image's anomaly map and ground truth for [`pro_curve`].
+#[derive(Debug, Clone)]
+pub struct MaskedMap<'a> {
+    /// Scores, row-major.
+    pub scores: &'a [f32],
+    /// Ground truth (true = defect), same layout.
+    pub mask: &'a [bool],
+    /// Columns.
+    pub width: usize,
+    /// Rows.
+    pub height: usize,
+}
+
+/// The per-region-overlap curve (FPR, PRO) over all distinct thresholds: FPR over all normal
+/// pixels of all images, PRO the mean over ground-truth regions (8-connected components of each
+/// mask, all weighing the same) of the fraction of the region above the threshold.
+/// `None` when there is no region or no normal pixel.
+pub fn pro_curve(maps: &[MaskedMap]) -> Option<Curve> {
+    let mut region_sizes = Vec::new();
+    let mut items: Vec<(f32, u32)> = Vec::new(); // (score, global region id + 1, or 0 = normal)
+    let mut normal = 0usize;
+    for m in maps {
+        assert_eq!(m.scores.len(), m.width * m.height, "map size");
+        assert_eq!(m.mask.len(), m.width * m.height, "mask size");
+        let (labels, n) = label_regions(m.mask, m.width, m.height);
+        let base = region_sizes.len() as u32;
+        region_sizes.extend(std::iter::repeat_n(0usize, n));
+        for (&s, &l) in m.scores.iter().zip(&labels) {
+            if l == 0 {
+                normal += 1;
+                items.push((s, 0));
+            } else {
+                region_sizes[(base + l - 1) as usize] += 1;
+                items.push((s, base + l));
+            }
+        }
+    }
+    let regions = region_sizes.len();
+    if regions == 0 || normal == 0 {
+        return None;
+    }
+    items.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+    let (mut fpr, mut pro) = (0.0f64, 0.0f64);
+    let mut curve = vec![(0.0, 0.0)];
+    for k in 0..items.len() {
+        let (s, r) = items[k];
+        if r == 0 {
+            fpr += 1.0 / normal as f64;
+        } else {
+            pro += 1.0 / (region_sizes[(r - 1) as usize] as f64 * regions as f64);
+        }
+        if k + 1 == items.len() || items[k + 1].0 != s {
+            curve.push((fpr.min(1.0), pro.min(1.0)));
+        }
+    }
+    Some(curve)
+}
+
+/// Area under `curve` for x in [0, x_max], with linear interpolation at exactly x_max.
+pub fn partial_area(curve: &[(f64, f64)], x_max: f64) -> f64 {
+    let mut area = 0.0;
+    for w in curve.windows(2) {
+        let ((x0, y0), (x1, y1)) = (w[0], w[1]);
+        if x0 >= x_max {
+            break;
+        }
+        if x1 <= x_max {
+            area += (x1 - x0) * (y0 + y1) / 2.0;
+        } else {
+            let y = if x1 > x0 { y0 + (y1 - y0) * (x_max - x0) / (x1 - x0) } else { y1 };
+            area += (x_max - x0) * (y0 + y) / 2.0;
+            break;
+        }
+    }
+    area
+}
+
+/// AU-PRO up to `fpr_limit` (0.3 officially), normalised by the limit.
+pub fn au_pro(maps: &[MaskedMap], fpr_limit: f64) -> Option<f64> {
+    pro_curve(maps).map(|c| partial_area(&c, fpr_limit) / fpr_limit)
+}
+
+/// Precision and recall of binary decisions (`None` parts where undefined).
+pub fn precision_recall(predicted: &[bool], labels: &[bool]) -> (Option<f64>, Option<f64>) {
+    let tp = predicted.iter().zip(labels).filter(|(p, l)| **p && **l).count();
+    let pp = predicted.iter().filter(|&&p| p).count();
+    let ap = labels.iter().filter(|&&l| l).count();
+    (
+        (pp > 0).then(|| tp as f64 / pp as f64),
+        (ap > 0).then(|| tp as f64 / ap as f64),
+    )
+}

@@ -1,0 +1,199 @@
+//! The whole network of the method: one shared extractor, the pixelwise classifier decoder and
+//! one conditional flow per tap.
+
+use crate::backbone::{Backbone, BackboneKind};
+use crate::decoder::{Decoder, DecoderConfig};
+use crate::flow::{ConditionalFlow, FlowConfig, positional_rows};
+use crate::weights;
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use tch::nn::VarStore;
+use tch::{Device, Tensor};
+
+/// Architecture of a model; stored in every checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The shared feature extractor.
+    pub backbone: BackboneKind,
+    /// Side of the square network input, a multiple of 32 (images are resized to it).
+    pub input_size: i64,
+    /// The pixelwise classifier.
+    pub decoder: DecoderConfig,
+    /// The normalizing flows.
+    pub flow: FlowConfig,
+}
+
+impl ModelConfig {
+    /// The default configuration for a backbone at 256x256.
+    pub fn new(backbone: BackboneKind) -> Self {
+        ModelConfig {
+            backbone,
+            input_size: 256,
+            decoder: DecoderConfig::for_backbone(backbone),
+            flow: FlowConfig::default(),
+        }
+    }
+
+    /// Checks the configuration for values the networks cannot use.
+    pub fn validate(&self) -> Result<()> {
+        if self.input_size < 64 || self.input_size % 32 != 0 {
+            return Err(Error::Config(format!(
+                "input_size must be a multiple of 32 and at least 64, got {}",
+                self.input_size
+            )));
+        }
+        if self.flow.blocks == 0 || self.flow.condition_channels < 4 || self.flow.condition_channels % 4 != 0 {
+            return Err(Error::Config(format!(
+                "flows need at least one block and a condition width that is a positive multiple of 4, got {} blocks and {} channels",
+                self.flow.blocks, self.flow.condition_channels
+            )));
+        }
+        if !(self.flow.clamp > 0.0 && self.flow.clamp.is_finite()) {
+            return Err(Error::Config(format!("flow clamp must be positive, got {}", self.flow.clamp)));
+        }
+        self.decoder.validate()
+    }
+
+    /// Side of each tap's feature map at the model's input size.
+    pub fn tap_sizes(&self) -> [i64; 3] {
+        self.backbone.tap_strides().map(|s| self.input_size / s)
+    }
+}
+
+/// Extractor, decoder and flows with their variables.
+///
+/// Two variable stores keep the training stages apart: `cls_vars` (extractor + decoder, trained in
+/// stage 1) and `flow_vars` (flows, trained in stage 2). Variable names carry the prefixes
+/// `backbone.`, `decoder.` and `flows.` and are the tensor names in checkpoints.
+#[derive(Debug)]
+pub struct ClsFlowModel {
+    config: ModelConfig,
+    cls_vars: VarStore,
+    flow_vars: VarStore,
+    backbone: Backbone,
+    decoder: Decoder,
+    flows: Vec<ConditionalFlow>,
+    cond_rows: Vec<Tensor>,
+}
+
+impl ClsFlowModel {
+    /// Creates a randomly initialised model on `device`.
+    pub fn new(config: ModelConfig, device: Device) -> Result<Self> {
+        config.validate()?;
+        let cls_vars = VarStore::new(device);
+        let flow_vars = VarStore::new(device);
+        let taps = config.backbone.tap_channels();
+        let backbone = Backbone::new(&(cls_vars.root() / "backbone"), config.backbone);
+        let decoder = Decoder::new(&(cls_vars.root() / "decoder"), taps, &config.decoder);
+        let flows = taps
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| ConditionalFlow::new(&(flow_vars.root() / "flows" / i), c, &config.flow))
+            .collect();
+        let cond_rows = config
+            .tap_sizes()
+            .iter()
+            .map(|&s| positional_rows(config.flow.condition_channels, s, s, device))
+            .collect();
+        Ok(ClsFlowModel {
+            config,
+            cls_vars,
+            flow_vars,
+            backbone,
+            decoder,
+            flows,
+            cond_rows,
+        })
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The device the variables live on.
+    pub fn device(&self) -> Device {
+        self.cls_vars.device()
+    }
+
+    /// Loads ImageNet weights for the extractor from a safetensors file with the backbone's
+    /// native names (lukemelas for Lite0, torchvision for ResNets).
+    pub fn load_backbone_weights(&mut self, path: &Path) -> Result<()> {
+        weights::load_prefixed(&self.cls_vars, "backbone.", path, weights::is_ignorable_backbone_key)
+    }
+
+    /// Extractor + decoder variables (stage 1 optimiser).
+    pub fn cls_vars(&self) -> &VarStore {
+        &self.cls_vars
+    }
+
+    /// Flow variables (stage 2 optimiser).
+    pub fn flow_vars(&self) -> &VarStore {
+        &self.flow_vars
+    }
+
+    /// Switches gradient tracking of the extractor's trainable weights (BatchNorm running
+    /// statistics never train).
+    pub fn set_backbone_trainable(&self, trainable: bool) {
+        for (name, var) in self.cls_vars.variables() {
+            if name.starts_with("backbone.") && !is_running_stat(&name) {
+                let _ = var.set_requires_grad(trainable);
+            }
+        }
+    }
+
+    /// The three taps for a normalised batch (N, 3, S, S).
+    pub fn features(&self, x: &Tensor) -> [Tensor; 3] {
+        self.backbone.forward(x)
+    }
+
+    /// Classifier logits (N, 1, S, S) from the taps.
+    pub fn cls_logits(&self, taps: &[Tensor; 3], train: bool) -> Tensor {
+        self.decoder.forward(taps, train)
+    }
+
+    /// The flows, one per tap.
+    pub fn flows(&self) -> &[ConditionalFlow] {
+        &self.flows
+    }
+
+    /// Positional-encoding rows (H*W, P) of tap `i` at the model's input size.
+    pub fn condition_rows(&self, tap: usize) -> &Tensor {
+        &self.cond_rows[tap]
+    }
+
+    /// log p / C per position for each tap, (N, h_l, w_l), whole maps at once.
+    pub fn flow_log_prob_maps(&self, taps: &[Tensor; 3]) -> [Tensor; 3] {
+        let maps: Vec<Tensor> = taps
+            .iter()
+            .zip(&self.flows)
+            .zip(&self.cond_rows)
+            .map(|((f, flow), cond)| flow.log_prob_map(f, &cond.to_kind(f.kind())))
+            .collect();
+        maps.try_into().expect("three taps")
+    }
+
+    /// Every variable by checkpoint name.
+    pub fn named_variables(&self) -> Vec<(String, Tensor)> {
+        let mut all: Vec<(String, Tensor)> = self
+            .cls_vars
+            .variables()
+            .into_iter()
+            .chain(self.flow_vars.variables())
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// Converts every variable to half precision (inference on CUDA only).
+    pub fn to_half(&mut self) {
+        self.cls_vars.half();
+        self.flow_vars.half();
+    }
+}
+
+fn is_running_stat(name: &str) -> bool {
+    name.ends_with(".running_mean") || name.ends_with(".running_var")
+}

@@ -1,0 +1,37 @@
+//! Helpers shared by the integration tests of the core crate.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use tch::Tensor;
+
+/// `../shared` beside the repository (overridable with CLSFLOW_SHARED).
+pub fn shared_dir() -> PathBuf {
+    std::env::var_os("CLSFLOW_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"))
+}
+
+/// A fixture file; panics with a clear message when it is absent.
+pub fn fixture(name: &str) -> PathBuf {
+    let p = shared_dir().join("fixtures").join(name);
+    assert!(p.exists(), "fixture {} is missing: ../shared must sit beside the repository", p.display());
+    p
+}
+
+/// Reads all tensors of a safetensors file by name.
+pub fn read_tensors(path: &std::path::Path) -> std::collections::HashMap<String, Tensor> {
+    Tensor::read_safetensors(path).expect("readable safetensors").into_iter().collect()
+}
+
+/// The converted ImageNet Lite0 weights; panics with the fix when absent.
+pub fn lite0_weights() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/efficientnet_lite0.safetensors");
+    assert!(p.exists(), "{} is missing: run scripts/setup.sh (make test does)", p.display());
+    p
+}
+
+/// Max |a - b| / (max |b| + eps).
+pub fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
+    let diff = (a - b).abs().max().double_value(&[]);
+    diff / (b.abs().max().double_value(&[]) + 1e-12)
+}

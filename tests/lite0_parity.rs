@@ -1,0 +1,53 @@
+//! The Lite0 ImageNet weights load right: taps and logits match the reference implementation
+//! (timm) on the fixture photo, and the photo is classified as espresso.
+mod common;
+
+use clsflow::backbone::EfficientNetLite0;
+use clsflow::weights::load_prefixed;
+use tch::nn::VarStore;
+use tch::{Device, Kind};
+
+fn lite0_with_head() -> (VarStore, EfficientNetLite0) {
+    let vs = VarStore::new(Device::Cpu);
+    let net = EfficientNetLite0::new(&(vs.root() / "net"), true);
+    load_prefixed(&vs, "net.", &common::lite0_weights(), |k| k.ends_with("num_batches_tracked"))
+        .expect("weights load");
+    (vs, net)
+}
+
+#[test]
+fn taps_and_logits_match_reference() {
+    let refs = common::read_tensors(&common::fixture("lite0_reference.safetensors"));
+    let (_vs, net) = lite0_with_head();
+    let input = &refs["input"];
+    // our own preprocessing gives the reference input from the uint8 image
+    let img = refs["image_u8"].permute([2, 0, 1]).unsqueeze(0);
+    let norm = clsflow::BackboneKind::EfficientnetLite0.normalization();
+    let ours = clsflow::preprocess::prepare_batch(&img, 256, &norm, Kind::Float).unwrap();
+    assert!(common::rel_err(&ours, input) < 1e-5, "preprocessing differs from the reference input");
+
+    let taps = tch::no_grad(|| net.forward_taps(input));
+    for (tap, name) in taps.iter().zip(["stride8", "stride16", "stride32"]) {
+        let r = &refs[name];
+        assert_eq!(tap.size(), r.size(), "{name} shape");
+        let e = common::rel_err(tap, r);
+        assert!(e < 1e-4, "{name}: relative error {e:.2e} exceeds 1e-4");
+    }
+    let logits = tch::no_grad(|| net.imagenet_logits(input).unwrap());
+    let e = common::rel_err(&logits, &refs["logits"]);
+    assert!(e < 1e-4, "logits: relative error {e:.2e}");
+    let top: Vec<i64> = Vec::try_from(logits.topk(3, 1, true, true).1.flatten(0, -1)).unwrap();
+    assert_eq!(top, vec![967, 968, 504], "top-3 ImageNet classes (espresso, cup, coffee mug)");
+    let p = logits.softmax(1, Kind::Float).double_value(&[0, 967]);
+    assert!((p - 0.76).abs() < 0.01, "espresso probability {p}");
+}
+
+#[test]
+fn wrong_weights_fail_loudly() {
+    // A ResNet-shaped model cannot load Lite0 weights: missing tensors are named.
+    let vs = VarStore::new(Device::Cpu);
+    let _net = clsflow::backbone::ResNet::new(&(vs.root() / "net"), clsflow::backbone::ResNetDepth::R18, false);
+    let err = load_prefixed(&vs, "net.", &common::lite0_weights(), |_| false).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("missing") && msg.contains("efficientnet_lite0.safetensors"), "{msg}");
+}
