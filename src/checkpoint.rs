@@ -6,8 +6,8 @@ use crate::model::{ClsFlowModel, ModelConfig};
 use crate::scoring::Scoring;
 use crate::weights;
 use crate::{Error, Result};
-use safetensors::tensor::TensorView;
 use safetensors::Dtype;
+use safetensors::tensor::TensorView;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
@@ -73,18 +73,28 @@ impl Manifest {
         {
             return bad(format!(
                 "manifest disagrees with its config: backbone {:?}/{:?}, taps {:?}, strides {:?}, input {}/{}",
-                self.backbone, c.backbone, self.tap_channels, self.tap_strides, self.input_size, c.input_size
+                self.backbone,
+                c.backbone,
+                self.tap_channels,
+                self.tap_strides,
+                self.input_size,
+                c.input_size
             ));
         }
         if !(self.scoring.fusion_weight.is_finite() && self.scoring.threshold.is_finite()) {
             return bad("scoring values must be finite".into());
         }
-        c.validate().map_err(|e| Error::checkpoint(path, e.to_string()))
+        c.validate()
+            .map_err(|e| Error::checkpoint(path, e.to_string()))
     }
 }
 
 fn tensor_bytes(t: &Tensor) -> Result<Vec<u8>> {
-    let t = t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous().flatten(0, -1);
+    let t = t
+        .to_device(Device::Cpu)
+        .to_kind(Kind::Float)
+        .contiguous()
+        .flatten(0, -1);
     let v = Vec::<f32>::try_from(&t)?;
     Ok(v.iter().flat_map(|x| x.to_le_bytes()).collect())
 }
@@ -104,7 +114,11 @@ pub fn save(
     for (n, t) in &vars {
         let bytes = tensor_bytes(t)?;
         crc.update(&bytes);
-        data.push((n.clone(), t.size().iter().map(|&d| d as usize).collect::<Vec<_>>(), bytes));
+        data.push((
+            n.clone(),
+            t.size().iter().map(|&d| d as usize).collect::<Vec<_>>(),
+            bytes,
+        ));
     }
     let config = model.config().clone();
     let manifest = Manifest {
@@ -140,10 +154,19 @@ pub fn save(
 
 /// Writes bytes to `path` through a temporary file and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let file_name = path.file_name().ok_or_else(|| Error::Config(format!("{} is not a file path", path.display())))?;
-    let tmp = dir.join(format!(".{}.{}.tmp", file_name.to_string_lossy(), std::process::id()));
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| Error::Config(format!("{} is not a file path", path.display())))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -165,13 +188,21 @@ pub fn read_manifest(path: &Path) -> Result<Manifest> {
 
 fn manifest_from_bytes(path: &Path, bytes: &[u8]) -> Result<Manifest> {
     let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| {
-        Error::checkpoint(path, format!("not a readable safetensors file (truncated or corrupted?): {e}"))
+        Error::checkpoint(
+            path,
+            format!("not a readable safetensors file (truncated or corrupted?): {e}"),
+        )
     })?;
     let json = meta
         .metadata()
         .as_ref()
         .and_then(|m| m.get(METADATA_KEY))
-        .ok_or_else(|| Error::checkpoint(path, "no clsflow manifest: not a clsflow checkpoint (plain weights?)"))?;
+        .ok_or_else(|| {
+            Error::checkpoint(
+                path,
+                "no clsflow manifest: not a clsflow checkpoint (plain weights?)",
+            )
+        })?;
     let manifest: Manifest = serde_json::from_str(json)
         .map_err(|e| Error::checkpoint(path, format!("manifest is not valid: {e}")))?;
     manifest.check(path)?;
@@ -191,20 +222,28 @@ pub fn load(path: &Path, device: Device) -> Result<(ClsFlowModel, Manifest)> {
     if !missing.is_empty() {
         return Err(Error::checkpoint(
             path,
-            format!("{} tensor(s) missing, e.g. {missing:?}", expected.difference(&present).count()),
+            format!(
+                "{} tensor(s) missing, e.g. {missing:?}",
+                expected.difference(&present).count()
+            ),
         ));
     }
     let extra: Vec<_> = present.difference(&expected).take(5).collect();
     if !extra.is_empty() {
         return Err(Error::checkpoint(
             path,
-            format!("{} unexpected tensor(s), e.g. {extra:?}", present.difference(&expected).count()),
+            format!(
+                "{} unexpected tensor(s), e.g. {extra:?}",
+                present.difference(&expected).count()
+            ),
         ));
     }
     let mut crc = crc32fast::Hasher::new();
     tch::no_grad(|| -> Result<()> {
         for (name, var) in &vars {
-            let view = file.tensor(name).map_err(|e| Error::checkpoint(path, e.to_string()))?;
+            let view = file
+                .tensor(name)
+                .map_err(|e| Error::checkpoint(path, e.to_string()))?;
             let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
             if shape != var.size() {
                 return Err(Error::checkpoint(
@@ -216,7 +255,10 @@ pub fn load(path: &Path, device: Device) -> Result<(ClsFlowModel, Manifest)> {
                 ));
             }
             if view.dtype() != Dtype::F32 {
-                return Err(Error::checkpoint(path, format!("tensor {name} is {:?}, expected F32", view.dtype())));
+                return Err(Error::checkpoint(
+                    path,
+                    format!("tensor {name} is {:?}, expected F32", view.dtype()),
+                ));
             }
             crc.update(view.data());
             let t = weights::to_tensor(path, name, &view)?;
@@ -225,7 +267,10 @@ pub fn load(path: &Path, device: Device) -> Result<(ClsFlowModel, Manifest)> {
         Ok(())
     })?;
     if crc.finalize() != manifest.data_crc32 || vars.len() != manifest.tensor_count {
-        return Err(Error::checkpoint(path, "weights do not match the manifest's checksum (corrupted file)"));
+        return Err(Error::checkpoint(
+            path,
+            "weights do not match the manifest's checksum (corrupted file)",
+        ));
     }
     Ok((model, manifest))
 }

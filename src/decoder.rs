@@ -5,8 +5,8 @@
 use crate::backbone::BackboneKind;
 use crate::layers::{Conv2d, ConvOpts, Padding};
 use serde::{Deserialize, Serialize};
-use tch::nn::{self, ModuleT, Path};
 use tch::Tensor;
+use tch::nn::{self, ModuleT, Path};
 
 /// How the decoder doubles its resolution between stages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,7 +204,10 @@ impl Decoder {
     /// Defect logits (N, 1, 32 * H32, 32 * W32) from the three taps. `train` switches the
     /// decoder's own BatchNorms to batch statistics.
     pub fn forward(&self, taps: &[Tensor; 3], train: bool) -> Tensor {
-        let mut h = self.head2.forward(&self.head1.forward(&taps[2]).relu()).relu();
+        let mut h = self
+            .head2
+            .forward(&self.head1.forward(&taps[2]).relu())
+            .relu();
         let skips = [Some(&taps[1]), Some(&taps[0]), None, None];
         for (stage, skip) in self.stages.iter().zip(skips) {
             h = self.up2(&h);

@@ -114,7 +114,11 @@ impl Detector {
             scoring: manifest.scoring.clone(),
             model,
             manifest,
-            kind: if options.half { Kind::Half } else { Kind::Float },
+            kind: if options.half {
+                Kind::Half
+            } else {
+                Kind::Float
+            },
         })
     }
 
@@ -145,8 +149,18 @@ impl Detector {
     }
 
     /// Saves the model and current scoring as a checkpoint (atomically).
-    pub fn save(&self, path: impl AsRef<Path>, training: Option<serde_json::Value>) -> Result<Manifest> {
-        checkpoint::save(path.as_ref(), &self.model, &self.scoring, &self.manifest.name, training)
+    pub fn save(
+        &self,
+        path: impl AsRef<Path>,
+        training: Option<serde_json::Value>,
+    ) -> Result<Manifest> {
+        checkpoint::save(
+            path.as_ref(),
+            &self.model,
+            &self.scoring,
+            &self.manifest.name,
+            training,
+        )
     }
 
     /// The manifest the detector was loaded with.
@@ -214,7 +228,11 @@ impl Detector {
             Ok(Tensor::cat(&items, 0))
         })?;
         // Already normalised: skip prepare_batch, run the heads directly.
-        let maps = compute_maps(&self.model, &batch.to_device(self.device()).to_kind(self.kind), &self.scoring);
+        let maps = compute_maps(
+            &self.model,
+            &batch.to_device(self.device()).to_kind(self.kind),
+            &self.scoring,
+        );
         self.split(&maps)
     }
 

@@ -1,8 +1,8 @@
 //! Small layers shared by the networks: convolutions with explicit padding modes and BatchNorm
 //! that always uses its running statistics.
 
-use tch::nn::{Init, Path};
 use tch::Tensor;
+use tch::nn::{Init, Path};
 
 /// How a convolution pads its input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,6 +14,7 @@
 
 pub mod backbone;
 pub mod checkpoint;
+pub mod colormap;
 pub mod decoder;
 pub mod detector;
 pub mod device;

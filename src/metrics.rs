@@ -81,7 +81,11 @@ pub fn average_precision(scores: &[f32], labels: &[bool]) -> Option<f64> {
 /// and the number of regions.
 pub fn label_regions(mask: &[bool], width: usize, height: usize) -> (Vec<u32>, usize) {
     let img = GrayImage::from_fn(width as u32, height as u32, |x, y| {
-        Luma([if mask[y as usize * width + x as usize] { 255 } else { 0 }])
+        Luma([if mask[y as usize * width + x as usize] {
+            255
+        } else {
+            0
+        }])
     });
     let labels = connected_components(&img, Connectivity::Eight, Luma([0u8]));
     let data: Vec<u32> = labels.pixels().map(|p| p[0]).collect();
@@ -158,7 +162,11 @@ pub fn partial_area(curve: &[(f64, f64)], x_max: f64) -> f64 {
         if x1 <= x_max {
             area += (x1 - x0) * (y0 + y1) / 2.0;
         } else {
-            let y = if x1 > x0 { y0 + (y1 - y0) * (x_max - x0) / (x1 - x0) } else { y1 };
+            let y = if x1 > x0 {
+                y0 + (y1 - y0) * (x_max - x0) / (x1 - x0)
+            } else {
+                y1
+            };
             area += (x_max - x0) * (y0 + y) / 2.0;
             break;
         }
@@ -173,11 +181,134 @@ pub fn au_pro(maps: &[MaskedMap], fpr_limit: f64) -> Option<f64> {
 
 /// Precision and recall of binary decisions (`None` parts where undefined).
 pub fn precision_recall(predicted: &[bool], labels: &[bool]) -> (Option<f64>, Option<f64>) {
-    let tp = predicted.iter().zip(labels).filter(|(p, l)| **p && **l).count();
+    let tp = predicted
+        .iter()
+        .zip(labels)
+        .filter(|(p, l)| **p && **l)
+        .count();
     let pp = predicted.iter().filter(|&&p| p).count();
     let ap = labels.iter().filter(|&&l| l).count();
     (
         (pp > 0).then(|| tp as f64 / pp as f64),
         (ap > 0).then(|| tp as f64 / ap as f64),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn auroc_hand_computed() {
+        // 4 pairs (pos, neg): (0.35 vs 0.1) win, (0.35 vs 0.4) loss, 0.8 wins both: 3/4
+        let s = [0.1, 0.4, 0.35, 0.8];
+        let l = [false, false, true, true];
+        assert!(close(auroc(&s, &l).unwrap(), 0.75));
+        // ties count half
+        assert!(close(auroc(&[0.5, 0.5], &[false, true]).unwrap(), 0.5));
+        assert!(close(auroc(&[0.1, 0.9], &[false, true]).unwrap(), 1.0));
+        assert!(
+            auroc(&[0.1, 0.2], &[true, true]).is_none(),
+            "one class only"
+        );
+    }
+
+    #[test]
+    fn average_precision_hand_computed() {
+        // thresholds 0.8 (P=1, R=.5), 0.4 (P=.5, R=.5), 0.35 (P=2/3, R=1): .5*1 + .5*2/3
+        let s = [0.1, 0.4, 0.35, 0.8];
+        let l = [false, false, true, true];
+        assert!(close(
+            average_precision(&s, &l).unwrap(),
+            0.5 + 0.5 * 2.0 / 3.0
+        ));
+        assert!(average_precision(&s, &[false; 4]).is_none());
+    }
+
+    #[test]
+    fn regions_are_eight_connected() {
+        // diagonal neighbours join; a far pixel is its own region
+        let mask = [
+            true, false, false, false, false, true, false, false, false, false, false, true,
+        ];
+        let (labels, n) = label_regions(&mask, 4, 3);
+        assert_eq!(n, 2);
+        assert_eq!(labels[0], labels[5]);
+        assert_ne!(labels[0], labels[11]);
+    }
+
+    #[test]
+    fn au_pro_single_region() {
+        // region found first, then normals: PRO = 1 from FPR 0 on: normalised area 1
+        let s = [0.9, 0.2, 0.8, 0.1];
+        let m = [true, false, false, false];
+        let maps = [MaskedMap {
+            scores: &s,
+            mask: &m,
+            width: 4,
+            height: 1,
+        }];
+        assert!(close(au_pro(&maps, 0.3).unwrap(), 1.0));
+    }
+
+    #[test]
+    fn au_pro_weighs_regions_equally_and_interpolates_at_the_limit() {
+        // A: region of 2 px (0.9, 0.3), normals 0.5, 0.1; B: region of 1 px (0.2), normals 0.6, 0.05.
+        // Curve: (0,0) (0,.25) (.25,.25) (.5,.25) (.5,.5) (.5,1) (.75,1) (1,1).
+        let (sa, ma) = ([0.9, 0.3, 0.5, 0.1], [true, true, false, false]);
+        let (sb, mb) = ([0.2, 0.6, 0.05], [true, false, false]);
+        let maps = [
+            MaskedMap {
+                scores: &sa,
+                mask: &ma,
+                width: 4,
+                height: 1,
+            },
+            MaskedMap {
+                scores: &sb,
+                mask: &mb,
+                width: 3,
+                height: 1,
+            },
+        ];
+        let curve = pro_curve(&maps).unwrap();
+        let want = [
+            (0.0, 0.0),
+            (0.0, 0.25),
+            (0.25, 0.25),
+            (0.5, 0.25),
+            (0.5, 0.5),
+            (0.5, 1.0),
+            (0.75, 1.0),
+            (1.0, 1.0),
+        ];
+        assert_eq!(curve.len(), want.len());
+        for (a, b) in curve.iter().zip(want) {
+            assert!(close(a.0, b.0) && close(a.1, b.1), "{a:?} vs {b:?}");
+        }
+        // to 0.3: .25 * .25 + .05 * .25 = .075, normalised .25
+        assert!(close(au_pro(&maps, 0.3).unwrap(), 0.25));
+        assert!(close(partial_area(&curve, 1.0), 0.625));
+        // ties between a normal and a region pixel are one threshold
+        let (s, m) = ([0.5, 0.5], [true, false]);
+        let c = pro_curve(&[MaskedMap {
+            scores: &s,
+            mask: &m,
+            width: 2,
+            height: 1,
+        }])
+        .unwrap();
+        assert_eq!(c, vec![(0.0, 0.0), (1.0, 1.0)]);
+    }
+
+    #[test]
+    fn precision_recall_counts() {
+        let (p, r) = precision_recall(&[true, true, false, false], &[true, false, true, false]);
+        assert_eq!((p, r), (Some(0.5), Some(0.5)));
+        assert_eq!(precision_recall(&[false], &[false]), (None, None));
+    }
 }

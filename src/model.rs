@@ -44,14 +44,20 @@ impl ModelConfig {
                 self.input_size
             )));
         }
-        if self.flow.blocks == 0 || self.flow.condition_channels < 4 || self.flow.condition_channels % 4 != 0 {
+        if self.flow.blocks == 0
+            || self.flow.condition_channels < 4
+            || self.flow.condition_channels % 4 != 0
+        {
             return Err(Error::Config(format!(
                 "flows need at least one block and a condition width that is a positive multiple of 4, got {} blocks and {} channels",
                 self.flow.blocks, self.flow.condition_channels
             )));
         }
         if !(self.flow.clamp > 0.0 && self.flow.clamp.is_finite()) {
-            return Err(Error::Config(format!("flow clamp must be positive, got {}", self.flow.clamp)));
+            return Err(Error::Config(format!(
+                "flow clamp must be positive, got {}",
+                self.flow.clamp
+            )));
         }
         self.decoder.validate()
     }
@@ -121,7 +127,12 @@ impl ClsFlowModel {
     /// Loads ImageNet weights for the extractor from a safetensors file with the backbone's
     /// native names (lukemelas for Lite0, torchvision for ResNets).
     pub fn load_backbone_weights(&mut self, path: &Path) -> Result<()> {
-        weights::load_prefixed(&self.cls_vars, "backbone.", path, weights::is_ignorable_backbone_key)
+        weights::load_prefixed(
+            &self.cls_vars,
+            "backbone.",
+            path,
+            weights::is_ignorable_backbone_key,
+        )
     }
 
     /// Extractor + decoder variables (stage 1 optimiser).

@@ -16,31 +16,60 @@ pub fn rgb_to_tensor(image: &RgbImage) -> Tensor {
 
 /// A (3, H, W) or (1, H, W) tensor (uint8 0..255 or float 0..1) back to an RGB image.
 pub fn tensor_to_rgb(t: &Tensor) -> Result<RgbImage> {
-    let (c, h, w) = t.size3().map_err(|_| Error::Input(format!("expected (C, H, W), got {:?}", t.size())))?;
+    let (c, h, w) = t
+        .size3()
+        .map_err(|_| Error::Input(format!("expected (C, H, W), got {:?}", t.size())))?;
     let t = if t.kind() == Kind::Uint8 {
         t.shallow_clone()
     } else {
-        (t.to_kind(Kind::Float).clamp(0.0, 1.0) * 255.0).round().to_kind(Kind::Uint8)
+        (t.to_kind(Kind::Float).clamp(0.0, 1.0) * 255.0)
+            .round()
+            .to_kind(Kind::Uint8)
     };
-    let t = if c == 1 { t.expand([3, h, w], false) } else { t };
-    let data = Vec::<u8>::try_from(t.to_device(Device::Cpu).permute([1, 2, 0]).contiguous().flatten(0, -1))
-        .map_err(|e| Error::Input(e.to_string()))?;
-    RgbImage::from_raw(w as u32, h as u32, data).ok_or_else(|| Error::Input("image buffer size".into()))
+    let t = if c == 1 {
+        t.expand([3, h, w], false)
+    } else {
+        t
+    };
+    let data = Vec::<u8>::try_from(
+        t.to_device(Device::Cpu)
+            .permute([1, 2, 0])
+            .contiguous()
+            .flatten(0, -1),
+    )
+    .map_err(|e| Error::Input(e.to_string()))?;
+    RgbImage::from_raw(w as u32, h as u32, data)
+        .ok_or_else(|| Error::Input("image buffer size".into()))
 }
 
 /// Prepares a batch for the network: (N, 3, H, W) uint8 (0..255) or float (0..1) of any size,
 /// to float (N, 3, size, size) resized bilinearly with antialiasing and normalised.
-pub fn prepare_batch(batch: &Tensor, size: i64, norm: &Normalization, kind: Kind) -> Result<Tensor> {
-    let (_, c, h, w) = batch
-        .size4()
-        .map_err(|_| Error::Input(format!("expected a (N, 3, H, W) batch, got shape {:?}", batch.size())))?;
+pub fn prepare_batch(
+    batch: &Tensor,
+    size: i64,
+    norm: &Normalization,
+    kind: Kind,
+) -> Result<Tensor> {
+    let (_, c, h, w) = batch.size4().map_err(|_| {
+        Error::Input(format!(
+            "expected a (N, 3, H, W) batch, got shape {:?}",
+            batch.size()
+        ))
+    })?;
     if c != 3 || h < 1 || w < 1 {
-        return Err(Error::Input(format!("expected (N, 3, H, W) with H, W >= 1, got {:?}", batch.size())));
+        return Err(Error::Input(format!(
+            "expected (N, 3, H, W) with H, W >= 1, got {:?}",
+            batch.size()
+        )));
     }
     let x = match batch.kind() {
         Kind::Uint8 => batch.to_kind(Kind::Float) / 255.0,
         Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16 => batch.to_kind(Kind::Float),
-        other => return Err(Error::Input(format!("unsupported image tensor type {other:?}"))),
+        other => {
+            return Err(Error::Input(format!(
+                "unsupported image tensor type {other:?}"
+            )));
+        }
     };
     let x = if h != size || w != size {
         x.internal_upsample_bilinear2d_aa([size, size], false, None, None)
@@ -48,7 +77,13 @@ pub fn prepare_batch(batch: &Tensor, size: i64, norm: &Normalization, kind: Kind
         x
     };
     let dev = x.device();
-    let mean = Tensor::from_slice(&norm.mean).to_kind(Kind::Float).to_device(dev).view([1, 3, 1, 1]);
-    let std = Tensor::from_slice(&norm.std).to_kind(Kind::Float).to_device(dev).view([1, 3, 1, 1]);
+    let mean = Tensor::from_slice(&norm.mean)
+        .to_kind(Kind::Float)
+        .to_device(dev)
+        .view([1, 3, 1, 1]);
+    let std = Tensor::from_slice(&norm.std)
+        .to_kind(Kind::Float)
+        .to_device(dev)
+        .view([1, 3, 1, 1]);
     Ok(((x - mean) / std).to_kind(kind))
 }

@@ -26,14 +26,25 @@ pub struct Region {
 impl Region {
     /// The bounding box scaled from a map of `map_w` x `map_h` to a frame of `frame_w` x
     /// `frame_h` (outward rounding, clipped to the frame): (x, y, w, h).
-    pub fn scaled_box(&self, map_w: usize, map_h: usize, frame_w: u32, frame_h: u32) -> (u32, u32, u32, u32) {
+    pub fn scaled_box(
+        &self,
+        map_w: usize,
+        map_h: usize,
+        frame_w: u32,
+        frame_h: u32,
+    ) -> (u32, u32, u32, u32) {
         let sx = frame_w as f64 / map_w as f64;
         let sy = frame_h as f64 / map_h as f64;
         let x0 = (self.x as f64 * sx).floor() as u32;
         let y0 = (self.y as f64 * sy).floor() as u32;
         let x1 = (((self.x + self.width) as f64 * sx).ceil() as u32).min(frame_w);
         let y1 = (((self.y + self.height) as f64 * sy).ceil() as u32).min(frame_h);
-        (x0, y0, x1.saturating_sub(x0).max(1), y1.saturating_sub(y0).max(1))
+        (
+            x0,
+            y0,
+            x1.saturating_sub(x0).max(1),
+            y1.saturating_sub(y0).max(1),
+        )
     }
 }
 

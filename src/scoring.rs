@@ -82,7 +82,10 @@ pub fn resize_maps(maps: &Tensor, height: i64, width: i64) -> Tensor {
 pub fn compute_maps(model: &ClsFlowModel, batch: &Tensor, scoring: &Scoring) -> BatchMaps {
     tch::no_grad(|| {
         let taps = model.features(batch);
-        let cls = model.cls_logits(&taps, false).to_kind(Kind::Float).sigmoid();
+        let cls = model
+            .cls_logits(&taps, false)
+            .to_kind(Kind::Float)
+            .sigmoid();
         let logp = model.flow_log_prob_maps(&taps);
         let flow = flow_map(&logp, &scoring.tap_log_prob_max, model.config().input_size);
         let fused = fuse(&flow, &cls, scoring.fusion_weight);

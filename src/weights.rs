@@ -34,7 +34,11 @@ pub(crate) fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors<'a>>
 }
 
 /// Copies a float tensor of a safetensors file into a tch tensor.
-pub(crate) fn to_tensor(path: &Path, name: &str, view: &safetensors::tensor::TensorView) -> Result<Tensor> {
+pub(crate) fn to_tensor(
+    path: &Path,
+    name: &str,
+    view: &safetensors::tensor::TensorView,
+) -> Result<Tensor> {
     let kind = match view.dtype() {
         Dtype::F32 => Kind::Float,
         Dtype::F16 => Kind::Half,
@@ -74,7 +78,11 @@ pub fn load_prefixed(
         missing.sort();
         return Err(Error::checkpoint(
             path,
-            format!("{} tensor(s) missing, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]),
+            format!(
+                "{} tensor(s) missing, e.g. {:?}",
+                missing.len(),
+                &missing[..missing.len().min(5)]
+            ),
         ));
     }
     let extra: Vec<&String> = names
@@ -84,20 +92,31 @@ pub fn load_prefixed(
     if !extra.is_empty() {
         return Err(Error::checkpoint(
             path,
-            format!("{} unexpected tensor(s), e.g. {:?} (wrong backbone?)", extra.len(), &extra[..extra.len().min(5)]),
+            format!(
+                "{} unexpected tensor(s), e.g. {:?} (wrong backbone?)",
+                extra.len(),
+                &extra[..extra.len().min(5)]
+            ),
         ));
     }
     tch::no_grad(|| -> Result<()> {
         for (name, var) in &targets {
-            let view = file.tensor(name).map_err(|e| Error::checkpoint(path, e.to_string()))?;
+            let view = file
+                .tensor(name)
+                .map_err(|e| Error::checkpoint(path, e.to_string()))?;
             let t = to_tensor(path, name, &view)?;
             if t.size() != var.size() {
                 return Err(Error::checkpoint(
                     path,
-                    format!("tensor {name} has shape {:?}, the model expects {:?}", t.size(), var.size()),
+                    format!(
+                        "tensor {name} has shape {:?}, the model expects {:?}",
+                        t.size(),
+                        var.size()
+                    ),
                 ));
             }
-            var.shallow_clone().copy_(&t.to_device(var.device()).to_kind(var.kind()));
+            var.shallow_clone()
+                .copy_(&t.to_device(var.device()).to_kind(var.kind()));
         }
         Ok(())
     })

@@ -2,11 +2,17 @@
 //! log-determinant equals the autograd Jacobian's; the positional encoding matches CFlow-AD's.
 mod common;
 
-use clsflow::flow::{ConditionalFlow, CouplingBlock, FlowConfig, positional_encoding_2d, positional_rows};
+use clsflow::flow::{
+    ConditionalFlow, CouplingBlock, FlowConfig, positional_encoding_2d, positional_rows,
+};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-fn fixture_block() -> (VarStore, CouplingBlock, std::collections::HashMap<String, Tensor>) {
+fn fixture_block() -> (
+    VarStore,
+    CouplingBlock,
+    std::collections::HashMap<String, Tensor>,
+) {
     let refs = common::read_tensors(&common::fixture("flow_reference.safetensors"));
     let vs = VarStore::new(Device::Cpu);
     let block = CouplingBlock::new(&(vs.root() / "block"), 8, 4, 1.9);
@@ -45,7 +51,10 @@ fn fresh_block_has_unit_global_scale_and_orthogonal_rotation() {
     let block = CouplingBlock::new(&vs.root(), 7, 4, 1.9);
     let eye = block.w_perm.matmul(&block.w_perm.tr());
     assert!(common::rel_err(&eye, &Tensor::eye(7, (Kind::Float, Device::Cpu))) < 1e-5);
-    assert!((block.w_perm.det().double_value(&[]) - 1.0).abs() < 1e-4, "special orthogonal");
+    assert!(
+        (block.w_perm.det().double_value(&[]) - 1.0).abs() < 1e-4,
+        "special orthogonal"
+    );
     // zero subnet output and unit global scale: the block is the rotation alone
     tch::no_grad(|| {
         let _ = block.w2.shallow_clone().zero_();
@@ -62,7 +71,15 @@ fn fresh_block_has_unit_global_scale_and_orthogonal_rotation() {
 fn flow_inverts_and_log_det_matches_autograd_jacobian() {
     tch::manual_seed(3);
     let vs = VarStore::new(Device::Cpu);
-    let flow = ConditionalFlow::new(&vs.root(), 5, &FlowConfig { blocks: 4, condition_channels: 4, clamp: 1.9 });
+    let flow = ConditionalFlow::new(
+        &vs.root(),
+        5,
+        &FlowConfig {
+            blocks: 4,
+            condition_channels: 4,
+            clamp: 1.9,
+        },
+    );
     // make the subnets non-trivial
     tch::no_grad(|| {
         for (_, v) in vs.variables() {
@@ -75,7 +92,10 @@ fn flow_inverts_and_log_det_matches_autograd_jacobian() {
     let c = Tensor::randn([3, 4], (Kind::Float, Device::Cpu));
     let (z, log_det) = tch::no_grad(|| flow.forward(&x, &c));
     let back = tch::no_grad(|| flow.inverse(&z, &c));
-    assert!(common::rel_err(&back, &x) < 1e-4, "inverse(forward(x)) != x");
+    assert!(
+        common::rel_err(&back, &x) < 1e-4,
+        "inverse(forward(x)) != x"
+    );
     for row in 0..3 {
         let xr = x.get(row).unsqueeze(0).detach().set_requires_grad(true);
         let cr = c.get(row).unsqueeze(0);
@@ -89,7 +109,10 @@ fn flow_inverts_and_log_det_matches_autograd_jacobian() {
         let (_, logabsdet) = jac.slogdet();
         let ours = log_det.double_value(&[row]);
         let theirs = logabsdet.double_value(&[]);
-        assert!((ours - theirs).abs() < 1e-3, "row {row}: log-det {ours} vs autograd {theirs}");
+        assert!(
+            (ours - theirs).abs() < 1e-3,
+            "row {row}: log-det {ours} vs autograd {theirs}"
+        );
     }
 }
 
@@ -97,7 +120,15 @@ fn flow_inverts_and_log_det_matches_autograd_jacobian() {
 fn whole_map_log_prob_equals_row_log_prob() {
     tch::manual_seed(5);
     let vs = VarStore::new(Device::Cpu);
-    let flow = ConditionalFlow::new(&vs.root(), 6, &FlowConfig { blocks: 3, condition_channels: 8, clamp: 1.9 });
+    let flow = ConditionalFlow::new(
+        &vs.root(),
+        6,
+        &FlowConfig {
+            blocks: 3,
+            condition_channels: 8,
+            clamp: 1.9,
+        },
+    );
     let fmap = Tensor::randn([2, 6, 4, 5], (Kind::Float, Device::Cpu));
     let cond = positional_rows(8, 4, 5, Device::Cpu);
     let map = tch::no_grad(|| flow.log_prob_map(&fmap, &cond));

@@ -10,8 +10,10 @@ use tch::{Device, Kind};
 fn lite0_with_head() -> (VarStore, EfficientNetLite0) {
     let vs = VarStore::new(Device::Cpu);
     let net = EfficientNetLite0::new(&(vs.root() / "net"), true);
-    load_prefixed(&vs, "net.", &common::lite0_weights(), |k| k.ends_with("num_batches_tracked"))
-        .expect("weights load");
+    load_prefixed(&vs, "net.", &common::lite0_weights(), |k| {
+        k.ends_with("num_batches_tracked")
+    })
+    .expect("weights load");
     (vs, net)
 }
 
@@ -24,7 +26,10 @@ fn taps_and_logits_match_reference() {
     let img = refs["image_u8"].permute([2, 0, 1]).unsqueeze(0);
     let norm = clsflow::BackboneKind::EfficientnetLite0.normalization();
     let ours = clsflow::preprocess::prepare_batch(&img, 256, &norm, Kind::Float).unwrap();
-    assert!(common::rel_err(&ours, input) < 1e-5, "preprocessing differs from the reference input");
+    assert!(
+        common::rel_err(&ours, input) < 1e-5,
+        "preprocessing differs from the reference input"
+    );
 
     let taps = tch::no_grad(|| net.forward_taps(input));
     for (tap, name) in taps.iter().zip(["stride8", "stride16", "stride32"]) {
@@ -37,7 +42,11 @@ fn taps_and_logits_match_reference() {
     let e = common::rel_err(&logits, &refs["logits"]);
     assert!(e < 1e-4, "logits: relative error {e:.2e}");
     let top: Vec<i64> = Vec::try_from(logits.topk(3, 1, true, true).1.flatten(0, -1)).unwrap();
-    assert_eq!(top, vec![967, 968, 504], "top-3 ImageNet classes (espresso, cup, coffee mug)");
+    assert_eq!(
+        top,
+        vec![967, 968, 504],
+        "top-3 ImageNet classes (espresso, cup, coffee mug)"
+    );
     let p = logits.softmax(1, Kind::Float).double_value(&[0, 967]);
     assert!((p - 0.76).abs() < 0.01, "espresso probability {p}");
 }
@@ -46,8 +55,15 @@ fn taps_and_logits_match_reference() {
 fn wrong_weights_fail_loudly() {
     // A ResNet-shaped model cannot load Lite0 weights: missing tensors are named.
     let vs = VarStore::new(Device::Cpu);
-    let _net = clsflow::backbone::ResNet::new(&(vs.root() / "net"), clsflow::backbone::ResNetDepth::R18, false);
+    let _net = clsflow::backbone::ResNet::new(
+        &(vs.root() / "net"),
+        clsflow::backbone::ResNetDepth::R18,
+        false,
+    );
     let err = load_prefixed(&vs, "net.", &common::lite0_weights(), |_| false).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("missing") && msg.contains("efficientnet_lite0.safetensors"), "{msg}");
+    assert!(
+        msg.contains("missing") && msg.contains("efficientnet_lite0.safetensors"),
+        "{msg}"
+    );
 }

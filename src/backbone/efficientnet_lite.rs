@@ -57,7 +57,13 @@ impl MbConv {
             expand,
             depthwise: Conv2d::new(&(p / "_depthwise_conv"), hidden, hidden, k, dw_opts),
             bn1: FrozenBatchNorm::new(&(p / "_bn1"), hidden, BN_EPS),
-            project: Conv2d::new(&(p / "_project_conv"), hidden, c_out, 1, ConvOpts::default()),
+            project: Conv2d::new(
+                &(p / "_project_conv"),
+                hidden,
+                c_out,
+                1,
+                ConvOpts::default(),
+            ),
             bn2: FrozenBatchNorm::new(&(p / "_bn2"), c_out, BN_EPS),
             residual: stride == 1 && c_in == c_out,
         }

@@ -41,7 +41,14 @@ impl Block {
     }
 }
 
-fn conv_bn(p: &Path, idx: usize, c_in: i64, c_out: i64, k: i64, stride: i64) -> (Conv2d, FrozenBatchNorm) {
+fn conv_bn(
+    p: &Path,
+    idx: usize,
+    c_in: i64,
+    c_out: i64,
+    k: i64,
+    stride: i64,
+) -> (Conv2d, FrozenBatchNorm) {
     let padding = if k == 3 {
         Padding::Reflect(1)
     } else {

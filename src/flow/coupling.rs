@@ -63,7 +63,11 @@ impl CouplingBlock {
         let global_offset = p.var("global_offset", &[1, channels], Init::Const(0.0));
         // not trainable: the rotation is drawn once and stored
         let w_perm = p.zeros_no_train("w_perm", &[channels, channels]);
-        tch::no_grad(|| w_perm.shallow_clone().copy_(&random_rotation(channels, p.device())));
+        tch::no_grad(|| {
+            w_perm
+                .shallow_clone()
+                .copy_(&random_rotation(channels, p.device()))
+        });
         CouplingBlock {
             w1,
             b1,
@@ -90,7 +94,9 @@ impl CouplingBlock {
     /// The hidden pre-activation of the subnet's first layer for the condition alone,
     /// c W1c^T + b1: constant per position, so whole-map inference computes it once.
     pub fn condition_term(&self, cond: &Tensor) -> Tensor {
-        let w1c = self.w1.narrow(1, self.split, self.w1.size()[1] - self.split);
+        let w1c = self
+            .w1
+            .narrow(1, self.split, self.w1.size()[1] - self.split);
         cond.linear(&w1c, Some(&self.b1))
     }
 

@@ -50,12 +50,7 @@ impl ConditionalFlow {
     pub fn new(p: &Path, channels: i64, config: &FlowConfig) -> Self {
         let blocks = (0..config.blocks)
             .map(|i| {
-                CouplingBlock::new(
-                    &(p / i),
-                    channels,
-                    config.condition_channels,
-                    config.clamp,
-                )
+                CouplingBlock::new(&(p / i), channels, config.condition_channels, config.clamp)
             })
             .collect();
         ConditionalFlow { blocks, channels }

@@ -9,10 +9,14 @@ use tch::{Device, Kind, Tensor};
 ///
 /// `channels` must be a multiple of 4.
 pub fn positional_encoding_2d(channels: i64, height: i64, width: i64, device: Device) -> Tensor {
-    assert!(channels % 4 == 0, "positional encoding needs a multiple of 4 channels, got {channels}");
+    assert!(
+        channels % 4 == 0,
+        "positional encoding needs a multiple of 4 channels, got {channels}"
+    );
     let half = channels / 2;
     let opts = (Kind::Float, device);
-    let div = (Tensor::arange_start_step(0.0, half as f64, 2.0, opts) * (-(1e4f64.ln()) / half as f64))
+    let div = (Tensor::arange_start_step(0.0, half as f64, 2.0, opts)
+        * (-(1e4f64.ln()) / half as f64))
         .exp(); // (half/2)
     let cols = Tensor::arange(width, opts).unsqueeze(1) * div.unsqueeze(0); // (W, half/2)
     let rows = Tensor::arange(height, opts).unsqueeze(1) * div.unsqueeze(0); // (H, half/2)

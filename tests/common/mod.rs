@@ -14,19 +14,30 @@ pub fn shared_dir() -> PathBuf {
 /// A fixture file; panics with a clear message when it is absent.
 pub fn fixture(name: &str) -> PathBuf {
     let p = shared_dir().join("fixtures").join(name);
-    assert!(p.exists(), "fixture {} is missing: ../shared must sit beside the repository", p.display());
+    assert!(
+        p.exists(),
+        "fixture {} is missing: ../shared must sit beside the repository",
+        p.display()
+    );
     p
 }
 
 /// Reads all tensors of a safetensors file by name.
 pub fn read_tensors(path: &std::path::Path) -> std::collections::HashMap<String, Tensor> {
-    Tensor::read_safetensors(path).expect("readable safetensors").into_iter().collect()
+    Tensor::read_safetensors(path)
+        .expect("readable safetensors")
+        .into_iter()
+        .collect()
 }
 
 /// The converted ImageNet Lite0 weights; panics with the fix when absent.
 pub fn lite0_weights() -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/efficientnet_lite0.safetensors");
-    assert!(p.exists(), "{} is missing: run scripts/setup.sh (make test does)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/setup.sh (make test does)",
+        p.display()
+    );
     p
 }
 
@@ -34,4 +45,27 @@ pub fn lite0_weights() -> PathBuf {
 pub fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
     let diff = (a - b).abs().max().double_value(&[]);
     diff / (b.abs().max().double_value(&[]) + 1e-12)
+}
+
+use clsflow::decoder::{DecoderConfig, Upsample};
+use clsflow::flow::FlowConfig;
+use clsflow::{BackboneKind, ModelConfig};
+
+/// A small Lite0 model config for fast tests (64x64 input, thin decoder, short flows).
+pub fn tiny_config() -> ModelConfig {
+    ModelConfig {
+        backbone: BackboneKind::EfficientnetLite0,
+        input_size: 64,
+        decoder: DecoderConfig {
+            head_channels: 16,
+            stage_channels: [16, 8, 4, 4],
+            stage_blocks: [1, 1, 1, 1],
+            upsample: Upsample::Bilinear,
+        },
+        flow: FlowConfig {
+            blocks: 2,
+            condition_channels: 8,
+            clamp: 1.9,
+        },
+    }
 }

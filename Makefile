@@ -1,0 +1,37 @@
+# clsflow: the two set-up-and-go commands are `make demo` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+CARGO ?= cargo
+export GST_PLUGIN_PATH := $(CURDIR)/target/debug$(if $(GST_PLUGIN_PATH),:$(GST_PLUGIN_PATH))
+
+.PHONY: setup test lint unit pipeline-test demo bench eval clean-runs
+
+setup:
+	scripts/setup.sh
+
+# Everything CI runs: setup, formatting, lints, every test of every crate, a real gst-launch pipeline.
+test: setup lint unit pipeline-test
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --workspace
+
+pipeline-test:
+	scripts/pipeline-test.sh
+
+demo: setup
+	scripts/demo.sh
+
+bench: setup
+	scripts/bench.sh
+
+# Train and evaluate one MVTec-style category: make eval DATA=../shared/data/magnetic_tile
+DATA ?= ../shared/data/magnetic_tile
+CONFIG ?= configs/cpu-fast.toml
+OUT ?= runs/$(notdir $(DATA))
+eval: setup
+	$(CARGO) run --release -p clsflow-train -- train --config $(CONFIG) --data $(DATA) --out $(OUT)
+	$(CARGO) run --release -p clsflow-train -- eval --model $(OUT)/model.clsflow --data $(DATA) --out $(OUT)/report

@@ -1,0 +1,217 @@
+//! Checkpoints round-trip exactly, and every kind of bad file fails with a clear message.
+mod common;
+
+use clsflow::checkpoint::{self, METADATA_KEY};
+use clsflow::{ClsFlowModel, Detector, DetectorOptions, Scoring};
+use safetensors::SafeTensors;
+use safetensors::tensor::TensorView;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+fn saved_model(dir: &Path) -> (PathBuf, Detector) {
+    tch::manual_seed(11);
+    let model = ClsFlowModel::new(common::tiny_config(), Device::Cpu).unwrap();
+    let scoring = Scoring {
+        tap_log_prob_max: [-1.0, -2.0, -3.0],
+        fusion_weight: 0.5,
+        threshold: 2.5,
+    };
+    let det = Detector::from_model(model, scoring, "tiny");
+    let path = dir.join("m.clsflow");
+    det.save(&path, Some(serde_json::json!({"epochs": 0})))
+        .unwrap();
+    (path, det)
+}
+
+fn images() -> Tensor {
+    tch::manual_seed(1);
+    (Tensor::rand([2, 3, 50, 70], (Kind::Float, Device::Cpu)) * 255.0).to_kind(Kind::Uint8)
+}
+
+fn load_err(path: &Path) -> String {
+    Detector::load(
+        path,
+        &DetectorOptions {
+            device: "cpu".into(),
+            half: false,
+        },
+    )
+    .unwrap_err()
+    .to_string()
+}
+
+/// Rewrites a checkpoint with edited tensors and/or manifest.
+fn rewrite(
+    src: &Path,
+    dst: &Path,
+    edit_tensors: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<u8>)>),
+    edit_manifest: impl FnOnce(&mut serde_json::Value),
+) {
+    let bytes = std::fs::read(src).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&meta.metadata().as_ref().unwrap()[METADATA_KEY]).unwrap();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    edit_tensors(&mut tensors);
+    edit_manifest(&mut manifest);
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(n, s, d)| {
+            (
+                n.clone(),
+                TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap(),
+            )
+        })
+        .collect();
+    let meta = HashMap::from([(METADATA_KEY.to_string(), manifest.to_string())]);
+    std::fs::write(dst, safetensors::serialize(views, Some(meta)).unwrap()).unwrap();
+}
+
+#[test]
+fn save_load_gives_identical_maps() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, det) = saved_model(dir.path());
+    let loaded = Detector::load(
+        &path,
+        &DetectorOptions {
+            device: "cpu".into(),
+            half: false,
+        },
+    )
+    .unwrap();
+    assert_eq!(loaded.scoring(), det.scoring());
+    assert_eq!(loaded.manifest().name, "tiny");
+    assert_eq!(
+        loaded.manifest().training,
+        Some(serde_json::json!({"epochs": 0}))
+    );
+    let a = det.detect_batch(&images()).unwrap();
+    let b = loaded.detect_batch(&images()).unwrap();
+    for (x, y) in [
+        (&a.fused, &b.fused),
+        (&a.flow, &b.flow),
+        (&a.cls, &b.cls),
+        (&a.scores, &b.scores),
+    ] {
+        assert!(x.equal(y), "maps differ after save/load");
+    }
+    assert_eq!(a.fused.size(), vec![2, 1, 64, 64]);
+    // the manifest can be read alone
+    let m = checkpoint::read_manifest(&path).unwrap();
+    assert_eq!(m.tap_channels, [40, 112, 320]);
+    assert_eq!(m.format_version, checkpoint::FORMAT_VERSION);
+}
+
+#[test]
+fn save_is_atomic_and_keeps_no_temp_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, det) = saved_model(dir.path());
+    det.save(&path, None).unwrap();
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "only the checkpoint remains: {names:?}");
+    // saving into a path whose folder is a file fails and leaves the old file intact
+    let before = std::fs::read(&path).unwrap();
+    let bad = path.join("x.clsflow");
+    assert!(det.save(&bad, None).is_err());
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}
+
+#[test]
+fn truncated_file_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = saved_model(dir.path());
+    let bytes = std::fs::read(&path).unwrap();
+    let cut = dir.path().join("cut.clsflow");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let msg = load_err(&cut);
+    assert!(
+        msg.contains("cut.clsflow") && msg.contains("truncated"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn corrupted_weights_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = saved_model(dir.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 0x55; // flip bits in the last tensor's data
+    let bad = dir.path().join("bad.clsflow");
+    std::fs::write(&bad, &bytes).unwrap();
+    let msg = load_err(&bad);
+    assert!(msg.contains("corrupted"), "{msg}");
+}
+
+#[test]
+fn missing_extra_and_misshapen_tensors_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = saved_model(dir.path());
+    let p = dir.path().join("missing.clsflow");
+    rewrite(
+        &path,
+        &p,
+        |t| t.retain(|(n, _, _)| n != "flows.1.0.global_offset"),
+        |_| {},
+    );
+    let msg = load_err(&p);
+    assert!(
+        msg.contains("missing") && msg.contains("flows.1.0.global_offset"),
+        "{msg}"
+    );
+
+    let p = dir.path().join("extra.clsflow");
+    rewrite(
+        &path,
+        &p,
+        |t| t.push(("decoder.surprise".into(), vec![1], vec![0; 4])),
+        |_| {},
+    );
+    let msg = load_err(&p);
+    assert!(
+        msg.contains("unexpected") && msg.contains("decoder.surprise"),
+        "{msg}"
+    );
+
+    // config says 2 flow blocks... but the weights were made for a wider decoder head
+    let p = dir.path().join("disagree.clsflow");
+    rewrite(
+        &path,
+        &p,
+        |_| {},
+        |m| m["config"]["decoder"]["head_channels"] = 24.into(),
+    );
+    let msg = load_err(&p);
+    assert!(
+        msg.contains("config and weights disagree") && msg.contains("decoder.head"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn unknown_version_and_foreign_files_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = saved_model(dir.path());
+    let p = dir.path().join("v99.clsflow");
+    rewrite(&path, &p, |_| {}, |m| m["format_version"] = 99.into());
+    let msg = load_err(&p);
+    assert!(
+        msg.contains("unknown checkpoint format version 99"),
+        "{msg}"
+    );
+
+    let msg = load_err(&common::lite0_weights());
+    assert!(msg.contains("not a clsflow checkpoint"), "{msg}");
+
+    let msg = load_err(&dir.path().join("nope.clsflow"));
+    assert!(msg.contains("nope.clsflow"), "{msg}");
+}

@@ -1,0 +1,106 @@
+//! Detector behaviour: any image size, scores are the fused maps' maxima, devices, regions.
+mod common;
+
+use clsflow::detector::AnomalyMap;
+use clsflow::device::parse_device;
+use clsflow::regions::find_regions;
+use clsflow::{ClsFlowModel, Detector, DetectorOptions, Scoring};
+use image::RgbImage;
+use tch::Device;
+
+fn detector(threshold: f64) -> Detector {
+    tch::manual_seed(2);
+    let model = ClsFlowModel::new(common::tiny_config(), Device::Cpu).unwrap();
+    let scoring = Scoring {
+        threshold,
+        ..Scoring::default()
+    };
+    Detector::from_model(model, scoring, "tiny")
+}
+
+#[test]
+fn detects_images_of_any_size() {
+    let det = detector(0.0);
+    let imgs = vec![
+        RgbImage::from_fn(31, 17, |x, y| image::Rgb([x as u8 * 8, y as u8 * 8, 100])),
+        RgbImage::from_fn(300, 200, |x, _| image::Rgb([(x % 255) as u8, 10, 200])),
+    ];
+    let out = det.detect(&imgs).unwrap();
+    assert_eq!(out.len(), 2);
+    for d in &out {
+        assert_eq!((d.fused.width, d.fused.height), (64, 64));
+        assert!(
+            (d.score - d.fused.max()).abs() < 1e-5,
+            "score is the max of the fused map"
+        );
+        assert!(d.anomalous, "threshold 0: every score is above it");
+        assert!(
+            d.cls.data.iter().all(|&v| (0.0..=1.0).contains(&v)),
+            "classifier map is a probability"
+        );
+        // fused = flow + w * cls with w = 1
+        let i = 100;
+        assert!((d.fused.data[i] - d.flow.data[i] - d.cls.data[i]).abs() < 1e-5);
+    }
+    let strict = detector(1e9);
+    assert!(!strict.detect(&imgs[..1]).unwrap()[0].anomalous);
+    assert!(det.detect(&[]).unwrap().is_empty());
+}
+
+#[test]
+fn device_strings() {
+    assert_eq!(parse_device("cpu").unwrap(), Device::Cpu);
+    assert!(parse_device("auto").is_ok());
+    let e = parse_device("tpu").unwrap_err().to_string();
+    assert!(e.contains("tpu") && e.contains("expected auto, cpu"), "{e}");
+    if !tch::Cuda::is_available() {
+        let e = parse_device("cuda:0").unwrap_err().to_string();
+        assert!(e.contains("CUDA is not available"), "{e}");
+        let e = Detector::load(
+            "x",
+            &DetectorOptions {
+                device: "cpu".into(),
+                half: true,
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("half precision needs a CUDA device"), "{e}");
+    }
+}
+
+#[test]
+fn regions_are_eight_connected_components_in_frame_coordinates() {
+    let mut data = vec![0.0f32; 10 * 8];
+    // a diagonal pair (one 8-connected region) and a separate 2x2 block
+    data[8 + 1] = 5.0;
+    data[8 * 2 + 2] = 3.0;
+    for (x, y) in [(5, 6), (6, 6), (5, 7), (6, 7)] {
+        data[8 * y + x] = 2.0;
+    }
+    let map = AnomalyMap {
+        width: 8,
+        height: 10,
+        data,
+    };
+    let regions = find_regions(&map, 1.0, 1);
+    assert_eq!(regions.len(), 2);
+    let r = &regions[0];
+    assert_eq!((r.x, r.y, r.width, r.height, r.area), (1, 1, 2, 2, 2));
+    assert_eq!(r.max_score, 5.0);
+    assert_eq!(r.mean_score, 4.0);
+    let b = &regions[1];
+    assert_eq!((b.x, b.y, b.width, b.height, b.area), (5, 6, 2, 2, 4));
+    // map 8x10 -> frame 80x100: scale 10
+    assert_eq!(b.scaled_box(8, 10, 80, 100), (50, 60, 20, 20));
+    assert_eq!(
+        find_regions(&map, 1.0, 3).len(),
+        1,
+        "min_area drops the small region"
+    );
+    let resized = map.resized(16, 20);
+    assert_eq!(
+        (resized.width, resized.height, resized.data.len()),
+        (16, 20, 320)
+    );
+}
