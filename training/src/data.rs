@@ -1,0 +1,185 @@
+//! Datasets on disk: MVTec AD layout (`train/good`, `test/<type>`, `ground_truth/<type>/<name>_mask.png`)
+//! or a plain folder of good images. Images of any format, channel count and size are read with
+//! `image`, converted to RGB and resized once to the model input.
+
+use anyhow::{Context, Result, bail};
+use clsflow::preprocess::{rgb_to_tensor, tensor_to_rgb};
+use image::{GrayImage, RgbImage};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
+use tch::Kind;
+
+/// File extensions treated as images.
+pub const IMAGE_EXTENSIONS: [&str; 9] = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "gif", "pnm"];
+
+/// What to do with a file that cannot be read as an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBadImage {
+    /// Report the path and continue without it.
+    Skip,
+    /// Stop with an error naming the path.
+    Fail,
+}
+
+/// A test image with its label.
+#[derive(Debug, Clone)]
+pub struct TestItem {
+    /// Image path.
+    pub path: PathBuf,
+    /// Folder name under `test/` (`good` for normal images).
+    pub defect_type: String,
+    /// Ground-truth mask path (defective images only; a missing mask is an error).
+    pub mask: Option<PathBuf>,
+}
+
+/// The files of a category.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    /// Root folder.
+    pub root: PathBuf,
+    /// Category name (the root folder's name).
+    pub name: String,
+    /// Good training images.
+    pub train: Vec<PathBuf>,
+    /// Test images (empty for a plain folder of good images).
+    pub test: Vec<TestItem>,
+}
+
+fn is_image(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Image files of a folder, sorted by name.
+pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read folder {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && is_image(p))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+impl Dataset {
+    /// Opens `root` as an MVTec AD category, or, when it has no `train/good`, as a plain folder
+    /// of good images (training only).
+    pub fn open(root: &Path) -> Result<Self> {
+        if !root.is_dir() {
+            bail!("{}: not a folder (expected an MVTec AD category with train/good, or a folder of good images)", root.display());
+        }
+        let name = root
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "dataset".into());
+        let train_dir = root.join("train/good");
+        if !train_dir.is_dir() {
+            let train = list_images(root)?;
+            if train.is_empty() {
+                bail!(
+                    "{}: no train/good folder and no images directly inside; expected MVTec AD layout \
+                     (train/good, test/<type>, ground_truth/<type>/<name>_mask.png) or a folder of good images",
+                    root.display()
+                );
+            }
+            return Ok(Dataset { root: root.into(), name, train, test: Vec::new() });
+        }
+        let train = list_images(&train_dir)?;
+        if train.is_empty() {
+            bail!("{}: no images (extensions {:?})", train_dir.display(), IMAGE_EXTENSIONS);
+        }
+        let mut test = Vec::new();
+        let test_dir = root.join("test");
+        if test_dir.is_dir() {
+            let mut types: Vec<PathBuf> = std::fs::read_dir(&test_dir)
+                .with_context(|| format!("cannot read {}", test_dir.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_dir())
+                .collect();
+            types.sort();
+            for dir in types {
+                let defect_type = dir.file_name().unwrap().to_string_lossy().into_owned();
+                for path in list_images(&dir)? {
+                    let mask = if defect_type == "good" {
+                        None
+                    } else {
+                        let stem = path.file_stem().unwrap().to_string_lossy();
+                        let m = root.join("ground_truth").join(&defect_type).join(format!("{stem}_mask.png"));
+                        if !m.is_file() {
+                            bail!("{}: ground-truth mask {} is missing", path.display(), m.display());
+                        }
+                        Some(m)
+                    };
+                    test.push(TestItem { path, defect_type: defect_type.clone(), mask });
+                }
+            }
+        }
+        Ok(Dataset { root: root.into(), name, train, test })
+    }
+}
+
+/// Resizes an RGB image to `size` x `size` with the detector's own resize (bilinear, antialiased),
+/// so that training sees exactly what inference sees.
+pub fn resize_rgb(img: &RgbImage, size: u32) -> RgbImage {
+    if img.dimensions() == (size, size) {
+        return img.clone();
+    }
+    let t = rgb_to_tensor(img).unsqueeze(0).to_kind(Kind::Float) / 255.0;
+    let r = t.internal_upsample_bilinear2d_aa([size as i64, size as i64], false, None, None);
+    tensor_to_rgb(&r.squeeze_dim(0)).expect("resized image")
+}
+
+/// Reads an image of any format and channel count as RGB.
+pub fn read_rgb(path: &Path) -> Result<RgbImage> {
+    let img = image::ImageReader::open(path)
+        .with_context(|| format!("{}: cannot open", path.display()))?
+        .with_guessed_format()
+        .with_context(|| format!("{}: cannot read", path.display()))?
+        .decode()
+        .with_context(|| format!("{}: not a readable image", path.display()))?;
+    Ok(img.to_rgb8())
+}
+
+/// Reads a ground-truth mask (non-zero = defect), resized to `size` with nearest neighbour.
+pub fn read_mask(path: &Path, size: u32) -> Result<GrayImage> {
+    let m = image::open(path)
+        .with_context(|| format!("{}: not a readable mask", path.display()))?
+        .to_luma8();
+    let m = image::imageops::resize(&m, size, size, image::imageops::FilterType::Nearest);
+    Ok(GrayImage::from_fn(size, size, |x, y| image::Luma([if m.get_pixel(x, y)[0] > 127 { 255 } else { 0 }])))
+}
+
+/// A progress bar with ETA in the project's style.
+pub fn progress(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>14} [{bar:30}] {pos}/{len} {elapsed_precise} ETA {eta_precise} {per_sec}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+/// Loads and resizes images; unreadable files are reported by path and skipped or fatal by
+/// `on_bad`. Returns the images with their paths.
+pub fn load_images(paths: &[PathBuf], size: u32, on_bad: OnBadImage, what: &str) -> Result<Vec<(PathBuf, RgbImage)>> {
+    let pb = progress(paths.len() as u64, what);
+    let mut out = Vec::with_capacity(paths.len());
+    for p in paths {
+        match read_rgb(p) {
+            Ok(img) => out.push((p.clone(), resize_rgb(&img, size))),
+            Err(e) if on_bad == OnBadImage::Skip => pb.println(format!("warning: skipping {e:#}")),
+            Err(e) => return Err(e.context("use --on-bad-image skip to leave such files out")),
+        }
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    if out.is_empty() {
+        bail!("no readable images among {} file(s) for {what}", paths.len());
+    }
+    Ok(out)
+}
