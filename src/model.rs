@@ -70,14 +70,14 @@ impl ModelConfig {
 
 /// Extractor, decoder and flows with their variables.
 ///
-/// Two variable stores keep the training stages apart: `cls_vars` (extractor + decoder, trained in
-/// stage 1) and `flow_vars` (flows, trained in stage 2). Variable names carry the prefixes
+/// Separate variable stores keep the training stages apart: `cls_vars` (extractor + decoder,
+/// trained in stage 1) and one store per flow (stage 2 gives each flow its own optimiser). Variable names carry the prefixes
 /// `backbone.`, `decoder.` and `flows.` and are the tensor names in checkpoints.
 #[derive(Debug)]
 pub struct ClsFlowModel {
     config: ModelConfig,
     cls_vars: VarStore,
-    flow_vars: VarStore,
+    flow_vars: Vec<VarStore>,
     backbone: Backbone,
     decoder: Decoder,
     flows: Vec<ConditionalFlow>,
@@ -89,14 +89,16 @@ impl ClsFlowModel {
     pub fn new(config: ModelConfig, device: Device) -> Result<Self> {
         config.validate()?;
         let cls_vars = VarStore::new(device);
-        let flow_vars = VarStore::new(device);
+        let flow_vars: Vec<VarStore> = (0..3).map(|_| VarStore::new(device)).collect();
         let taps = config.backbone.tap_channels();
         let backbone = Backbone::new(&(cls_vars.root() / "backbone"), config.backbone);
         let decoder = Decoder::new(&(cls_vars.root() / "decoder"), taps, &config.decoder);
         let flows = taps
             .iter()
             .enumerate()
-            .map(|(i, &c)| ConditionalFlow::new(&(flow_vars.root() / "flows" / i), c, &config.flow))
+            .map(|(i, &c)| {
+                ConditionalFlow::new(&(flow_vars[i].root() / "flows" / i), c, &config.flow)
+            })
             .collect();
         let cond_rows = config
             .tap_sizes()
@@ -140,9 +142,9 @@ impl ClsFlowModel {
         &self.cls_vars
     }
 
-    /// Flow variables (stage 2 optimiser).
-    pub fn flow_vars(&self) -> &VarStore {
-        &self.flow_vars
+    /// Variables of the flow of tap `i` (stage 2 optimiser).
+    pub fn flow_vars(&self, tap: usize) -> &VarStore {
+        &self.flow_vars[tap]
     }
 
     /// Switches gradient tracking of the extractor's trainable weights (BatchNorm running
@@ -192,7 +194,7 @@ impl ClsFlowModel {
             .cls_vars
             .variables()
             .into_iter()
-            .chain(self.flow_vars.variables())
+            .chain(self.flow_vars.iter().flat_map(|v| v.variables()))
             .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
@@ -201,7 +203,9 @@ impl ClsFlowModel {
     /// Converts every variable to half precision (inference on CUDA only).
     pub fn to_half(&mut self) {
         self.cls_vars.half();
-        self.flow_vars.half();
+        for v in &mut self.flow_vars {
+            v.half();
+        }
     }
 }
 

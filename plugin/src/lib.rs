@@ -1,7 +1,21 @@
-//! GStreamer plugin `clsflow`.
+//! GStreamer plugin `clsflow`: visual anomaly detection on live video.
+//!
+//! - [`anomalydetect`]: caps -> tensor ([`frame`]) -> clsflow detector -> maps and regions ->
+//!   metadata ([`meta`]) on each buffer;
+//! - [`anomalyoverlay`]: metadata -> drawing ([`draw`]) on the frame.
+
 use gst::glib;
 
-fn plugin_init(_plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+pub mod anomalydetect;
+pub mod anomalyoverlay;
+pub mod draw;
+pub mod frame;
+pub mod meta;
+
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    meta::register();
+    anomalydetect::register(plugin)?;
+    anomalyoverlay::register(plugin)?;
     Ok(())
 }
 

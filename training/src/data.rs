@@ -10,10 +10,14 @@ use std::path::{Path, PathBuf};
 use tch::Kind;
 
 /// File extensions treated as images.
-pub const IMAGE_EXTENSIONS: [&str; 9] = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "gif", "pnm"];
+pub const IMAGE_EXTENSIONS: [&str; 9] = [
+    "png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "gif", "pnm",
+];
 
 /// What to do with a file that cannot be read as an image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum OnBadImage {
     /// Report the path and continue without it.
@@ -68,7 +72,10 @@ impl Dataset {
     /// of good images (training only).
     pub fn open(root: &Path) -> Result<Self> {
         if !root.is_dir() {
-            bail!("{}: not a folder (expected an MVTec AD category with train/good, or a folder of good images)", root.display());
+            bail!(
+                "{}: not a folder (expected an MVTec AD category with train/good, or a folder of good images)",
+                root.display()
+            );
         }
         let name = root
             .canonicalize()
@@ -85,11 +92,20 @@ impl Dataset {
                     root.display()
                 );
             }
-            return Ok(Dataset { root: root.into(), name, train, test: Vec::new() });
+            return Ok(Dataset {
+                root: root.into(),
+                name,
+                train,
+                test: Vec::new(),
+            });
         }
         let train = list_images(&train_dir)?;
         if train.is_empty() {
-            bail!("{}: no images (extensions {:?})", train_dir.display(), IMAGE_EXTENSIONS);
+            bail!(
+                "{}: no images (extensions {:?})",
+                train_dir.display(),
+                IMAGE_EXTENSIONS
+            );
         }
         let mut test = Vec::new();
         let test_dir = root.join("test");
@@ -107,17 +123,33 @@ impl Dataset {
                         None
                     } else {
                         let stem = path.file_stem().unwrap().to_string_lossy();
-                        let m = root.join("ground_truth").join(&defect_type).join(format!("{stem}_mask.png"));
+                        let m = root
+                            .join("ground_truth")
+                            .join(&defect_type)
+                            .join(format!("{stem}_mask.png"));
                         if !m.is_file() {
-                            bail!("{}: ground-truth mask {} is missing", path.display(), m.display());
+                            bail!(
+                                "{}: ground-truth mask {} is missing",
+                                path.display(),
+                                m.display()
+                            );
                         }
                         Some(m)
                     };
-                    test.push(TestItem { path, defect_type: defect_type.clone(), mask });
+                    test.push(TestItem {
+                        path,
+                        defect_type: defect_type.clone(),
+                        mask,
+                    });
                 }
             }
         }
-        Ok(Dataset { root: root.into(), name, train, test })
+        Ok(Dataset {
+            root: root.into(),
+            name,
+            train,
+            test,
+        })
     }
 }
 
@@ -149,16 +181,20 @@ pub fn read_mask(path: &Path, size: u32) -> Result<GrayImage> {
         .with_context(|| format!("{}: not a readable mask", path.display()))?
         .to_luma8();
     let m = image::imageops::resize(&m, size, size, image::imageops::FilterType::Nearest);
-    Ok(GrayImage::from_fn(size, size, |x, y| image::Luma([if m.get_pixel(x, y)[0] > 127 { 255 } else { 0 }])))
+    Ok(GrayImage::from_fn(size, size, |x, y| {
+        image::Luma([if m.get_pixel(x, y)[0] > 127 { 255 } else { 0 }])
+    }))
 }
 
 /// A progress bar with ETA in the project's style.
 pub fn progress(len: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);
     pb.set_style(
-        ProgressStyle::with_template("{msg:>14} [{bar:30}] {pos}/{len} {elapsed_precise} ETA {eta_precise} {per_sec}")
-            .expect("template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{msg:>14} [{bar:30}] {pos}/{len} {elapsed_precise} ETA {eta_precise} {per_sec}",
+        )
+        .expect("template")
+        .progress_chars("=> "),
     );
     pb.set_message(what.to_string());
     pb
@@ -166,7 +202,12 @@ pub fn progress(len: u64, what: &str) -> ProgressBar {
 
 /// Loads and resizes images; unreadable files are reported by path and skipped or fatal by
 /// `on_bad`. Returns the images with their paths.
-pub fn load_images(paths: &[PathBuf], size: u32, on_bad: OnBadImage, what: &str) -> Result<Vec<(PathBuf, RgbImage)>> {
+pub fn load_images(
+    paths: &[PathBuf],
+    size: u32,
+    on_bad: OnBadImage,
+    what: &str,
+) -> Result<Vec<(PathBuf, RgbImage)>> {
     let pb = progress(paths.len() as u64, what);
     let mut out = Vec::with_capacity(paths.len());
     for p in paths {
@@ -179,7 +220,10 @@ pub fn load_images(paths: &[PathBuf], size: u32, on_bad: OnBadImage, what: &str)
     }
     pb.finish_and_clear();
     if out.is_empty() {
-        bail!("no readable images among {} file(s) for {what}", paths.len());
+        bail!(
+            "no readable images among {} file(s) for {what}",
+            paths.len()
+        );
     }
     Ok(out)
 }

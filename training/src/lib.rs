@@ -3,8 +3,17 @@
 //! The flow of training, by module: [`data`] (folders -> images) -> [`synth`] (samples with
 //! synthetic defects) -> [`stage1`] (classifier fine-tunes the shared extractor) -> [`stage2`]
 //! (flows on the frozen extractor) -> [`calibrate`] (flow references, fusion weight, threshold,
-//! no test labels) -> checkpoint; then [`evaluate`] and [`report`] on the test split.
-//! [`demo_data`] makes the embedded demo category.
+//! no test labels) -> checkpoint, all driven by [`train`]; then [`evaluate`] and [`report`] on the
+//! test split. [`demo_data`] makes the embedded demo category.
 
+pub mod calibrate;
+pub mod config;
 pub mod data;
+pub mod demo_data;
+pub mod evaluate;
+pub mod report;
+pub mod schedule;
+pub mod stage1;
+pub mod stage2;
 pub mod synth;
+pub mod train;

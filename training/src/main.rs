@@ -1,1 +1,300 @@
-fn main() {}
+//! `clsflow-train`: train, calibrate and evaluate clsflow detectors on MVTec-AD-style folders.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use clsflow::{Detector, DetectorOptions};
+use clsflow_train::config::{Overrides, TrainConfig};
+use clsflow_train::data::{Dataset, OnBadImage, load_images};
+use clsflow_train::demo_data::{self, DemoCounts};
+use clsflow_train::evaluate::{BRANCHES, evaluate, score_test_set};
+use clsflow_train::report::{save_png, write_report};
+use clsflow_train::synth::foreground::{foreground_mask, rule_for_category};
+use clsflow_train::synth::textures::load_textures;
+use clsflow_train::synth::{DefectSynthesizer, sample_sheet};
+use clsflow_train::train::train;
+use rand::SeedableRng;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(
+    name = "clsflow-train",
+    version,
+    about = "Train, calibrate and evaluate clsflow anomaly detectors"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a detector on the good images of a category (MVTec AD layout or a plain folder).
+    Train {
+        /// TOML config (see configs/).
+        #[arg(long, default_value = "configs/cpu-fast.toml")]
+        config: PathBuf,
+        /// Category folder.
+        #[arg(long)]
+        data: PathBuf,
+        /// Output folder (checkpoints, state, summary).
+        #[arg(long)]
+        out: PathBuf,
+        /// Continue an interrupted run in --out.
+        #[arg(long)]
+        resume: bool,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Evaluate a checkpoint on the test split and write the report.
+    Eval {
+        /// Checkpoint.
+        #[arg(long)]
+        model: PathBuf,
+        /// Category folder with test/ and ground_truth/.
+        #[arg(long)]
+        data: PathBuf,
+        /// Report folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Device: auto, cpu, cuda, cuda:N.
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// Images per batch.
+        #[arg(long, default_value_t = 8)]
+        batch_size: usize,
+        /// Unreadable test images: skip or fail.
+        #[arg(long, value_enum, default_value = "skip")]
+        on_bad_image: OnBadImage,
+    },
+    /// Write N synthetic-defect samples as a PNG sheet (image, mask, label target).
+    SynthSheet {
+        /// Category folder (good images are the base).
+        #[arg(long)]
+        data: PathBuf,
+        /// Config whose synth/data settings apply.
+        #[arg(long, default_value = "configs/cpu-fast.toml")]
+        config: PathBuf,
+        /// Samples.
+        #[arg(long, default_value_t = 8)]
+        count: usize,
+        /// Output PNG.
+        #[arg(long, default_value = "synthetic-defects.png")]
+        out: PathBuf,
+        /// Seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Generate the embedded demo category (procedural plates with defects, MVTec layout).
+    DemoData {
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Seed.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Good training images.
+        #[arg(long, default_value_t = 100)]
+        train: usize,
+        /// Good test images.
+        #[arg(long, default_value_t = 20)]
+        test_good: usize,
+        /// Test images per defect type.
+        #[arg(long, default_value_t = 12)]
+        per_defect: usize,
+    },
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map(|x| format!("{:5.1}", 100.0 * x))
+        .unwrap_or_else(|| "  n/a".into())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train {
+            config,
+            data,
+            out,
+            resume,
+            overrides,
+        } => {
+            let mut cfg = TrainConfig::load(&config)?;
+            overrides.apply(&mut cfg)?;
+            let stop = Arc::new(AtomicBool::new(false));
+            let flag = stop.clone();
+            ctrlc::set_handler(move || {
+                if flag.swap(true, Ordering::SeqCst) {
+                    eprintln!("\nsecond interrupt: exiting now");
+                    std::process::exit(130);
+                }
+                eprintln!("\ninterrupt: finishing the current step and saving (Ctrl-C again to quit at once)");
+            })
+            .context("cannot install the Ctrl-C handler")?;
+            let t0 = Instant::now();
+            let r = train(cfg, &data, &out, resume, stop)?;
+            let s = &r.state;
+            println!(
+                "\ntraining finished in {:.1} min",
+                t0.elapsed().as_secs_f64() / 60.0
+            );
+            println!(
+                "  stage 1: {} epochs, {:.0} s, last loss {:.4}",
+                s.stage1_done,
+                s.seconds[0],
+                s.stage1_losses.last().copied().unwrap_or(f64::NAN)
+            );
+            println!(
+                "  stage 2: {:?} epochs per flow, {:.0} s, last losses {:?}",
+                s.stage2_done,
+                s.seconds[1],
+                s.stage2_losses
+                    .iter()
+                    .map(|l| l.last().copied().unwrap_or(f64::NAN))
+                    .collect::<Vec<_>>()
+            );
+            println!(
+                "  calibration ({:.0} s, {} held-out + {} synthetic): fusion weight {}, threshold {:.4}",
+                s.seconds[2],
+                r.calibration.holdout_images,
+                r.calibration.synthetic_defects,
+                r.calibration.scoring.fusion_weight,
+                r.calibration.scoring.threshold
+            );
+            println!("  model:   {}", r.model.display());
+            println!("  summary: {}", r.summary.display());
+            Ok(())
+        }
+        Command::Eval {
+            model,
+            data,
+            out,
+            device,
+            batch_size,
+            on_bad_image,
+        } => {
+            let t0 = Instant::now();
+            let det = Detector::load(
+                &model,
+                &DetectorOptions {
+                    device,
+                    half: false,
+                },
+            )?;
+            let ds = Dataset::open(&data)?;
+            let (items, ms) = score_test_set(&det, &ds, on_bad_image, batch_size.max(1))?;
+            let thr = det.scoring().threshold;
+            let eval = evaluate(&items, det.map_size(), thr, ms);
+            let extra = serde_json::json!({
+                "model": model.display().to_string(),
+                "data": data.display().to_string(),
+                "device": clsflow::device::device_name(det.device()),
+                "fusion_weight": det.scoring().fusion_weight,
+                "training": det.manifest().training.as_ref().map(|t| serde_json::json!({"seconds": t["seconds"], "config": t["config"]})),
+                "eval_seconds": t0.elapsed().as_secs_f64(),
+            });
+            let title = format!("clsflow evaluation: {}", ds.name);
+            let files = write_report(&out, &title, &eval, &items, det.map_size(), extra)?;
+            println!(
+                "{:<11} image AUROC  pixel AUROC  pixel AP  AU-PRO",
+                "branch"
+            );
+            for b in BRANCHES {
+                let m = &eval.branches[b];
+                println!(
+                    "{b:<11} {}        {}        {}     {}",
+                    pct(m.image_auroc),
+                    pct(m.pixel_auroc),
+                    pct(m.pixel_ap),
+                    pct(m.au_pro)
+                );
+            }
+            let d = &eval.decisions;
+            println!(
+                "threshold {:.4}: precision {}, recall {}, good flagged {}",
+                d.threshold,
+                pct(d.precision),
+                pct(d.recall),
+                pct(d.false_positive_rate)
+            );
+            println!(
+                "inference {:.1} ms/image; report written in {:.0} s:",
+                ms,
+                t0.elapsed().as_secs_f64()
+            );
+            for f in files {
+                println!("  {}", f.display());
+            }
+            Ok(())
+        }
+        Command::SynthSheet {
+            data,
+            config,
+            count,
+            out,
+            seed,
+        } => {
+            let cfg = TrainConfig::load(&config)?;
+            let ds = Dataset::open(&data)?;
+            let size = cfg.model.input_size as u32;
+            let n = count.clamp(1, ds.train.len());
+            let imgs: Vec<_> = load_images(&ds.train[..n], size, cfg.data.on_bad_image, "loading")?
+                .into_iter()
+                .map(|(_, i)| i)
+                .collect();
+            let mut rule = rule_for_category(&ds.name);
+            if let Some(m) = cfg.data.foreground {
+                rule.mode = m;
+            }
+            let synth =
+                DefectSynthesizer::new(cfg.synth.clone(), load_textures(&cfg.data.textures, size)?);
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let samples: Vec<_> = (0..count)
+                .map(|i| {
+                    let img = &imgs[i % imgs.len()];
+                    synth.sample(
+                        img,
+                        &imgs,
+                        foreground_mask(img, rule).as_ref(),
+                        true,
+                        &mut rng,
+                    )
+                })
+                .collect();
+            save_png(&sample_sheet(&samples), &out)?;
+            println!(
+                "{count} samples (image | mask | label target) written to {}",
+                out.display()
+            );
+            Ok(())
+        }
+        Command::DemoData {
+            out,
+            seed,
+            train,
+            test_good,
+            per_defect,
+        } => {
+            let n = demo_data::generate(
+                &out,
+                DemoCounts {
+                    train,
+                    test_good,
+                    per_defect,
+                },
+                seed,
+            )?;
+            println!("demo category: {n} images written under {}", out.display());
+            Ok(())
+        }
+    }
+}

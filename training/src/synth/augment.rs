@@ -59,8 +59,9 @@ impl Augmenter {
         match self {
             Augmenter::GammaContrast => {
                 let g: [f32; 3] = [0, 1, 2].map(|_| rng.gen_range(0.5..2.0));
-                let lut: Vec<[u8; 3]> =
-                    (0..256).map(|v| g.map(|g| clamp_u8(255.0 * (v as f32 / 255.0).powf(g)))).collect();
+                let lut: Vec<[u8; 3]> = (0..256)
+                    .map(|v| g.map(|g| clamp_u8(255.0 * (v as f32 / 255.0).powf(g))))
+                    .collect();
                 map_channels(img, |c, v| lut[v as usize][c]);
             }
             Augmenter::Brightness => {
@@ -115,7 +116,11 @@ impl Augmenter {
                 });
                 map_channels(img, |c, v| {
                     let (lo, hi) = ranges[c];
-                    if hi <= lo { v } else { clamp_u8((v as f32 - lo) * 255.0 / (hi - lo)) }
+                    if hi <= lo {
+                        v
+                    } else {
+                        clamp_u8((v as f32 - lo) * 255.0 / (hi - lo))
+                    }
                 });
             }
             Augmenter::Equalize => {
@@ -222,7 +227,9 @@ mod tests {
     use rand::SeedableRng;
 
     fn gradient() -> RgbImage {
-        RgbImage::from_fn(32, 16, |x, y| Rgb([(x * 8) as u8, (y * 16) as u8, 60 + x as u8]))
+        RgbImage::from_fn(32, 16, |x, y| {
+            Rgb([(x * 8) as u8, (y * 16) as u8, 60 + x as u8])
+        })
     }
 
     #[test]
@@ -243,7 +250,10 @@ mod tests {
             let (h, s, v) = rgb_to_hsv(Rgb(rgb));
             let back = hsv_to_rgb(h, s, v).0;
             for c in 0..3 {
-                assert!((back[c] as i32 - rgb[c] as i32).abs() <= 1, "{rgb:?} -> {back:?}");
+                assert!(
+                    (back[c] as i32 - rgb[c] as i32).abs() <= 1,
+                    "{rgb:?} -> {back:?}"
+                );
             }
         }
     }

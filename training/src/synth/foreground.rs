@@ -39,7 +39,10 @@ pub fn rule_for_category(name: &str) -> ForegroundRule {
         "bottle" | "capsule" | "grid" | "screw" | "zipper" => ForegroundMode::Object,
         _ => ForegroundMode::None,
     };
-    ForegroundRule { mode, fill_holes: !matches!(name, "grid" | "metal_nut") }
+    ForegroundRule {
+        mode,
+        fill_holes: !matches!(name, "grid" | "metal_nut"),
+    }
 }
 
 /// The foreground mask (255 = foreground) of an image, or `None` when the rule allows everywhere.
@@ -64,7 +67,9 @@ pub fn foreground_mask(img: &RgbImage, rule: ForegroundRule) -> Option<GrayImage
 
 /// Sets to foreground every background component that does not touch the border.
 pub fn fill_holes(mask: &mut GrayImage) {
-    let inverted = GrayImage::from_fn(mask.width(), mask.height(), |x, y| Luma([255 - mask.get_pixel(x, y)[0]]));
+    let inverted = GrayImage::from_fn(mask.width(), mask.height(), |x, y| {
+        Luma([255 - mask.get_pixel(x, y)[0]])
+    });
     let labels = connected_components(&inverted, Connectivity::Four, Luma([0u8]));
     let (w, h) = mask.dimensions();
     let mut touches = std::collections::HashSet::new();
@@ -89,20 +94,45 @@ mod tests {
     fn ring() -> RgbImage {
         RgbImage::from_fn(64, 64, |x, y| {
             let d = ((x as f32 - 32.0).powi(2) + (y as f32 - 32.0).powi(2)).sqrt();
-            Rgb(if (8.0..20.0).contains(&d) { [220; 3] } else { [20; 3] })
+            Rgb(if (8.0..20.0).contains(&d) {
+                [220; 3]
+            } else {
+                [20; 3]
+            })
         })
     }
 
     #[test]
     fn object_mask_fills_holes_and_inverted_mode_flips() {
         let img = ring();
-        let filled = foreground_mask(&img, ForegroundRule { mode: ForegroundMode::Object, fill_holes: true }).unwrap();
+        let filled = foreground_mask(
+            &img,
+            ForegroundRule {
+                mode: ForegroundMode::Object,
+                fill_holes: true,
+            },
+        )
+        .unwrap();
         assert_eq!(filled.get_pixel(32, 32)[0], 255, "hole filled");
         assert_eq!(filled.get_pixel(45, 32)[0], 255, "ring is foreground");
         assert_eq!(filled.get_pixel(2, 2)[0], 0, "background");
-        let open = foreground_mask(&img, ForegroundRule { mode: ForegroundMode::Object, fill_holes: false }).unwrap();
+        let open = foreground_mask(
+            &img,
+            ForegroundRule {
+                mode: ForegroundMode::Object,
+                fill_holes: false,
+            },
+        )
+        .unwrap();
         assert_eq!(open.get_pixel(32, 32)[0], 0, "hole kept without filling");
-        let inv = foreground_mask(&img, ForegroundRule { mode: ForegroundMode::Inverted, fill_holes: false }).unwrap();
+        let inv = foreground_mask(
+            &img,
+            ForegroundRule {
+                mode: ForegroundMode::Inverted,
+                fill_holes: false,
+            },
+        )
+        .unwrap();
         assert_eq!(inv.get_pixel(2, 2)[0], 255);
         assert_eq!(inv.get_pixel(45, 32)[0], 0);
         assert!(foreground_mask(&img, rule_for_category("magnetic_tile")).is_none());

@@ -106,11 +106,16 @@ impl DefectSynthesizer {
         rng: &mut impl Rng,
     ) -> Sample {
         let (w, h) = image.dimensions();
-        let normal = || Sample { image: image.clone(), mask: GrayImage::new(w, h), label: 0.0 };
+        let normal = || Sample {
+            image: image.clone(),
+            mask: GrayImage::new(w, h),
+            label: 0.0,
+        };
         if !force_defect && !rng.gen_bool(self.config.defect_probability) {
             return normal();
         }
-        let use_texture = !self.textures.is_empty() && (others.is_empty() || rng.gen_bool(self.config.texture_probability));
+        let use_texture = !self.textures.is_empty()
+            && (others.is_empty() || rng.gen_bool(self.config.texture_probability));
         let mut source = if use_texture {
             self.textures[rng.gen_range(0..self.textures.len())].clone()
         } else if !others.is_empty() {
@@ -123,7 +128,12 @@ impl DefectSynthesizer {
         }
         augment::augment(&mut source, self.config.augmenters, rng);
         let size = w.max(h) as usize;
-        let mut mask = perlin::perlin_mask(size.next_power_of_two(), self.config.perlin_scale_max, self.config.perlin_threshold, rng);
+        let mut mask = perlin::perlin_mask(
+            size.next_power_of_two(),
+            self.config.perlin_scale_max,
+            self.config.perlin_threshold,
+            rng,
+        );
         if mask.dimensions() != (w, h) {
             mask = image::imageops::crop_imm(&mask, 0, 0, w, h).to_image();
         }
@@ -159,23 +169,38 @@ impl DefectSynthesizer {
         if count == 0 {
             return normal();
         }
-        Sample { image: out, mask, label: (label_sum / count as f64) as f32 }
+        Sample {
+            image: out,
+            mask,
+            label: (label_sum / count as f64) as f32,
+        }
     }
 }
 
 /// A sheet of samples for people to look at: one row per sample with image, mask and the label
 /// target map (grey level = label).
 pub fn sample_sheet(samples: &[Sample]) -> RgbImage {
-    let (w, h) = samples.first().map(|s| s.image.dimensions()).unwrap_or((1, 1));
+    let (w, h) = samples
+        .first()
+        .map(|s| s.image.dimensions())
+        .unwrap_or((1, 1));
     let gap = 4;
-    let mut sheet = RgbImage::from_pixel(3 * w + 4 * gap, samples.len() as u32 * (h + gap) + gap, image::Rgb([40, 40, 40]));
+    let mut sheet = RgbImage::from_pixel(
+        3 * w + 4 * gap,
+        samples.len() as u32 * (h + gap) + gap,
+        image::Rgb([40, 40, 40]),
+    );
     for (i, s) in samples.iter().enumerate() {
         let y = gap + i as u32 * (h + gap);
         image::imageops::replace(&mut sheet, &s.image, gap as i64, y as i64);
         let mask = image::DynamicImage::ImageLuma8(s.mask.clone()).to_rgb8();
         image::imageops::replace(&mut sheet, &mask, (2 * gap + w) as i64, y as i64);
         let target = RgbImage::from_fn(w, h, |x, yy| {
-            let v = if s.mask.get_pixel(x, yy)[0] > 0 { (s.label * 255.0).round() as u8 } else { 0 };
+            let v = if s.mask.get_pixel(x, yy)[0] > 0 {
+                (s.label * 255.0).round() as u8
+            } else {
+                0
+            };
             image::Rgb([v; 3])
         });
         image::imageops::replace(&mut sheet, &target, (3 * gap + 2 * w) as i64, y as i64);
@@ -194,7 +219,9 @@ mod tests {
 
     #[test]
     fn defects_change_only_masked_pixels_and_labels_follow_the_rule() {
-        let texture = RgbImage::from_fn(64, 64, |x, y| image::Rgb([(x * 4) as u8, (y * 4) as u8, 255]));
+        let texture = RgbImage::from_fn(64, 64, |x, y| {
+            image::Rgb([(x * 4) as u8, (y * 4) as u8, 255])
+        });
         let synth = DefectSynthesizer::new(SynthConfig::default(), vec![texture]);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
         let img = flat(128);
@@ -207,31 +234,58 @@ mod tests {
                 if m[0] == 0 {
                     assert_eq!(p, o, "pixels outside the mask are untouched");
                 } else {
-                    let d = (0..3).map(|c| (p[c] as f32 - o[c] as f32) / 255.0 / 3.0).sum::<f32>();
+                    let d = (0..3)
+                        .map(|c| (p[c] as f32 - o[c] as f32) / 255.0 / 3.0)
+                        .sum::<f32>();
                     sum += f64::from(sigmoid(5.0 * d.abs()));
                     n += 1;
                 }
             }
             if n > 0 {
                 defective += 1;
-                assert!((s.label as f64 - sum / n as f64).abs() < 1e-4, "label = mean sigmoid(5|d|)");
+                assert!(
+                    (s.label as f64 - sum / n as f64).abs() < 1e-4,
+                    "label = mean sigmoid(5|d|)"
+                );
                 assert!(s.label >= 0.5 && s.label < 1.0);
             } else {
                 assert_eq!(s.label, 0.0);
             }
         }
-        assert!(defective > 10, "most forced samples get a defect: {defective}");
+        assert!(
+            defective > 10,
+            "most forced samples get a defect: {defective}"
+        );
     }
 
     #[test]
     fn foreground_restricts_defects_and_probability_zero_keeps_normal() {
-        let synth = DefectSynthesizer::new(SynthConfig { perlin_threshold: -2.0, ..SynthConfig::default() }, vec![]);
+        let synth = DefectSynthesizer::new(
+            SynthConfig {
+                perlin_threshold: -2.0,
+                ..SynthConfig::default()
+            },
+            vec![],
+        );
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let fg = GrayImage::from_fn(64, 64, |x, _| Luma([if x < 16 { 255 } else { 0 }]));
         let s = synth.sample(&flat(100), &[flat(250)], Some(&fg), true, &mut rng);
-        assert!(s.mask.enumerate_pixels().all(|(x, _, m)| m[0] == 0 || x < 16));
-        assert!(s.mask.pixels().any(|m| m[0] == 255), "threshold -2 covers the whole foreground");
-        let never = DefectSynthesizer::new(SynthConfig { defect_probability: 0.0, ..SynthConfig::default() }, vec![]);
+        assert!(
+            s.mask
+                .enumerate_pixels()
+                .all(|(x, _, m)| m[0] == 0 || x < 16)
+        );
+        assert!(
+            s.mask.pixels().any(|m| m[0] == 255),
+            "threshold -2 covers the whole foreground"
+        );
+        let never = DefectSynthesizer::new(
+            SynthConfig {
+                defect_probability: 0.0,
+                ..SynthConfig::default()
+            },
+            vec![],
+        );
         let s = never.sample(&flat(100), &[flat(250)], None, false, &mut rng);
         assert_eq!(s.label, 0.0);
         assert!(s.mask.pixels().all(|m| m[0] == 0));

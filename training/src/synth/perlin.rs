@@ -65,13 +65,22 @@ pub fn rotate(field: &[f32], size: usize, degrees: f32) -> Vec<f32> {
 }
 
 /// A random defect mask (255 = defect) of `size` x `size` (a power of two >= 32).
-pub fn perlin_mask(size: usize, max_scale_exp: u32, threshold: f32, rng: &mut impl Rng) -> GrayImage {
+pub fn perlin_mask(
+    size: usize,
+    max_scale_exp: u32,
+    threshold: f32,
+    rng: &mut impl Rng,
+) -> GrayImage {
     let a = rng.gen_range(0..=max_scale_exp);
     let b = rng.gen_range(0..=max_scale_exp);
     let noise = perlin(size, 1 << a, 1 << b, rng);
     let rotated = rotate(&noise, size, rng.gen_range(-90.0..=90.0));
     GrayImage::from_fn(size as u32, size as u32, |x, y| {
-        image::Luma([if rotated[y as usize * size + x as usize] > threshold { 255 } else { 0 }])
+        image::Luma([if rotated[y as usize * size + x as usize] > threshold {
+            255
+        } else {
+            0
+        }])
     })
 }
 

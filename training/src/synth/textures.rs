@@ -26,7 +26,9 @@ pub fn decode_pat(bytes: &[u8]) -> Result<RgbImage> {
         bail!("unsupported pattern: {width}x{height}, {bpp} bytes per pixel");
     }
     let n = width as usize * height as usize * bpp;
-    let data = bytes.get(header..header + n).context("pattern pixel data truncated")?;
+    let data = bytes
+        .get(header..header + n)
+        .context("pattern pixel data truncated")?;
     Ok(RgbImage::from_fn(width, height, |x, y| {
         let i = (y as usize * width as usize + x as usize) * bpp;
         match bpp {
@@ -68,9 +70,16 @@ pub fn load_textures(dirs: &[PathBuf], size: u32) -> Result<Vec<RgbImage>> {
     files.sort();
     let mut out = Vec::new();
     for f in files {
-        let ext = f.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
+        let ext = f
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .unwrap_or_default();
         let loaded = if ext == "pat" {
-            std::fs::read(&f).map_err(anyhow::Error::from).and_then(|b| decode_pat(&b)).map(|p| tile(&p, size))
+            std::fs::read(&f)
+                .map_err(anyhow::Error::from)
+                .and_then(|b| decode_pat(&b))
+                .map(|p| tile(&p, size))
         } else if IMAGE_EXTENSIONS.contains(&ext.as_str()) {
             read_rgb(&f).map(|i| resize_rgb(&i, size))
         } else {
@@ -118,7 +127,12 @@ mod tests {
         bad[20] = b'X';
         assert!(decode_pat(&bad).unwrap_err().to_string().contains("GPAT"));
         let truncated = pat(4, 4, 3, &[0; 10]);
-        assert!(decode_pat(&truncated).unwrap_err().to_string().contains("truncated"));
+        assert!(
+            decode_pat(&truncated)
+                .unwrap_err()
+                .to_string()
+                .contains("truncated")
+        );
     }
 
     #[test]
@@ -129,7 +143,11 @@ mod tests {
             return;
         }
         let t = load_textures(&[dir], 64).unwrap();
-        assert!(t.len() >= 100, "expected the ~168 GIMP patterns, got {}", t.len());
+        assert!(
+            t.len() >= 100,
+            "expected the ~168 GIMP patterns, got {}",
+            t.len()
+        );
         assert!(t.iter().all(|i| i.dimensions() == (64, 64)));
     }
 }

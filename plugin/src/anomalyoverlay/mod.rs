@@ -1,0 +1,47 @@
+//! `anomalyoverlay`: draws what `anomalydetect` found (heatmap, region boxes or outlines, score
+//! text) onto the video.
+
+use gst::glib;
+use gst::prelude::*;
+
+mod imp;
+
+/// What the overlay draws.
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum, Default)]
+#[repr(u32)]
+#[enum_type(name = "GstAnomalyOverlayMode")]
+pub enum OverlayMode {
+    /// Heatmap only.
+    #[enum_value(name = "Heatmap", nick = "heatmap")]
+    Heatmap = 0,
+    /// Region boxes only.
+    #[enum_value(name = "Boxes", nick = "boxes")]
+    Boxes = 1,
+    /// Region outlines only.
+    #[enum_value(name = "Outlines", nick = "outlines")]
+    Outlines = 2,
+    /// Heatmap and boxes.
+    #[default]
+    #[enum_value(name = "Heatmap and boxes", nick = "heatmap-boxes")]
+    HeatmapBoxes = 3,
+    /// Heatmap and outlines.
+    #[enum_value(name = "Heatmap and outlines", nick = "heatmap-outlines")]
+    HeatmapOutlines = 4,
+}
+
+glib::wrapper! {
+    /// The `anomalyoverlay` element.
+    pub struct AnomalyOverlay(ObjectSubclass<imp::AnomalyOverlay>) @extends gst_video::VideoFilter, gst_base::BaseTransform, gst::Element, gst::Object;
+}
+
+/// Registers the element with a plugin.
+pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    #[cfg(feature = "doc")]
+    OverlayMode::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+    gst::Element::register(
+        Some(plugin),
+        "anomalyoverlay",
+        gst::Rank::NONE,
+        AnomalyOverlay::static_type(),
+    )
+}

@@ -1,0 +1,153 @@
+//! The metadata `anomalydetect` attaches to every buffer it processes. Applications in C,
+//! Python or Rust read it without linking this crate:
+//!
+//! - a `GstCustomMeta` registered as [`ANOMALY_META`] whose structure ([`ANOMALY_STRUCT`]) holds
+//!   `score` (double), `anomalous` (boolean), `threshold` (double), `fusion-weight` (double),
+//!   `map-width`/`map-height` (uint), `map` (GBytes: map-width x map-height little-endian
+//!   float32, row-major, the fused anomaly map), `model` (string), `inference-ms` (double),
+//!   `fresh` (boolean: computed on this frame rather than repeated by `interval`),
+//!   `regions` (uint);
+//! - one `GstVideoRegionOfInterestMeta` of type [`REGION_TYPE`] per defect region, in frame
+//!   coordinates, with a parameter structure [`REGION_PARAMS`]: `max-score`, `mean-score`
+//!   (double) and `area` (uint, frame pixels).
+
+use gst::glib;
+
+/// Name the custom meta is registered under.
+pub const ANOMALY_META: &str = "ClsflowAnomalyMeta";
+/// Name of the custom meta's structure.
+pub const ANOMALY_STRUCT: &str = "clsflow-anomaly";
+/// ROI type of defect regions.
+pub const REGION_TYPE: &str = "clsflow-defect";
+/// Name of a region's parameter structure.
+pub const REGION_PARAMS: &str = "clsflow-region";
+/// Name of the element message posted for anomalous frames.
+pub const MESSAGE: &str = "clsflow-anomaly";
+
+/// Registers the custom meta (idempotent).
+pub fn register() {
+    if !gst::meta::CustomMeta::is_registered(ANOMALY_META) {
+        gst::meta::CustomMeta::register(ANOMALY_META, &[]);
+    }
+}
+
+/// What the detector found in one frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnomalyInfo {
+    /// Image score (max of the fused map).
+    pub score: f64,
+    /// Score above threshold.
+    pub anomalous: bool,
+    /// Threshold in use.
+    pub threshold: f64,
+    /// Fusion weight in use.
+    pub fusion_weight: f64,
+    /// Map columns.
+    pub map_width: u32,
+    /// Map rows.
+    pub map_height: u32,
+    /// Fused map, row-major.
+    pub map: Vec<f32>,
+    /// Model name from the checkpoint.
+    pub model: String,
+    /// Detector time for this frame (0 when repeated).
+    pub inference_ms: f64,
+    /// Computed on this frame.
+    pub fresh: bool,
+    /// Number of regions attached.
+    pub regions: u32,
+}
+
+impl AnomalyInfo {
+    /// Attaches the info as a custom meta.
+    pub fn attach(&self, buffer: &mut gst::BufferRef) -> Result<(), glib::BoolError> {
+        let mut meta = gst::meta::CustomMeta::add(buffer, ANOMALY_META)?;
+        let s = meta.mut_structure();
+        s.set_name(ANOMALY_STRUCT);
+        let bytes: Vec<u8> = self.map.iter().flat_map(|v| v.to_le_bytes()).collect();
+        s.set("score", self.score);
+        s.set("anomalous", self.anomalous);
+        s.set("threshold", self.threshold);
+        s.set("fusion-weight", self.fusion_weight);
+        s.set("map-width", self.map_width);
+        s.set("map-height", self.map_height);
+        s.set("map", glib::Bytes::from_owned(bytes));
+        s.set("model", self.model.as_str());
+        s.set("inference-ms", self.inference_ms);
+        s.set("fresh", self.fresh);
+        s.set("regions", self.regions);
+        Ok(())
+    }
+
+    /// Reads the info from a buffer's custom meta, if present.
+    pub fn from_buffer(buffer: &gst::BufferRef) -> Option<Self> {
+        let meta = gst::meta::CustomMeta::from_buffer(buffer, ANOMALY_META).ok()?;
+        Self::from_structure(meta.structure())
+    }
+
+    /// Parses the structure layout above.
+    pub fn from_structure(s: &gst::StructureRef) -> Option<Self> {
+        let bytes = s.get::<glib::Bytes>("map").ok()?;
+        let map = bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Some(AnomalyInfo {
+            score: s.get("score").ok()?,
+            anomalous: s.get("anomalous").ok()?,
+            threshold: s.get("threshold").ok()?,
+            fusion_weight: s.get("fusion-weight").ok()?,
+            map_width: s.get("map-width").ok()?,
+            map_height: s.get("map-height").ok()?,
+            map,
+            model: s.get("model").ok()?,
+            inference_ms: s.get("inference-ms").ok()?,
+            fresh: s.get("fresh").ok()?,
+            regions: s.get("regions").ok()?,
+        })
+    }
+}
+
+/// A defect region in frame coordinates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegionInfo {
+    /// Box (x, y, width, height) in frame pixels.
+    pub rect: (u32, u32, u32, u32),
+    /// Largest map value inside.
+    pub max_score: f64,
+    /// Mean map value inside.
+    pub mean_score: f64,
+    /// Area in frame pixels.
+    pub area: u32,
+}
+
+impl RegionInfo {
+    /// Attaches the region as a `GstVideoRegionOfInterestMeta` with its parameters.
+    pub fn attach(&self, buffer: &mut gst::BufferRef) {
+        let mut meta = gst_video::VideoRegionOfInterestMeta::add(buffer, REGION_TYPE, self.rect);
+        meta.add_param(
+            gst::Structure::builder(REGION_PARAMS)
+                .field("max-score", self.max_score)
+                .field("mean-score", self.mean_score)
+                .field("area", self.area)
+                .build(),
+        );
+    }
+
+    /// All clsflow regions of a buffer.
+    pub fn all_from_buffer(buffer: &gst::BufferRef) -> Vec<Self> {
+        buffer
+            .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+            .filter(|m| m.roi_type() == REGION_TYPE)
+            .map(|m| {
+                let p = m.param(REGION_PARAMS);
+                RegionInfo {
+                    rect: m.rect(),
+                    max_score: p.and_then(|p| p.get("max-score").ok()).unwrap_or(f64::NAN),
+                    mean_score: p.and_then(|p| p.get("mean-score").ok()).unwrap_or(f64::NAN),
+                    area: p.and_then(|p| p.get("area").ok()).unwrap_or(0),
+                }
+            })
+            .collect()
+    }
+}

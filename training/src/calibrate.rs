@@ -1,0 +1,231 @@
+//! Label-free calibration (METHOD.md section 8): the fusion weight and the decision threshold
+//! come from held-out good training images and synthetic defects made from them, never from
+//! test labels.
+//!
+//! - fusion weight: the candidate maximising the mean of image AUROC, pixel AUROC and AU-PRO on
+//!   the synthetic validation set (held-out good images + the same images with synthetic defects);
+//! - threshold: max(largest held-out good score, mean + k std of held-out good scores), k = 3 by
+//!   default: with zero anomalies in a stream, a good frame is flagged only when it scores above
+//!   every good image seen in calibration.
+
+use crate::config::CalibrationConfig;
+use crate::stage2::image_batches;
+use crate::synth::DefectSynthesizer;
+use clsflow::metrics::{MaskedMap, au_pro, auroc};
+use clsflow::scoring::{Scoring, compute_maps};
+use clsflow::{ClsFlowModel, Normalization};
+use image::{GrayImage, RgbImage};
+use rand::SeedableRng;
+use serde::Serialize;
+use tch::{Device, Kind, Tensor};
+
+/// How one candidate fusion weight did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Candidate {
+    /// Fusion weight.
+    pub fusion_weight: f64,
+    /// Image AUROC on the synthetic validation set.
+    pub image_auroc: f64,
+    /// Pixel AUROC.
+    pub pixel_auroc: f64,
+    /// AU-PRO to FPR 0.3.
+    pub au_pro: f64,
+    /// Mean of the three.
+    pub objective: f64,
+}
+
+/// Result of calibration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Calibration {
+    /// Scoring to store in the checkpoint.
+    pub scoring: Scoring,
+    /// Every candidate weight with its validation figures (empty when the weight was fixed).
+    pub candidates: Vec<Candidate>,
+    /// Held-out good images used.
+    pub holdout_images: usize,
+    /// Synthetic defective images used.
+    pub synthetic_defects: usize,
+    /// Held-out good image scores under the chosen weight.
+    pub holdout_scores: Vec<f32>,
+    /// The threshold rule in words.
+    pub threshold_rule: String,
+}
+
+/// Flow and classifier maps (per image, row-major) of images.
+pub struct BranchMaps {
+    /// Flow maps.
+    pub flow: Vec<Vec<f32>>,
+    /// Classifier maps.
+    pub cls: Vec<Vec<f32>>,
+}
+
+fn to_rows(t: &Tensor) -> Vec<Vec<f32>> {
+    let t = t.to_device(Device::Cpu).to_kind(Kind::Float);
+    (0..t.size()[0])
+        .map(|i| Vec::<f32>::try_from(t.get(i).flatten(0, -1)).expect("map"))
+        .collect()
+}
+
+/// Both branch maps of images at model resolution.
+pub fn branch_maps(
+    model: &ClsFlowModel,
+    images: &[RgbImage],
+    tap_max: [f64; 3],
+    norm: &Normalization,
+) -> BranchMaps {
+    let scoring = Scoring {
+        tap_log_prob_max: tap_max,
+        fusion_weight: 0.0,
+        threshold: 0.0,
+    };
+    let (mut flow, mut cls) = (Vec::new(), Vec::new());
+    for x in image_batches(images, 16, norm) {
+        let maps = compute_maps(model, &x.to_device(model.device()), &scoring);
+        flow.extend(to_rows(&maps.flow));
+        cls.extend(to_rows(&maps.cls));
+    }
+    BranchMaps { flow, cls }
+}
+
+fn fused(maps: &BranchMaps, w: f64) -> Vec<Vec<f32>> {
+    maps.flow
+        .iter()
+        .zip(&maps.cls)
+        .map(|(f, c)| f.iter().zip(c).map(|(a, b)| a + w as f32 * b).collect())
+        .collect()
+}
+
+fn max_of(v: &[f32]) -> f32 {
+    v.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// Chooses the fusion weight and the threshold.
+#[allow(clippy::too_many_arguments)]
+pub fn calibrate(
+    model: &ClsFlowModel,
+    tap_max: [f64; 3],
+    holdout: &[RgbImage],
+    holdout_fg: &[Option<GrayImage>],
+    others: &[RgbImage],
+    synth: &DefectSynthesizer,
+    cfg: &CalibrationConfig,
+    norm: &Normalization,
+    seed: u64,
+) -> Calibration {
+    let size = model.config().input_size as usize;
+    let good = branch_maps(model, holdout, tap_max, norm);
+    let mut candidates = Vec::new();
+    let mut synthetic_defects = 0;
+    let fusion_weight = if let Some(w) = cfg.fusion_weight {
+        w
+    } else if holdout.len() < 2 {
+        eprintln!(
+            "warning: fewer than 2 held-out images: fusion weight left at 1.0 (raise holdout_fraction)"
+        );
+        1.0
+    } else {
+        // the fixed synthetic validation set: every held-out image once with a defect
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_ca1b);
+        let mut defective = Vec::new();
+        let mut masks = Vec::new();
+        for (img, fg) in holdout.iter().zip(holdout_fg) {
+            let s = synth.sample(img, others, fg.as_ref(), true, &mut rng);
+            if s.label > 0.0 {
+                masks.push(s.mask.pixels().map(|p| p[0] > 0).collect::<Vec<bool>>());
+                defective.push(s.image);
+            }
+        }
+        synthetic_defects = defective.len();
+        let bad = branch_maps(model, &defective, tap_max, norm);
+        let empty = vec![false; size * size];
+        let mut best: Option<(f64, f64)> = None;
+        for &w in &cfg.fusion_weights {
+            let (g, b) = (fused(&good, w), fused(&bad, w));
+            let scores: Vec<f32> = g.iter().chain(&b).map(|m| max_of(m)).collect();
+            let labels: Vec<bool> = (0..g.len())
+                .map(|_| false)
+                .chain((0..b.len()).map(|_| true))
+                .collect();
+            let image_auroc = auroc(&scores, &labels).unwrap_or(0.5);
+            let all_masks: Vec<&Vec<bool>> =
+                (0..g.len()).map(|_| &empty).chain(masks.iter()).collect();
+            let maps: Vec<&Vec<f32>> = g.iter().chain(&b).collect();
+            let px_scores: Vec<f32> = maps.iter().flat_map(|m| m.iter().copied()).collect();
+            let px_labels: Vec<bool> = all_masks.iter().flat_map(|m| m.iter().copied()).collect();
+            let pixel_auroc = auroc(&px_scores, &px_labels).unwrap_or(0.5);
+            let masked: Vec<MaskedMap> = maps
+                .iter()
+                .zip(&all_masks)
+                .map(|(s, m)| MaskedMap {
+                    scores: s,
+                    mask: m,
+                    width: size,
+                    height: size,
+                })
+                .collect();
+            let pro = au_pro(&masked, 0.3).unwrap_or(0.0);
+            let objective = (image_auroc + pixel_auroc + pro) / 3.0;
+            candidates.push(Candidate {
+                fusion_weight: w,
+                image_auroc,
+                pixel_auroc,
+                au_pro: pro,
+                objective,
+            });
+            if best.is_none_or(|(_, o)| objective > o) {
+                best = Some((w, objective));
+            }
+        }
+        best.map(|(w, _)| w).unwrap_or(1.0)
+    };
+    let scores: Vec<f32> = fused(&good, fusion_weight)
+        .iter()
+        .map(|m| max_of(m))
+        .collect();
+    let threshold = threshold_from_good(&scores, cfg.threshold_sigmas);
+    Calibration {
+        scoring: Scoring {
+            tap_log_prob_max: tap_max,
+            fusion_weight,
+            threshold,
+        },
+        candidates,
+        holdout_images: holdout.len(),
+        synthetic_defects,
+        holdout_scores: scores,
+        threshold_rule: format!(
+            "max(largest held-out good score, mean + {} std of held-out good scores)",
+            cfg.threshold_sigmas
+        ),
+    }
+}
+
+/// The threshold rule: max(max, mean + k std) of good scores; for no scores at all, +inf is
+/// not storable, so the caller must provide at least one good image.
+pub fn threshold_from_good(scores: &[f32], sigmas: f64) -> f64 {
+    assert!(
+        !scores.is_empty(),
+        "threshold needs at least one good score"
+    );
+    let n = scores.len() as f64;
+    let mean = scores.iter().map(|&s| f64::from(s)).sum::<f64>() / n;
+    let var = scores
+        .iter()
+        .map(|&s| (f64::from(s) - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    max.max(mean + sigmas * var.sqrt())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn threshold_rule() {
+        // mean 2, std 1 -> mean + 3 std = 5 > max 3
+        assert!((super::threshold_from_good(&[1.0, 3.0, 1.0, 3.0], 3.0) - 5.0).abs() < 1e-9);
+        // one outlier: the max wins when k is small
+        assert!((super::threshold_from_good(&[1.0, 1.0, 1.0, 9.0], 0.5) - 9.0).abs() < 1e-9);
+        assert!((super::threshold_from_good(&[2.0], 3.0) - 2.0).abs() < 1e-9);
+    }
+}

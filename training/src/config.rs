@@ -1,0 +1,302 @@
+//! Training configuration: a TOML file (see `configs/`) with command-line overrides.
+
+use crate::data::OnBadImage;
+use crate::synth::SynthConfig;
+use crate::synth::foreground::ForegroundMode;
+use anyhow::{Context, Result, bail};
+use clsflow::decoder::DecoderConfig;
+use clsflow::flow::FlowConfig;
+use clsflow::{BackboneKind, ModelConfig};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The whole training configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Seed of every random choice (libtorch, synthetic defects, splits).
+    #[serde(default)]
+    pub seed: u64,
+    /// Architecture.
+    pub model: ModelSection,
+    /// Stage 1: the classifier fine-tunes the extractor.
+    pub stage1: Stage1Config,
+    /// Stage 2: flows on the frozen extractor.
+    pub stage2: Stage2Config,
+    /// Label-free calibration.
+    #[serde(default)]
+    pub calibration: CalibrationConfig,
+    /// Synthetic defects.
+    #[serde(default)]
+    pub synth: SynthConfig,
+    /// Data handling.
+    #[serde(default)]
+    pub data: DataConfig,
+}
+
+/// Architecture settings; decoder and flow shapes default from the backbone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// Feature extractor.
+    pub backbone: BackboneKind,
+    /// Network input side (multiple of 32).
+    #[serde(default = "default_input_size")]
+    pub input_size: i64,
+    /// ImageNet weights of the extractor; default `<models dir>/<backbone file name>`.
+    #[serde(default)]
+    pub weights: Option<PathBuf>,
+    /// Decoder shape override.
+    #[serde(default)]
+    pub decoder: Option<DecoderConfig>,
+    /// Flow override.
+    #[serde(default)]
+    pub flow: Option<FlowConfig>,
+}
+
+fn default_input_size() -> i64 {
+    256
+}
+
+/// Stage 1 settings (METHOD.md section 5).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage1Config {
+    /// Images per step.
+    pub batch_size: usize,
+    /// Start learning rate of the cosine schedule (ends at lr / 1000).
+    pub lr: f64,
+    /// Adam weight decay.
+    #[serde(default = "default_wd")]
+    pub weight_decay: f64,
+    /// Epochs with the extractor frozen (decoder only).
+    pub frozen_epochs: usize,
+    /// Epochs with extractor and decoder trained jointly.
+    pub joint_epochs: usize,
+    /// Passes over the training images per epoch (the authors' sub-epochs x repeats).
+    #[serde(default = "one")]
+    pub repeat: usize,
+}
+
+fn default_wd() -> f64 {
+    1e-4
+}
+fn one() -> usize {
+    1
+}
+
+/// Stage 2 settings (METHOD.md section 4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage2Config {
+    /// Epochs per flow.
+    pub epochs: usize,
+    /// Warm-up epochs from lr / 10 (then cosine to lr / 1000).
+    #[serde(default)]
+    pub warmup_epochs: usize,
+    /// Adam learning rate.
+    pub lr: f64,
+    /// Feature vectors per step.
+    pub fiber_batch: usize,
+    /// Feature vectors drawn per flow and epoch (all when absent).
+    #[serde(default)]
+    pub vectors_per_epoch: Option<usize>,
+}
+
+/// Label-free calibration settings (METHOD.md section 8).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CalibrationConfig {
+    /// Fraction of the good training images held out (never trained on).
+    pub holdout_fraction: f64,
+    /// Candidate fusion weights, chosen on held-out good + synthetic defects.
+    pub fusion_weights: Vec<f64>,
+    /// A fixed fusion weight instead of the label-free choice (e.g. the paper's).
+    pub fusion_weight: Option<f64>,
+    /// Threshold = max(max held-out good score, mean + this many standard deviations).
+    pub threshold_sigmas: f64,
+}
+
+impl Default for CalibrationConfig {
+    fn default() -> Self {
+        CalibrationConfig {
+            holdout_fraction: 0.1,
+            fusion_weights: vec![0.05, 0.1, 0.15, 0.3, 0.5, 0.6, 1.0],
+            fusion_weight: None,
+            threshold_sigmas: 3.0,
+        }
+    }
+}
+
+/// Data handling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Unreadable images: skip (with a warning naming them) or fail.
+    pub on_bad_image: OnBadImage,
+    /// Texture folders for synthetic defects (images and GIMP .pat files).
+    pub textures: Vec<PathBuf>,
+    /// Foreground mode; absent: the category's switch (MVTec names), else none.
+    pub foreground: Option<ForegroundMode>,
+    /// Hole filling of the foreground; absent: the category's switch.
+    pub fill_holes: Option<bool>,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            on_bad_image: OnBadImage::Skip,
+            textures: vec![PathBuf::from(crate::synth::textures::GIMP_PATTERNS)],
+            foreground: None,
+            fill_holes: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Reads and validates a TOML file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        let cfg: TrainConfig =
+            toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
+        cfg.validate()
+            .with_context(|| format!("invalid config {}", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<()> {
+        let s1 = &self.stage1;
+        if s1.batch_size == 0 || s1.repeat == 0 || !(s1.lr > 0.0) {
+            bail!("stage1: batch_size, repeat and lr must be positive");
+        }
+        if s1.frozen_epochs + s1.joint_epochs == 0 {
+            bail!("stage1: at least one epoch (frozen_epochs + joint_epochs)");
+        }
+        let s2 = &self.stage2;
+        if s2.epochs == 0 || s2.fiber_batch == 0 || !(s2.lr > 0.0) || s2.warmup_epochs > s2.epochs {
+            bail!("stage2: epochs, fiber_batch, lr must be positive and warmup_epochs <= epochs");
+        }
+        let c = &self.calibration;
+        if !(0.0..0.9).contains(&c.holdout_fraction) {
+            bail!(
+                "calibration.holdout_fraction must be in [0, 0.9), got {}",
+                c.holdout_fraction
+            );
+        }
+        if c.fusion_weight.is_none() && c.fusion_weights.is_empty() {
+            bail!("calibration: give fusion_weights to choose from, or a fixed fusion_weight");
+        }
+        if !(0.0..=1.0).contains(&self.synth.defect_probability)
+            || !(0.0..=1.0).contains(&self.synth.texture_probability)
+        {
+            bail!("synth: probabilities must be in [0, 1]");
+        }
+        self.model_config().validate()?;
+        Ok(())
+    }
+
+    /// The model architecture this config describes.
+    pub fn model_config(&self) -> ModelConfig {
+        let mut m = ModelConfig::new(self.model.backbone);
+        m.input_size = self.model.input_size;
+        if let Some(d) = &self.model.decoder {
+            m.decoder = d.clone();
+        }
+        if let Some(f) = &self.model.flow {
+            m.flow = f.clone();
+        }
+        m
+    }
+
+    /// The extractor's ImageNet weights file.
+    pub fn weights_path(&self) -> PathBuf {
+        self.model
+            .weights
+            .clone()
+            .unwrap_or_else(|| clsflow::models_dir().join(self.model.backbone.weights_file_name()))
+    }
+}
+
+/// Command-line overrides of config values.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Overrides {
+    /// Random seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Network input side.
+    #[arg(long)]
+    pub input_size: Option<i64>,
+    /// Stage 1 batch size.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Stage 1 learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Stage 1 epochs with the extractor frozen.
+    #[arg(long)]
+    pub frozen_epochs: Option<usize>,
+    /// Stage 1 joint epochs.
+    #[arg(long)]
+    pub joint_epochs: Option<usize>,
+    /// Stage 2 epochs.
+    #[arg(long)]
+    pub flow_epochs: Option<usize>,
+    /// Stage 2 vectors per flow and epoch.
+    #[arg(long)]
+    pub vectors_per_epoch: Option<usize>,
+    /// Texture folder (repeatable; replaces the config's list).
+    #[arg(long = "textures")]
+    pub textures: Vec<PathBuf>,
+    /// Foreground mode for synthetic defects.
+    #[arg(long, value_enum)]
+    pub foreground: Option<ForegroundMode>,
+    /// What to do with unreadable images.
+    #[arg(long, value_enum)]
+    pub on_bad_image: Option<OnBadImage>,
+    /// Fixed fusion weight (skips the label-free choice).
+    #[arg(long)]
+    pub fusion_weight: Option<f64>,
+    /// ImageNet weights file of the extractor.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+}
+
+impl Overrides {
+    /// Applies the overrides given on the command line, then re-validates.
+    pub fn apply(&self, cfg: &mut TrainConfig) -> Result<()> {
+        macro_rules! set {
+            ($src:expr, $dst:expr) => {
+                if let Some(v) = $src.clone() {
+                    $dst = v;
+                }
+            };
+        }
+        set!(self.seed, cfg.seed);
+        set!(self.input_size, cfg.model.input_size);
+        set!(self.batch_size, cfg.stage1.batch_size);
+        set!(self.lr, cfg.stage1.lr);
+        set!(self.frozen_epochs, cfg.stage1.frozen_epochs);
+        set!(self.joint_epochs, cfg.stage1.joint_epochs);
+        set!(self.flow_epochs, cfg.stage2.epochs);
+        set!(self.on_bad_image, cfg.data.on_bad_image);
+        if self.vectors_per_epoch.is_some() {
+            cfg.stage2.vectors_per_epoch = self.vectors_per_epoch;
+        }
+        if !self.textures.is_empty() {
+            cfg.data.textures = self.textures.clone();
+        }
+        if self.foreground.is_some() {
+            cfg.data.foreground = self.foreground;
+        }
+        if self.fusion_weight.is_some() {
+            cfg.calibration.fusion_weight = self.fusion_weight;
+        }
+        if self.weights.is_some() {
+            cfg.model.weights = self.weights.clone();
+        }
+        cfg.stage2.warmup_epochs = cfg.stage2.warmup_epochs.min(cfg.stage2.epochs);
+        cfg.validate()
+    }
+}

@@ -1,0 +1,151 @@
+//! Stage 2: one conditional flow per tap learns the density of the (now frozen, fine-tuned)
+//! extractor's features of good images. Features are extracted once; each step draws a fiber
+//! batch of feature vectors with their positional conditions.
+
+use crate::config::Stage2Config;
+use crate::schedule::warmup_cosine;
+use clsflow::flow::flow_loss;
+use clsflow::preprocess::{prepare_batch, rgb_to_tensor};
+use clsflow::{ClsFlowModel, Normalization};
+use image::RgbImage;
+use indicatif::ProgressBar;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tch::nn::{Optimizer, OptimizerConfig};
+use tch::{Kind, Tensor};
+
+/// Normalised input batches of images, `batch` at a time.
+pub fn image_batches<'a>(
+    images: &'a [RgbImage],
+    batch: usize,
+    norm: &'a Normalization,
+) -> impl Iterator<Item = Tensor> + 'a {
+    images.chunks(batch).map(move |chunk| {
+        let t: Vec<Tensor> = chunk.iter().map(rgb_to_tensor).collect();
+        let size = chunk[0].height() as i64;
+        prepare_batch(&Tensor::stack(&t, 0), size, norm, Kind::Float).expect("RGB batch")
+    })
+}
+
+/// The three taps of every image, (N, C, h, w) each, on the CPU.
+pub fn extract_features(
+    model: &ClsFlowModel,
+    images: &[RgbImage],
+    norm: &Normalization,
+    pb: &ProgressBar,
+) -> [Tensor; 3] {
+    let mut parts: [Vec<Tensor>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    tch::no_grad(|| {
+        for x in image_batches(images, 16, norm) {
+            let n = x.size()[0] as u64;
+            let taps = model.features(&x.to_device(model.device()));
+            for (p, t) in parts.iter_mut().zip(taps) {
+                p.push(t.to_device(tch::Device::Cpu));
+            }
+            pb.inc(n);
+        }
+    });
+    parts.map(|p| Tensor::cat(&p, 0))
+}
+
+/// Feature maps (N, C, h, w) as rows (N * h * w, C), position-major within each image.
+pub fn to_rows(features: &Tensor) -> Tensor {
+    let (n, c, h, w) = features.size4().expect("feature map");
+    features
+        .permute([0, 2, 3, 1])
+        .reshape([n * h * w, c])
+        .contiguous()
+}
+
+/// Adam for the flow of one tap.
+pub fn optimizer(
+    model: &ClsFlowModel,
+    tap: usize,
+    cfg: &Stage2Config,
+) -> anyhow::Result<Optimizer> {
+    Ok(tch::nn::Adam::default().build(model.flow_vars(tap), cfg.lr)?)
+}
+
+/// Steps per epoch for `rows` vectors.
+pub fn steps_per_epoch(cfg: &Stage2Config, rows: usize) -> usize {
+    cfg.vectors_per_epoch
+        .unwrap_or(rows)
+        .min(rows)
+        .div_ceil(cfg.fiber_batch)
+}
+
+/// One epoch of the flow of `tap` on `rows` (N * HW, C) with positions cycling over `cond_rows`
+/// (HW, P). Returns the mean loss, or `None` when stopped.
+#[allow(clippy::too_many_arguments)]
+pub fn train_epoch(
+    model: &ClsFlowModel,
+    tap: usize,
+    opt: &mut Optimizer,
+    cfg: &Stage2Config,
+    rows: &Tensor,
+    epoch: usize,
+    rng: &mut ChaCha8Rng,
+    stop: &AtomicBool,
+    pb: &ProgressBar,
+) -> anyhow::Result<Option<f64>> {
+    let flow = &model.flows()[tap];
+    let cond_rows = model.condition_rows(tap).to_device(tch::Device::Cpu);
+    let hw = cond_rows.size()[0];
+    let n = rows.size()[0] as usize;
+    let mut order: Vec<i64> = (0..n as i64).collect();
+    order.shuffle(rng);
+    let steps = steps_per_epoch(cfg, n);
+    order.truncate(steps * cfg.fiber_batch);
+    let total = steps * cfg.epochs;
+    let warmup = steps * cfg.warmup_epochs;
+    let (mut sum, mut count) = (0.0, 0usize);
+    let dev = model.device();
+    for (i, chunk) in order.chunks(cfg.fiber_batch).enumerate() {
+        if stop.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        opt.set_lr(warmup_cosine(epoch * steps + i, warmup, total, cfg.lr));
+        let idx = Tensor::from_slice(chunk);
+        let x = rows.index_select(0, &idx).to_device(dev);
+        let c = cond_rows.index_select(0, &idx.remainder(hw)).to_device(dev);
+        let loss = flow_loss(&flow.log_prob(&x, &c), flow.channels());
+        opt.backward_step(&loss);
+        let l = loss.double_value(&[]);
+        if !l.is_finite() {
+            anyhow::bail!(
+                "flow {tap} loss became {l} at epoch {} step {i}: lower the learning rate",
+                epoch + 1
+            );
+        }
+        sum += l;
+        count += 1;
+        pb.inc(1);
+        pb.set_message(format!("flow {tap} loss {:.4}", sum / count as f64));
+    }
+    Ok(Some(sum / count.max(1) as f64))
+}
+
+/// Per tap, the maximum of log p / C over the given features (N, C, h, w): the flow maps'
+/// reference (METHOD.md section 4, taken on training data, not test data).
+pub fn tap_maxima(model: &ClsFlowModel, features: &[Tensor; 3]) -> [f64; 3] {
+    let mut out = [f64::NEG_INFINITY; 3];
+    tch::no_grad(|| {
+        for (tap, f) in features.iter().enumerate() {
+            let cond = model.condition_rows(tap);
+            let n = f.size()[0];
+            let mut start = 0;
+            while start < n {
+                let len = (n - start).min(32);
+                let part = f.narrow(0, start, len).to_device(model.device());
+                let m = model.flows()[tap]
+                    .log_prob_map(&part, cond)
+                    .max()
+                    .double_value(&[]);
+                out[tap] = out[tap].max(m);
+                start += len;
+            }
+        }
+    });
+    out
+}

@@ -1,0 +1,369 @@
+//! The training run: folders -> samples -> stage 1 -> stage 2 -> calibration -> checkpoint.
+//! After every epoch the model and a state file are written atomically to the output folder, so
+//! `--resume` continues after a crash or Ctrl-C (Adam moments restart at the resumed epoch).
+
+use crate::calibrate::{Calibration, calibrate};
+use crate::config::TrainConfig;
+use crate::data::{Dataset, load_images, progress};
+use crate::synth::DefectSynthesizer;
+use crate::synth::foreground::{ForegroundRule, foreground_mask, rule_for_category};
+use crate::synth::textures::load_textures;
+use crate::{stage1, stage2};
+use anyhow::{Context, Result, bail};
+use clsflow::checkpoint::{self, write_atomic};
+use clsflow::{ClsFlowModel, Scoring};
+use image::{GrayImage, RgbImage};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+/// Progress of a run, saved after every epoch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainState {
+    /// The configuration of the run.
+    pub config: TrainConfig,
+    /// Dataset folder.
+    pub data: PathBuf,
+    /// Held-out good images (calibration only).
+    pub holdout: Vec<PathBuf>,
+    /// Stage-1 epochs completed.
+    pub stage1_done: usize,
+    /// Stage-2 epochs completed per flow.
+    pub stage2_done: [usize; 3],
+    /// Mean loss of every completed stage-1 epoch.
+    pub stage1_losses: Vec<f64>,
+    /// Mean loss of every completed stage-2 epoch, per flow.
+    pub stage2_losses: [Vec<f64>; 3],
+    /// Seconds spent per stage so far.
+    pub seconds: [f64; 3],
+}
+
+/// What a finished run wrote.
+#[derive(Debug)]
+pub struct TrainOutcome {
+    /// The calibrated checkpoint.
+    pub model: PathBuf,
+    /// The training summary (JSON).
+    pub summary: PathBuf,
+    /// Calibration details.
+    pub calibration: Calibration,
+    /// Final state.
+    pub state: TrainState,
+}
+
+const STATE: &str = "state.json";
+const LAST: &str = "last.clsflow";
+/// File name of the final checkpoint in the output folder.
+pub const MODEL: &str = "model.clsflow";
+
+fn save_state(
+    out: &Path,
+    state: &TrainState,
+    model: &ClsFlowModel,
+    scoring: &Scoring,
+) -> Result<()> {
+    checkpoint::save(&out.join(LAST), model, scoring, "in-progress", None)?;
+    write_atomic(
+        &out.join(STATE),
+        serde_json::to_string_pretty(state)?.as_bytes(),
+    )?;
+    Ok(())
+}
+
+fn epoch_rng(seed: u64, stage: u64, epoch: usize) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(
+        seed.wrapping_mul(1_000_003)
+            .wrapping_add(stage * 10_000 + epoch as u64),
+    )
+}
+
+/// Runs (or resumes) training of `data` into `out`.
+pub fn train(
+    cfg: TrainConfig,
+    data: &Path,
+    out: &Path,
+    resume: bool,
+    stop: Arc<AtomicBool>,
+) -> Result<TrainOutcome> {
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create output folder {}", out.display()))?;
+    let ds = Dataset::open(data)?;
+    let (mut state, model) = if resume {
+        let text = std::fs::read_to_string(out.join(STATE)).with_context(|| {
+            format!(
+                "--resume: no {} in {} (nothing to resume)",
+                STATE,
+                out.display()
+            )
+        })?;
+        let state: TrainState = serde_json::from_str(&text)
+            .with_context(|| format!("{}: unreadable", out.join(STATE).display()))?;
+        if state.config != cfg {
+            eprintln!(
+                "note: resuming with the configuration stored in {} (command-line settings ignored)",
+                out.join(STATE).display()
+            );
+        }
+        let (model, _) = checkpoint::load(&out.join(LAST), tch::Device::cuda_if_available())
+            .with_context(|| "--resume: cannot load the last epoch's checkpoint")?;
+        eprintln!(
+            "resuming: stage 1 {}/{} epochs, stage 2 {:?}/{} epochs per flow",
+            state.stage1_done,
+            state.config.stage1.frozen_epochs + state.config.stage1.joint_epochs,
+            state.stage2_done,
+            state.config.stage2.epochs
+        );
+        (state, model)
+    } else {
+        tch::manual_seed(cfg.seed as i64);
+        let mut model = ClsFlowModel::new(cfg.model_config(), tch::Device::cuda_if_available())?;
+        let w = cfg.weights_path();
+        if !w.exists() {
+            bail!(
+                "ImageNet weights {} not found: run scripts/setup.sh (Lite0) or export torchvision weights (README, 'ResNet weights'), or pass --weights",
+                w.display()
+            );
+        }
+        model.load_backbone_weights(&w)?;
+        let mut files = ds.train.clone();
+        files.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.seed));
+        let n_hold = ((files.len() as f64) * cfg.calibration.holdout_fraction).round() as usize;
+        let n_hold = if files.len() - n_hold < 1 { 0 } else { n_hold };
+        let holdout: Vec<PathBuf> = files[..n_hold].to_vec();
+        let state = TrainState {
+            config: cfg,
+            data: data.to_path_buf(),
+            holdout,
+            stage1_done: 0,
+            stage2_done: [0; 3],
+            stage1_losses: Vec::new(),
+            stage2_losses: [Vec::new(), Vec::new(), Vec::new()],
+            seconds: [0.0; 3],
+        };
+        (state, model)
+    };
+    let cfg = state.config.clone();
+    let size = cfg.model.input_size as u32;
+    let norm = cfg.model.backbone.normalization();
+    let train_files: Vec<PathBuf> = ds
+        .train
+        .iter()
+        .filter(|p| !state.holdout.contains(p))
+        .cloned()
+        .collect();
+    eprintln!(
+        "{}: {} training images, {} held out for calibration",
+        ds.name,
+        train_files.len(),
+        state.holdout.len()
+    );
+    let train_imgs: Vec<RgbImage> =
+        load_images(&train_files, size, cfg.data.on_bad_image, "loading train")?
+            .into_iter()
+            .map(|(_, i)| i)
+            .collect();
+    let hold_imgs: Vec<RgbImage> = if state.holdout.is_empty() {
+        Vec::new()
+    } else {
+        load_images(
+            &state.holdout,
+            size,
+            cfg.data.on_bad_image,
+            "loading held-out",
+        )?
+        .into_iter()
+        .map(|(_, i)| i)
+        .collect()
+    };
+    let mut rule = rule_for_category(&ds.name);
+    if let Some(m) = cfg.data.foreground {
+        rule = ForegroundRule { mode: m, ..rule };
+    }
+    if let Some(f) = cfg.data.fill_holes {
+        rule.fill_holes = f;
+    }
+    let fgs: Vec<Option<GrayImage>> = train_imgs
+        .iter()
+        .map(|i| foreground_mask(i, rule))
+        .collect();
+    let hold_fgs: Vec<Option<GrayImage>> =
+        hold_imgs.iter().map(|i| foreground_mask(i, rule)).collect();
+    let textures = load_textures(&cfg.data.textures, size)?;
+    eprintln!(
+        "synthetic defects: {} textures, foreground {:?}",
+        textures.len(),
+        rule
+    );
+    let synth = DefectSynthesizer::new(cfg.synth.clone(), textures);
+    let placeholder = Scoring::default();
+
+    // Stage 1
+    let s1_total = cfg.stage1.frozen_epochs + cfg.stage1.joint_epochs;
+    if state.stage1_done < s1_total {
+        let mut opt = stage1::optimizer(&model, &cfg.stage1)?;
+        let data = stage1::Stage1Data {
+            images: &train_imgs,
+            foregrounds: &fgs,
+            synth: &synth,
+            norm,
+        };
+        for epoch in state.stage1_done..s1_total {
+            let t0 = Instant::now();
+            let phase = if epoch < cfg.stage1.frozen_epochs {
+                "decoder only"
+            } else {
+                "joint"
+            };
+            let pb = progress(
+                stage1::steps_per_epoch(&cfg.stage1, train_imgs.len()) as u64,
+                &format!("stage1 {}/{}", epoch + 1, s1_total),
+            );
+            let mut rng = epoch_rng(cfg.seed, 1, epoch);
+            let loss = stage1::train_epoch(
+                &model,
+                &mut opt,
+                &cfg.stage1,
+                &data,
+                epoch,
+                &mut rng,
+                &stop,
+                &pb,
+            )?;
+            pb.finish_and_clear();
+            state.seconds[0] += t0.elapsed().as_secs_f64();
+            let Some(loss) = loss else {
+                save_state(out, &state, &model, &placeholder)?;
+                bail!(
+                    "interrupted in stage 1 epoch {}: progress saved; continue with --resume",
+                    epoch + 1
+                );
+            };
+            state.stage1_done = epoch + 1;
+            state.stage1_losses.push(loss);
+            save_state(out, &state, &model, &placeholder)?;
+            eprintln!(
+                "stage 1 epoch {}/{} ({phase}): loss {loss:.4}, {:.0} s",
+                epoch + 1,
+                s1_total,
+                t0.elapsed().as_secs_f64()
+            );
+        }
+    }
+    model.set_backbone_trainable(false);
+
+    // Stage 2
+    let t0 = Instant::now();
+    let pb = progress(train_imgs.len() as u64, "features");
+    let features = stage2::extract_features(&model, &train_imgs, &norm, &pb);
+    pb.finish_and_clear();
+    for tap in 0..3 {
+        if state.stage2_done[tap] >= cfg.stage2.epochs {
+            continue;
+        }
+        let rows = stage2::to_rows(&features[tap]);
+        let mut opt = stage2::optimizer(&model, tap, &cfg.stage2)?;
+        for epoch in state.stage2_done[tap]..cfg.stage2.epochs {
+            let te = Instant::now();
+            let steps = stage2::steps_per_epoch(&cfg.stage2, rows.size()[0] as usize);
+            let pb = progress(
+                steps as u64,
+                &format!("flow{tap} {}/{}", epoch + 1, cfg.stage2.epochs),
+            );
+            let mut rng = epoch_rng(cfg.seed, 2 + tap as u64, epoch);
+            let loss = stage2::train_epoch(
+                &model,
+                tap,
+                &mut opt,
+                &cfg.stage2,
+                &rows,
+                epoch,
+                &mut rng,
+                &stop,
+                &pb,
+            )?;
+            pb.finish_and_clear();
+            state.seconds[1] += te.elapsed().as_secs_f64();
+            let Some(loss) = loss else {
+                save_state(out, &state, &model, &placeholder)?;
+                bail!(
+                    "interrupted in stage 2 (flow {tap}, epoch {}): progress saved; continue with --resume",
+                    epoch + 1
+                );
+            };
+            state.stage2_done[tap] = epoch + 1;
+            state.stage2_losses[tap].push(loss);
+            save_state(out, &state, &model, &placeholder)?;
+            eprintln!(
+                "stage 2 flow {tap} epoch {}/{}: loss {loss:.4}, {:.0} s",
+                epoch + 1,
+                cfg.stage2.epochs,
+                te.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let _ = t0;
+
+    // Calibration
+    let tc = Instant::now();
+    eprintln!(
+        "calibrating on {} held-out good images and synthetic defects",
+        hold_imgs.len()
+    );
+    let tap_max = stage2::tap_maxima(&model, &features);
+    drop(features);
+    let (cal_imgs, cal_fgs) = if hold_imgs.is_empty() {
+        eprintln!(
+            "warning: no held-out images (holdout_fraction 0): calibrating on training images, thresholds will be optimistic"
+        );
+        (&train_imgs, &fgs)
+    } else {
+        (&hold_imgs, &hold_fgs)
+    };
+    let calibration = calibrate(
+        &model,
+        tap_max,
+        cal_imgs,
+        cal_fgs,
+        &train_imgs,
+        &synth,
+        &cfg.calibration,
+        &norm,
+        cfg.seed,
+    );
+    state.seconds[2] = tc.elapsed().as_secs_f64();
+    let summary = serde_json::json!({
+        "dataset": ds.name,
+        "data": data.display().to_string(),
+        "train_images": train_imgs.len(),
+        "holdout_images": hold_imgs.len(),
+        "config": cfg,
+        "stage1_losses": state.stage1_losses,
+        "stage2_losses": state.stage2_losses,
+        "seconds": {"stage1": state.seconds[0], "stage2": state.seconds[1], "calibration": state.seconds[2]},
+        "calibration": calibration,
+    });
+    let model_path = out.join(MODEL);
+    checkpoint::save(
+        &model_path,
+        &model,
+        &calibration.scoring,
+        &ds.name,
+        Some(summary.clone()),
+    )?;
+    let summary_path = out.join("training.json");
+    write_atomic(
+        &summary_path,
+        serde_json::to_string_pretty(&summary)?.as_bytes(),
+    )?;
+    Ok(TrainOutcome {
+        model: model_path,
+        summary: summary_path,
+        calibration,
+        state,
+    })
+}
