@@ -7,37 +7,58 @@ use imageproc::region_labelling::{Connectivity, connected_components};
 /// Points of a curve, e.g. (FPR, TPR) or (FPR, PRO), starting at (0, 0).
 pub type Curve = Vec<(f64, f64)>;
 
-/// Sorts indices by descending score.
-fn order_desc(scores: &[f32]) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..scores.len()).collect();
-    idx.sort_unstable_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    idx
+/// A u32 whose unsigned order is the total order of the f32 (negatives below positives).
+#[inline]
+fn order_key(x: f32) -> u32 {
+    let b = x.to_bits();
+    if b & 0x8000_0000 != 0 { !b } else { b | 0x8000_0000 }
+}
+
+/// (score key << 32 | payload) sorted by descending score: sorting plain u64s is several times
+/// faster than an indirect comparator on tens of millions of pixels.
+fn packed_desc(scores: &[f32], payload: impl Fn(usize) -> u32) -> Vec<u64> {
+    let mut v: Vec<u64> = scores
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| (u64::from(order_key(s)) << 32) | u64::from(payload(i)))
+        .collect();
+    v.sort_unstable_by(|a, b| b.cmp(a));
+    v
 }
 
 /// ROC curve (FPR, TPR), one point per distinct score, from (0, 0) to (1, 1).
 /// Returns `None` when only one class is present.
 pub fn roc_curve(scores: &[f32], labels: &[bool]) -> Option<Curve> {
+    roc_and_ap(scores, labels).map(|(c, _)| c)
+}
+
+/// ROC curve and average precision from one sort. `None` when only one class is present.
+pub fn roc_and_ap(scores: &[f32], labels: &[bool]) -> Option<(Curve, f64)> {
     assert_eq!(scores.len(), labels.len(), "one label per score");
     let pos = labels.iter().filter(|&&l| l).count();
     let neg = labels.len() - pos;
     if pos == 0 || neg == 0 {
         return None;
     }
-    let idx = order_desc(scores);
+    let sorted = packed_desc(scores, |i| u32::from(labels[i]));
     let mut curve = vec![(0.0, 0.0)];
     let (mut tp, mut fp) = (0usize, 0usize);
-    for (k, &i) in idx.iter().enumerate() {
-        if labels[i] {
+    let (mut prev_recall, mut ap) = (0.0, 0.0);
+    for (k, &v) in sorted.iter().enumerate() {
+        if v & 1 == 1 {
             tp += 1;
         } else {
             fp += 1;
         }
-        let last_of_tie = k + 1 == idx.len() || scores[idx[k + 1]] != scores[i];
+        let last_of_tie = k + 1 == sorted.len() || sorted[k + 1] >> 32 != v >> 32;
         if last_of_tie {
             curve.push((fp as f64 / neg as f64, tp as f64 / pos as f64));
+            let recall = tp as f64 / pos as f64;
+            ap += (recall - prev_recall) * (tp as f64 / (tp + fp) as f64);
+            prev_recall = recall;
         }
     }
-    Some(curve)
+    Some((curve, ap))
 }
 
 /// Area under a curve by the trapezoid rule.
@@ -54,27 +75,9 @@ pub fn auroc(scores: &[f32], labels: &[bool]) -> Option<f64> {
 }
 
 /// Average precision: sum over distinct thresholds of (R_n - R_{n-1}) P_n (scikit-learn's
-/// definition). `None` without positives.
+/// definition). `None` without positives (or without negatives).
 pub fn average_precision(scores: &[f32], labels: &[bool]) -> Option<f64> {
-    let pos = labels.iter().filter(|&&l| l).count();
-    if pos == 0 {
-        return None;
-    }
-    let idx = order_desc(scores);
-    let (mut tp, mut seen, mut prev_recall, mut ap) = (0usize, 0usize, 0.0, 0.0);
-    for (k, &i) in idx.iter().enumerate() {
-        seen += 1;
-        if labels[i] {
-            tp += 1;
-        }
-        let last_of_tie = k + 1 == idx.len() || scores[idx[k + 1]] != scores[i];
-        if last_of_tie {
-            let recall = tp as f64 / pos as f64;
-            ap += (recall - prev_recall) * (tp as f64 / seen as f64);
-            prev_recall = recall;
-        }
-    }
-    Some(ap)
+    roc_and_ap(scores, labels).map(|(_, ap)| ap)
 }
 
 /// 8-connected components of a binary mask (non-zero = defect): a label per pixel (0 = none)
@@ -111,8 +114,8 @@ pub struct MaskedMap<'a> {
 /// mask, all weighing the same) of the fraction of the region above the threshold.
 /// `None` when there is no region or no normal pixel.
 pub fn pro_curve(maps: &[MaskedMap]) -> Option<Curve> {
-    let mut region_sizes = Vec::new();
-    let mut items: Vec<(f32, u32)> = Vec::new(); // (score, global region id + 1, or 0 = normal)
+    let mut region_sizes: Vec<usize> = Vec::new();
+    let mut packed: Vec<u64> = Vec::new(); // score key << 32 | (global region id + 1, 0 = normal)
     let mut normal = 0usize;
     for m in maps {
         assert_eq!(m.scores.len(), m.width * m.height, "map size");
@@ -120,31 +123,33 @@ pub fn pro_curve(maps: &[MaskedMap]) -> Option<Curve> {
         let (labels, n) = label_regions(m.mask, m.width, m.height);
         let base = region_sizes.len() as u32;
         region_sizes.extend(std::iter::repeat_n(0usize, n));
+        packed.reserve(m.scores.len());
         for (&s, &l) in m.scores.iter().zip(&labels) {
-            if l == 0 {
+            let id = if l == 0 {
                 normal += 1;
-                items.push((s, 0));
+                0
             } else {
                 region_sizes[(base + l - 1) as usize] += 1;
-                items.push((s, base + l));
-            }
+                base + l
+            };
+            packed.push((u64::from(order_key(s)) << 32) | u64::from(id));
         }
     }
     let regions = region_sizes.len();
     if regions == 0 || normal == 0 {
         return None;
     }
-    items.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+    packed.sort_unstable_by(|a, b| b.cmp(a));
     let (mut fpr, mut pro) = (0.0f64, 0.0f64);
     let mut curve = vec![(0.0, 0.0)];
-    for k in 0..items.len() {
-        let (s, r) = items[k];
-        if r == 0 {
+    for k in 0..packed.len() {
+        let id = (packed[k] & 0xffff_ffff) as usize;
+        if id == 0 {
             fpr += 1.0 / normal as f64;
         } else {
-            pro += 1.0 / (region_sizes[(r - 1) as usize] as f64 * regions as f64);
+            pro += 1.0 / (region_sizes[id - 1] as f64 * regions as f64);
         }
-        if k + 1 == items.len() || items[k + 1].0 != s {
+        if k + 1 == packed.len() || packed[k + 1] >> 32 != packed[k] >> 32 {
             curve.push((fpr.min(1.0), pro.min(1.0)));
         }
     }

@@ -140,6 +140,8 @@ pub struct DataConfig {
     pub foreground: Option<ForegroundMode>,
     /// Hole filling of the foreground; absent: the category's switch.
     pub fill_holes: Option<bool>,
+    /// Use at most this many good training images (after the seeded shuffle), for quick runs.
+    pub max_train_images: Option<usize>,
 }
 
 impl Default for DataConfig {
@@ -149,6 +151,7 @@ impl Default for DataConfig {
             textures: vec![PathBuf::from(crate::synth::textures::GIMP_PATTERNS)],
             foreground: None,
             fill_holes: None,
+            max_train_images: None,
         }
     }
 }

@@ -185,10 +185,12 @@ pub fn branch_metrics(
         })
         .collect();
     let pro = metrics::pro_curve(&masked);
+    let pixel = metrics::roc_and_ap(&px, &pl);
+    drop((px, pl));
     let m = BranchMetrics {
         image_auroc: roc.as_ref().map(|c| metrics::trapezoid(c)),
-        pixel_auroc: metrics::auroc(&px, &pl),
-        pixel_ap: metrics::average_precision(&px, &pl),
+        pixel_auroc: pixel.as_ref().map(|(c, _)| metrics::trapezoid(c)),
+        pixel_ap: pixel.map(|(_, ap)| ap),
         au_pro: pro.as_ref().map(|c| metrics::partial_area(c, 0.3) / 0.3),
     };
     let curves = if with_curves {

@@ -132,6 +132,9 @@ pub fn train(
         model.load_backbone_weights(&w)?;
         let mut files = ds.train.clone();
         files.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.seed));
+        if let Some(n) = cfg.data.max_train_images {
+            files.truncate(n.max(1));
+        }
         let n_hold = ((files.len() as f64) * cfg.calibration.holdout_fraction).round() as usize;
         let n_hold = if files.len() - n_hold < 1 { 0 } else { n_hold };
         let holdout: Vec<PathBuf> = files[..n_hold].to_vec();

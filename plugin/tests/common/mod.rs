@@ -1,0 +1,91 @@
+//! Shared helpers: GStreamer init with the static plugin, and one tiny real model per test binary.
+#![allow(dead_code)]
+
+use clsflow_train::config::TrainConfig;
+use clsflow_train::train::{MODEL, train};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
+
+pub fn init() {
+    static INIT: OnceLock<()> = OnceLock::new();
+    INIT.get_or_init(|| {
+        gst::init().unwrap();
+        gstclsflow::plugin_register_static().expect("plugin registers");
+    });
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The real magnetic-tile category, if ../shared is present.
+pub fn magnetic_tile() -> Option<PathBuf> {
+    let p = repo().join("../shared/data/magnetic_tile");
+    if p.is_dir() {
+        Some(p)
+    } else {
+        eprintln!("note: {} absent; using the generated demo category", p.display());
+        None
+    }
+}
+
+/// A tiny model trained once (configs/test-tiny.toml) on magnetic-tile, else on demo data.
+pub fn model() -> PathBuf {
+    static MODEL_PATH: OnceLock<PathBuf> = OnceLock::new();
+    MODEL_PATH
+        .get_or_init(|| {
+            let dir = std::env::temp_dir().join(format!("clsflow-plugin-tests-{}", std::process::id()));
+            let data = match magnetic_tile() {
+                Some(p) => p,
+                None => {
+                    let d = dir.join("demo");
+                    clsflow_train::demo_data::generate(&d, Default::default(), 1).unwrap();
+                    d
+                }
+            };
+            let mut cfg = TrainConfig::load(&repo().join("configs/test-tiny.toml")).unwrap();
+            cfg.model.weights = Some(repo().join("models/efficientnet_lite0.safetensors"));
+            let out = dir.join("run");
+            train(cfg, &data, &out, false, Arc::new(AtomicBool::new(false))).expect("tiny training");
+            out.join(MODEL)
+        })
+        .clone()
+}
+
+/// An RGB test image of `w` x `h` with structure (not flat).
+pub fn rgb_frame(w: usize, h: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        for x in 0..w {
+            v.extend_from_slice(&[(x * 255 / w) as u8, (y * 255 / h) as u8, ((x + y) % 64 * 4) as u8]);
+        }
+    }
+    v
+}
+
+/// Packs RGB pixels into a buffer of `format` with GStreamer's default strides.
+pub fn pack(rgb: &[u8], w: u32, h: u32, format: gst_video::VideoFormat) -> gst::Buffer {
+    let info = gst_video::VideoInfo::builder(format, w, h).build().unwrap();
+    let (bpp, offs) = gstclsflow::frame::layout(format).unwrap();
+    let stride = info.stride()[0] as usize;
+    let mut data = vec![0u8; info.size()];
+    for y in 0..h as usize {
+        for x in 0..w as usize {
+            let src = &rgb[(y * w as usize + x) * 3..][..3];
+            let dst = y * stride + x * bpp;
+            if bpp == 1 {
+                data[dst] = ((src[0] as u32 + src[1] as u32 + src[2] as u32) / 3) as u8;
+            } else {
+                for c in 0..3 {
+                    data[dst + offs[c]] = src[c];
+                }
+            }
+        }
+    }
+    gst::Buffer::from_mut_slice(data)
+}
+
+pub fn caps(format: gst_video::VideoFormat, w: u32, h: u32) -> gst::Caps {
+    gst_video::VideoInfo::builder(format, w, h).fps(gst::Fraction::new(25, 1)).build().unwrap().to_caps().unwrap()
+}

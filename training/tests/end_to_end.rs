@@ -1,0 +1,138 @@
+//! A tiny real end-to-end run: train on a handful of real magnetic-tile images (or the demo
+//! category when ../shared is absent), checkpoint, resume, evaluate, report.
+
+use clsflow::{Detector, DetectorOptions};
+use clsflow_train::config::TrainConfig;
+use clsflow_train::data::{Dataset, OnBadImage};
+use clsflow_train::demo_data::{DemoCounts, generate};
+use clsflow_train::evaluate::{evaluate, score_test_set};
+use clsflow_train::report::write_report;
+use clsflow_train::train::{MODEL, train};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn tiny() -> TrainConfig {
+    let mut cfg = TrainConfig::load(&repo().join("configs/test-tiny.toml")).unwrap();
+    cfg.model.weights = Some(repo().join("models/efficientnet_lite0.safetensors"));
+    cfg.data.max_train_images = Some(16);
+    cfg
+}
+
+#[test]
+fn train_resume_evaluate_report_on_demo_category() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    generate(&data, DemoCounts { train: 16, test_good: 4, per_defect: 2 }, 3).unwrap();
+    let out = dir.path().join("run");
+    let stop = Arc::new(AtomicBool::new(false));
+    let r = train(tiny(), &data, &out, false, stop.clone()).unwrap();
+    assert!(r.model.exists() && out.join("last.clsflow").exists() && out.join("state.json").exists());
+    assert_eq!(r.state.stage1_losses.len(), 2);
+    assert!(r.state.stage2_losses.iter().all(|l| l.len() == 2));
+    assert!(r.state.stage1_losses.iter().all(|l| l.is_finite() && *l > 0.0));
+    let cal = &r.calibration;
+    assert!(cal.candidates.len() == 2, "both candidate weights were scored");
+    assert!(cal.scoring.threshold >= cal.holdout_scores.iter().copied().fold(f32::MIN, f32::max) as f64);
+
+    // resuming a finished run redoes no epoch and gives the same calibrated model
+    let again = train(tiny(), &data, &out, true, stop).unwrap();
+    assert_eq!(again.state.stage1_losses, r.state.stage1_losses);
+
+    let det = Detector::load(out.join(MODEL), &DetectorOptions { device: "cpu".into(), half: false }).unwrap();
+    assert_eq!(det.manifest().name, "demo");
+    assert!(det.manifest().training.is_some());
+    let ds = Dataset::open(&data).unwrap();
+    let (items, ms) = score_test_set(&det, &ds, OnBadImage::Fail, 4).unwrap();
+    assert_eq!(items.len(), 10);
+    assert!(ms > 0.0);
+    let eval = evaluate(&items, det.map_size(), det.scoring().threshold, ms);
+    for b in ["fused", "flow", "classifier"] {
+        let m = &eval.branches[b];
+        for v in [m.image_auroc, m.pixel_auroc, m.pixel_ap, m.au_pro] {
+            let v = v.expect("defined with good and defective images");
+            assert!((0.0..=1.0).contains(&v), "{b}: {v}");
+        }
+    }
+    assert_eq!(eval.per_defect_type.len(), 3);
+    let files = write_report(&dir.path().join("report"), "t", &eval, &items, det.map_size(), serde_json::json!({})).unwrap();
+    for f in &files {
+        assert!(std::fs::metadata(f).unwrap().len() > 100, "{} written", f.display());
+    }
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("report/report.json")).unwrap()).unwrap();
+    assert!(json["branches"]["fused"]["au_pro"].is_number());
+}
+
+#[test]
+fn resume_without_state_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    generate(&data, DemoCounts { train: 2, test_good: 0, per_defect: 0 }, 3).unwrap();
+    let err = train(tiny(), &data, &dir.path().join("run"), true, Arc::new(AtomicBool::new(false))).unwrap_err();
+    assert!(format!("{err:#}").contains("nothing to resume"), "{err:#}");
+}
+
+#[test]
+fn an_interrupted_run_saves_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    generate(&data, DemoCounts { train: 8, test_good: 0, per_defect: 0 }, 5).unwrap();
+    let out = dir.path().join("run");
+    // the stop flag is already raised: the first step notices it, saves, and reports how to resume
+    let err = train(tiny(), &data, &out, false, Arc::new(AtomicBool::new(true))).unwrap_err();
+    assert!(format!("{err:#}").contains("--resume"), "{err:#}");
+    assert!(out.join("state.json").exists() && out.join("last.clsflow").exists());
+    let r = train(tiny(), &data, &out, true, Arc::new(AtomicBool::new(false))).unwrap();
+    assert_eq!(r.state.stage1_done, 2);
+}
+
+#[test]
+fn data_errors_name_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Dataset::open(&dir.path().join("missing")).unwrap_err();
+    assert!(format!("{err:#}").contains("not a folder"), "{err:#}");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(empty.join("train/good")).unwrap();
+    let err = Dataset::open(&empty).unwrap_err();
+    assert!(format!("{err:#}").contains("no images"), "{err:#}");
+    // a defective test image without its mask
+    let d = dir.path().join("nomask");
+    generate(&d, DemoCounts { train: 1, test_good: 0, per_defect: 1 }, 1).unwrap();
+    std::fs::remove_file(d.join("ground_truth/crack/000_mask.png")).unwrap();
+    let err = Dataset::open(&d).unwrap_err();
+    assert!(format!("{err:#}").contains("000_mask.png"), "{err:#}");
+    // unreadable image: skipped with --on-bad-image skip, fatal with fail
+    let bad = dir.path().join("plain");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("broken.png"), b"not a png").unwrap();
+    image::RgbImage::new(8, 8).save(bad.join("ok.png")).unwrap();
+    let ds = Dataset::open(&bad).unwrap();
+    assert!(ds.test.is_empty() && ds.train.len() == 2, "plain folder of good images");
+    let ok = clsflow_train::data::load_images(&ds.train, 32, OnBadImage::Skip, "t").unwrap();
+    assert_eq!(ok.len(), 1);
+    let err = clsflow_train::data::load_images(&ds.train, 32, OnBadImage::Fail, "t").unwrap_err();
+    assert!(format!("{err:#}").contains("broken.png"), "{err:#}");
+}
+
+#[test]
+fn real_images_of_any_channel_count_load() {
+    let root = repo().join("../shared/data/magnetic_tile");
+    if !root.is_dir() {
+        eprintln!("skipping: {} absent", root.display());
+        return;
+    }
+    let ds = Dataset::open(&root).unwrap();
+    assert_eq!(ds.train.len(), 762);
+    assert_eq!(ds.test.len(), 582);
+    assert_eq!(ds.test.iter().filter(|t| t.mask.is_some()).count(), 392);
+    // grayscale JPEGs of varying size become RGB at the model size
+    let imgs = clsflow_train::data::load_images(&ds.train[..3], 64, OnBadImage::Fail, "t").unwrap();
+    assert!(imgs.iter().all(|(_, i)| i.dimensions() == (64, 64)));
+    let m = clsflow_train::data::read_mask(ds.test.iter().find_map(|t| t.mask.as_ref()).unwrap(), 64).unwrap();
+    assert!(m.pixels().any(|p| p[0] == 255));
+    let _ = Path::new("");
+}
