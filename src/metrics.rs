@@ -11,7 +11,11 @@ pub type Curve = Vec<(f64, f64)>;
 #[inline]
 fn order_key(x: f32) -> u32 {
     let b = x.to_bits();
-    if b & 0x8000_0000 != 0 { !b } else { b | 0x8000_0000 }
+    if b & 0x8000_0000 != 0 {
+        !b
+    } else {
+        b | 0x8000_0000
+    }
 }
 
 /// (score key << 32 | payload) sorted by descending score: sorting plain u64s is several times

@@ -15,12 +15,17 @@ fn main() {
 }
 
 fn run() -> Result<(), String> {
-    let desc = std::env::args().nth(1).ok_or("usage: anomaly_json 'PIPELINE WITH anomalydetect'")?;
+    let desc = std::env::args()
+        .nth(1)
+        .ok_or("usage: anomaly_json 'PIPELINE WITH anomalydetect'")?;
     gst::init().map_err(|e| e.to_string())?;
     // static registration: no GST_PLUGIN_PATH needed for this program
     gstclsflow::plugin_register_static().map_err(|e| e.to_string())?;
     let pipeline = gst::parse::launch(&desc).map_err(|e| format!("invalid pipeline: {e}"))?;
-    let bin = pipeline.clone().downcast::<gst::Bin>().map_err(|_| "not a bin")?;
+    let bin = pipeline
+        .clone()
+        .downcast::<gst::Bin>()
+        .map_err(|_| "not a bin")?;
     let detect = bin
         .iterate_recurse()
         .into_iter()
@@ -54,8 +59,15 @@ fn run() -> Result<(), String> {
         }
         gst::PadProbeReturn::Ok
     });
-    pipeline.set_state(gst::State::Playing).map_err(|_| "the pipeline cannot start (see the error below)")
-        .or_else(|e| Err(format!("{e}: {}", first_error(&pipeline).unwrap_or_default())))?;
+    pipeline
+        .set_state(gst::State::Playing)
+        .map_err(|_| "the pipeline cannot start (see the error below)")
+        .or_else(|e| {
+            Err(format!(
+                "{e}: {}",
+                first_error(&pipeline).unwrap_or_default()
+            ))
+        })?;
     let bus = pipeline.bus().unwrap();
     let result = loop {
         let msg = bus.timed_pop(gst::ClockTime::NONE).ok_or("bus closed")?;
@@ -71,8 +83,9 @@ fn run() -> Result<(), String> {
 
 fn first_error(pipeline: &gst::Element) -> Option<String> {
     let bus = pipeline.bus()?;
-    bus.pop_filtered(&[gst::MessageType::Error]).and_then(|m| match m.view() {
-        gst::MessageView::Error(e) => Some(e.error().to_string()),
-        _ => None,
-    })
+    bus.pop_filtered(&[gst::MessageType::Error])
+        .and_then(|m| match m.view() {
+            gst::MessageView::Error(e) => Some(e.error().to_string()),
+            _ => None,
+        })
 }

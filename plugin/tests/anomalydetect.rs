@@ -8,12 +8,23 @@ use gstclsflow::meta::{AnomalyInfo, RegionInfo};
 
 fn harness(props: &str) -> gst_check::Harness {
     common::init();
-    gst_check::Harness::new_parse(&format!("anomalydetect model={} {props}", common::model().display()))
+    gst_check::Harness::new_parse(&format!(
+        "anomalydetect model={} {props}",
+        common::model().display()
+    ))
 }
 
-fn run(h: &mut gst_check::Harness, format: VideoFormat, w: u32, hgt: u32, rgb: &[u8]) -> (AnomalyInfo, Vec<RegionInfo>) {
+fn run(
+    h: &mut gst_check::Harness,
+    format: VideoFormat,
+    w: u32,
+    hgt: u32,
+    rgb: &[u8],
+) -> (AnomalyInfo, Vec<RegionInfo>) {
     h.set_src_caps(common::caps(format, w, hgt));
-    let out = h.push_and_pull(common::pack(rgb, w, hgt, format)).expect("a buffer comes out");
+    let out = h
+        .push_and_pull(common::pack(rgb, w, hgt, format))
+        .expect("a buffer comes out");
     let info = AnomalyInfo::from_buffer(&out).expect("anomaly meta present");
     (info, RegionInfo::all_from_buffer(&out))
 }
@@ -23,10 +34,17 @@ fn metas_have_model_shapes_and_frame_coordinates() {
     let mut h = harness("threshold=0");
     let rgb = common::rgb_frame(320, 240);
     let (info, regions) = run(&mut h, VideoFormat::Rgb, 320, 240, &rgb);
-    assert_eq!((info.map_width, info.map_height), (128, 128), "model resolution");
+    assert_eq!(
+        (info.map_width, info.map_height),
+        (128, 128),
+        "model resolution"
+    );
     assert_eq!(info.map.len(), 128 * 128);
     let max = info.map.iter().copied().fold(f32::MIN, f32::max) as f64;
-    assert!((info.score - max).abs() < 1e-4, "score is the max of the map");
+    assert!(
+        (info.score - max).abs() < 1e-4,
+        "score is the max of the map"
+    );
     assert!(info.anomalous && info.fresh && info.inference_ms > 0.0);
     assert_eq!(info.threshold, 0.0);
     assert_eq!(info.model, "magnetic_tile");
@@ -38,10 +56,17 @@ fn metas_have_model_shapes_and_frame_coordinates() {
 
     let mut h = harness("map-size=32");
     let (info, regions) = run(&mut h, VideoFormat::Rgb, 320, 240, &rgb);
-    assert_eq!((info.map_width, info.map_height, info.map.len()), (32, 32, 1024));
+    assert_eq!(
+        (info.map_width, info.map_height, info.map.len()),
+        (32, 32, 1024)
+    );
     for r in regions {
         let (x, y, w, hh) = r.rect;
-        assert!(x + w <= 320 && y + hh <= 240, "region inside the frame: {:?}", r.rect);
+        assert!(
+            x + w <= 320 && y + hh <= 240,
+            "region inside the frame: {:?}",
+            r.rect
+        );
     }
 }
 
@@ -63,17 +88,36 @@ fn defective_tiles_score_above_good_ones() {
     for t in ["break", "fray", "blowhole", "crack", "uneven"] {
         for e in std::fs::read_dir(root.join("ground_truth").join(t)).unwrap() {
             let mask = e.unwrap().path();
-            let area = image::open(&mask).unwrap().to_luma8().pixels().filter(|p| p[0] > 127).count();
-            let name = mask.file_name().unwrap().to_string_lossy().replace("_mask.png", ".jpg");
+            let area = image::open(&mask)
+                .unwrap()
+                .to_luma8()
+                .pixels()
+                .filter(|p| p[0] > 127)
+                .count();
+            let name = mask
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .replace("_mask.png", ".jpg");
             defective.push((area, root.join("test").join(t).join(name)));
         }
     }
     defective.sort_by(|a, b| b.0.cmp(&a.0));
-    let bad: f64 = defective[..5].iter().map(|(_, p)| score_of(&mut h, p)).sum::<f64>() / 5.0;
-    let mut goods: Vec<_> = std::fs::read_dir(root.join("test/good")).unwrap().map(|e| e.unwrap().path()).collect();
+    let bad: f64 = defective[..5]
+        .iter()
+        .map(|(_, p)| score_of(&mut h, p))
+        .sum::<f64>()
+        / 5.0;
+    let mut goods: Vec<_> = std::fs::read_dir(root.join("test/good"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     goods.sort();
     let good: f64 = goods[..5].iter().map(|p| score_of(&mut h, p)).sum::<f64>() / 5.0;
-    assert!(bad > good, "defective mean score {bad:.4} should exceed good mean {good:.4}");
+    assert!(
+        bad > good,
+        "defective mean score {bad:.4} should exceed good mean {good:.4}"
+    );
 }
 
 #[test]
@@ -87,7 +131,12 @@ fn every_listed_format_gives_the_same_result() {
         if f == VideoFormat::Gray8 {
             assert!(info.score.is_finite());
         } else {
-            assert!((info.score - reference.score).abs() < 1e-5, "{f:?}: {} vs {}", info.score, reference.score);
+            assert!(
+                (info.score - reference.score).abs() < 1e-5,
+                "{f:?}: {} vs {}",
+                info.score,
+                reference.score
+            );
         }
     }
     // odd width: RGB rows are padded to 4 bytes
@@ -100,10 +149,26 @@ fn every_listed_format_gives_the_same_result() {
 #[test]
 fn caps_change_mid_stream() {
     let mut h = harness("threshold=0");
-    let (_, r1) = run(&mut h, VideoFormat::Rgb, 320, 240, &common::rgb_frame(320, 240));
+    let (_, r1) = run(
+        &mut h,
+        VideoFormat::Rgb,
+        320,
+        240,
+        &common::rgb_frame(320, 240),
+    );
     assert_eq!(r1[0].rect, (0, 0, 320, 240));
-    let (info, r2) = run(&mut h, VideoFormat::Bgra, 100, 60, &common::rgb_frame(100, 60));
-    assert_eq!(r2[0].rect, (0, 0, 100, 60), "regions follow the new frame size");
+    let (info, r2) = run(
+        &mut h,
+        VideoFormat::Bgra,
+        100,
+        60,
+        &common::rgb_frame(100, 60),
+    );
+    assert_eq!(
+        r2[0].rect,
+        (0, 0, 100, 60),
+        "regions follow the new frame size"
+    );
     assert!(info.fresh, "no result repeated across a caps change");
 }
 
@@ -113,14 +178,24 @@ fn interval_repeats_results_and_messages_are_posted() {
     h.set_src_caps(common::caps(VideoFormat::Rgb, 64, 48));
     let rgb = common::rgb_frame(64, 48);
     let fresh: Vec<bool> = (0..6)
-        .map(|_| AnomalyInfo::from_buffer(&h.push_and_pull(common::pack(&rgb, 64, 48, VideoFormat::Rgb)).unwrap()).unwrap().fresh)
+        .map(|_| {
+            AnomalyInfo::from_buffer(
+                &h.push_and_pull(common::pack(&rgb, 64, 48, VideoFormat::Rgb))
+                    .unwrap(),
+            )
+            .unwrap()
+            .fresh
+        })
         .collect();
     assert_eq!(fresh, vec![true, false, false, true, false, false]);
     let bus = gst::Bus::new();
     h.element().unwrap().set_bus(Some(&bus));
-    h.push_and_pull(common::pack(&rgb, 64, 48, VideoFormat::Rgb)).unwrap(); // frame 7: fresh
-    h.push_and_pull(common::pack(&rgb, 64, 48, VideoFormat::Rgb)).unwrap();
-    let msgs: Vec<_> = std::iter::from_fn(|| bus.pop_filtered(&[gst::MessageType::Element])).collect();
+    h.push_and_pull(common::pack(&rgb, 64, 48, VideoFormat::Rgb))
+        .unwrap(); // frame 7: fresh
+    h.push_and_pull(common::pack(&rgb, 64, 48, VideoFormat::Rgb))
+        .unwrap();
+    let msgs: Vec<_> =
+        std::iter::from_fn(|| bus.pop_filtered(&[gst::MessageType::Element])).collect();
     assert_eq!(msgs.len(), 1, "one message per fresh anomalous frame");
     let s = msgs[0].structure().unwrap();
     assert_eq!(s.name(), "clsflow-anomaly");

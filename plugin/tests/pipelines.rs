@@ -31,12 +31,21 @@ fn run(desc: &str) -> Result<(), String> {
 fn missing_or_invalid_model_is_an_element_error() {
     let e = run("videotestsrc num-buffers=1 ! anomalydetect ! fakesink").unwrap_err();
     assert!(e.contains("No model set"), "{e}");
-    let e = run("videotestsrc num-buffers=1 ! anomalydetect model=/nonexistent/m.clsflow ! fakesink").unwrap_err();
+    let e =
+        run("videotestsrc num-buffers=1 ! anomalydetect model=/nonexistent/m.clsflow ! fakesink")
+            .unwrap_err();
     assert!(e.contains("/nonexistent/m.clsflow"), "{e}");
     let junk = std::env::temp_dir().join(format!("junk-{}.clsflow", std::process::id()));
     std::fs::write(&junk, b"garbage").unwrap();
-    let e = run(&format!("videotestsrc num-buffers=1 ! anomalydetect model={} ! fakesink", junk.display())).unwrap_err();
-    assert!(e.contains("Invalid model") && e.contains("truncated or corrupted"), "{e}");
+    let e = run(&format!(
+        "videotestsrc num-buffers=1 ! anomalydetect model={} ! fakesink",
+        junk.display()
+    ))
+    .unwrap_err();
+    assert!(
+        e.contains("Invalid model") && e.contains("truncated or corrupted"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -46,7 +55,11 @@ fn cuda_requested_without_cuda_is_an_element_error() {
         return;
     }
     let m = common::model();
-    let e = run(&format!("videotestsrc num-buffers=1 ! anomalydetect model={} device=cuda:0 ! fakesink", m.display())).unwrap_err();
+    let e = run(&format!(
+        "videotestsrc num-buffers=1 ! anomalydetect model={} device=cuda:0 ! fakesink",
+        m.display()
+    ))
+    .unwrap_err();
     assert!(e.contains("CUDA is not available"), "{e}");
 }
 
@@ -54,12 +67,22 @@ fn cuda_requested_without_cuda_is_an_element_error() {
 fn unsupported_caps_fail_negotiation() {
     let m = common::model();
     // static caps: refused when linking, naming the caps
-    let e = run(&format!("videotestsrc num-buffers=1 ! video/x-raw,format=I420 ! anomalydetect model={} ! fakesink", m.display())).unwrap_err();
+    let e = run(&format!(
+        "videotestsrc num-buffers=1 ! video/x-raw,format=I420 ! anomalydetect model={} ! fakesink",
+        m.display()
+    ))
+    .unwrap_err();
     assert!(e.contains("can't handle caps") && e.contains("I420"), "{e}");
     // caps that arrive at run time: not-negotiated error on the bus, no crash
-    let e = run(&format!("videotestsrc num-buffers=1 ! capsfilter caps=video/x-raw,format=I420 name=f ! identity ! anomalydetect model={} ! fakesink", m.display()));
+    let e = run(&format!(
+        "videotestsrc num-buffers=1 ! capsfilter caps=video/x-raw,format=I420 name=f ! identity ! anomalydetect model={} ! fakesink",
+        m.display()
+    ));
     let e = e.unwrap_err();
-    assert!(e.contains("I420") || e.to_lowercase().contains("negotiat"), "{e}");
+    assert!(
+        e.contains("I420") || e.to_lowercase().contains("negotiat"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -75,11 +98,21 @@ fn repeated_state_cycling_reaches_eos_every_time() {
     for cycle in 0..6 {
         pipeline.set_state(gst::State::Playing).unwrap();
         let msg = bus
-            .timed_pop_filtered(gst::ClockTime::from_seconds(60), &[gst::MessageType::Eos, gst::MessageType::Error])
+            .timed_pop_filtered(
+                gst::ClockTime::from_seconds(60),
+                &[gst::MessageType::Eos, gst::MessageType::Error],
+            )
             .expect("EOS or error");
-        assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "cycle {cycle}: {msg:?}");
+        assert!(
+            matches!(msg.view(), gst::MessageView::Eos(_)),
+            "cycle {cycle}: {msg:?}"
+        );
         // alternate between a full stop and a pause to exercise both paths
-        let target = if cycle % 2 == 0 { gst::State::Null } else { gst::State::Ready };
+        let target = if cycle % 2 == 0 {
+            gst::State::Null
+        } else {
+            gst::State::Ready
+        };
         pipeline.set_state(target).unwrap();
     }
     pipeline.set_state(gst::State::Null).unwrap();
@@ -90,31 +123,49 @@ fn overlay_draws_and_respects_only_anomalous() {
     common::init();
     let m = common::model();
     let rgb = common::rgb_frame(96, 64);
-    let mut drawn = gst_check::Harness::new_parse(&format!("anomalydetect model={} threshold=0 ! anomalyoverlay", m.display()));
+    let mut drawn = gst_check::Harness::new_parse(&format!(
+        "anomalydetect model={} threshold=0 ! anomalyoverlay",
+        m.display()
+    ));
     drawn.set_src_caps(common::caps(VideoFormat::Rgbx, 96, 64));
     let input = common::pack(&rgb, 96, 64, VideoFormat::Rgbx);
     let before = input.map_readable().unwrap().to_vec();
     let out = drawn.push_and_pull(input).unwrap();
     let after = out.map_readable().unwrap().to_vec();
     let changed = before.iter().zip(&after).filter(|(a, b)| a != b).count();
-    assert!(changed > before.len() / 2, "heatmap covers the frame: {changed} bytes changed");
+    assert!(
+        changed > before.len() / 2,
+        "heatmap covers the frame: {changed} bytes changed"
+    );
 
     let mut quiet = gst_check::Harness::new_parse(&format!(
         "anomalydetect model={} threshold=1000 ! anomalyoverlay only-anomalous=true",
         m.display()
     ));
     quiet.set_src_caps(common::caps(VideoFormat::Rgbx, 96, 64));
-    let out = quiet.push_and_pull(common::pack(&rgb, 96, 64, VideoFormat::Rgbx)).unwrap();
-    assert_eq!(out.map_readable().unwrap().to_vec(), before, "normal frame left untouched");
+    let out = quiet
+        .push_and_pull(common::pack(&rgb, 96, 64, VideoFormat::Rgbx))
+        .unwrap();
+    assert_eq!(
+        out.map_readable().unwrap().to_vec(),
+        before,
+        "normal frame left untouched"
+    );
 
     let mut boxes = gst_check::Harness::new_parse(&format!(
         "anomalydetect model={} threshold=0 ! anomalyoverlay mode=boxes text=false box-color=0xff00ff00",
         m.display()
     ));
     boxes.set_src_caps(common::caps(VideoFormat::Rgbx, 96, 64));
-    let out = boxes.push_and_pull(common::pack(&rgb, 96, 64, VideoFormat::Rgbx)).unwrap();
+    let out = boxes
+        .push_and_pull(common::pack(&rgb, 96, 64, VideoFormat::Rgbx))
+        .unwrap();
     let px = out.map_readable().unwrap().to_vec();
     assert_eq!(&px[0..3], &[0, 255, 0], "box corner drawn in green");
     let centre = (32 * 96 + 48) * 4;
-    assert_eq!(&px[centre..centre + 3], &before[centre..centre + 3], "inside of the box untouched");
+    assert_eq!(
+        &px[centre..centre + 3],
+        &before[centre..centre + 3],
+        "inside of the box untouched"
+    );
 }

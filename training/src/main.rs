@@ -96,13 +96,13 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         seed: u64,
         /// Good training images.
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 60)]
         train: usize,
         /// Good test images.
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 16)]
         test_good: usize,
         /// Test images per defect type.
-        #[arg(long, default_value_t = 12)]
+        #[arg(long, default_value_t = 10)]
         per_defect: usize,
     },
 }

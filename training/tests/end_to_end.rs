@@ -27,23 +27,51 @@ fn tiny() -> TrainConfig {
 fn train_resume_evaluate_report_on_demo_category() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");
-    generate(&data, DemoCounts { train: 16, test_good: 4, per_defect: 2 }, 3).unwrap();
+    generate(
+        &data,
+        DemoCounts {
+            train: 16,
+            test_good: 4,
+            per_defect: 2,
+        },
+        3,
+    )
+    .unwrap();
     let out = dir.path().join("run");
     let stop = Arc::new(AtomicBool::new(false));
     let r = train(tiny(), &data, &out, false, stop.clone()).unwrap();
-    assert!(r.model.exists() && out.join("last.clsflow").exists() && out.join("state.json").exists());
+    assert!(
+        r.model.exists() && out.join("last.clsflow").exists() && out.join("state.json").exists()
+    );
     assert_eq!(r.state.stage1_losses.len(), 2);
     assert!(r.state.stage2_losses.iter().all(|l| l.len() == 2));
-    assert!(r.state.stage1_losses.iter().all(|l| l.is_finite() && *l > 0.0));
+    assert!(
+        r.state
+            .stage1_losses
+            .iter()
+            .all(|l| l.is_finite() && *l > 0.0)
+    );
     let cal = &r.calibration;
-    assert!(cal.candidates.len() == 2, "both candidate weights were scored");
-    assert!(cal.scoring.threshold >= cal.holdout_scores.iter().copied().fold(f32::MIN, f32::max) as f64);
+    assert!(
+        cal.candidates.len() == 2,
+        "both candidate weights were scored"
+    );
+    assert!(
+        cal.scoring.threshold >= cal.holdout_scores.iter().copied().fold(f32::MIN, f32::max) as f64
+    );
 
     // resuming a finished run redoes no epoch and gives the same calibrated model
     let again = train(tiny(), &data, &out, true, stop).unwrap();
     assert_eq!(again.state.stage1_losses, r.state.stage1_losses);
 
-    let det = Detector::load(out.join(MODEL), &DetectorOptions { device: "cpu".into(), half: false }).unwrap();
+    let det = Detector::load(
+        out.join(MODEL),
+        &DetectorOptions {
+            device: "cpu".into(),
+            half: false,
+        },
+    )
+    .unwrap();
     assert_eq!(det.manifest().name, "demo");
     assert!(det.manifest().training.is_some());
     let ds = Dataset::open(&data).unwrap();
@@ -59,11 +87,25 @@ fn train_resume_evaluate_report_on_demo_category() {
         }
     }
     assert_eq!(eval.per_defect_type.len(), 3);
-    let files = write_report(&dir.path().join("report"), "t", &eval, &items, det.map_size(), serde_json::json!({})).unwrap();
+    let files = write_report(
+        &dir.path().join("report"),
+        "t",
+        &eval,
+        &items,
+        det.map_size(),
+        serde_json::json!({}),
+    )
+    .unwrap();
     for f in &files {
-        assert!(std::fs::metadata(f).unwrap().len() > 100, "{} written", f.display());
+        assert!(
+            std::fs::metadata(f).unwrap().len() > 100,
+            "{} written",
+            f.display()
+        );
     }
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("report/report.json")).unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("report/report.json")).unwrap())
+            .unwrap();
     assert!(json["branches"]["fused"]["au_pro"].is_number());
 }
 
@@ -71,8 +113,24 @@ fn train_resume_evaluate_report_on_demo_category() {
 fn resume_without_state_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");
-    generate(&data, DemoCounts { train: 2, test_good: 0, per_defect: 0 }, 3).unwrap();
-    let err = train(tiny(), &data, &dir.path().join("run"), true, Arc::new(AtomicBool::new(false))).unwrap_err();
+    generate(
+        &data,
+        DemoCounts {
+            train: 2,
+            test_good: 0,
+            per_defect: 0,
+        },
+        3,
+    )
+    .unwrap();
+    let err = train(
+        tiny(),
+        &data,
+        &dir.path().join("run"),
+        true,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .unwrap_err();
     assert!(format!("{err:#}").contains("nothing to resume"), "{err:#}");
 }
 
@@ -80,7 +138,16 @@ fn resume_without_state_is_a_clear_error() {
 fn an_interrupted_run_saves_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");
-    generate(&data, DemoCounts { train: 8, test_good: 0, per_defect: 0 }, 5).unwrap();
+    generate(
+        &data,
+        DemoCounts {
+            train: 8,
+            test_good: 0,
+            per_defect: 0,
+        },
+        5,
+    )
+    .unwrap();
     let out = dir.path().join("run");
     // the stop flag is already raised: the first step notices it, saves, and reports how to resume
     let err = train(tiny(), &data, &out, false, Arc::new(AtomicBool::new(true))).unwrap_err();
@@ -101,7 +168,16 @@ fn data_errors_name_the_problem() {
     assert!(format!("{err:#}").contains("no images"), "{err:#}");
     // a defective test image without its mask
     let d = dir.path().join("nomask");
-    generate(&d, DemoCounts { train: 1, test_good: 0, per_defect: 1 }, 1).unwrap();
+    generate(
+        &d,
+        DemoCounts {
+            train: 1,
+            test_good: 0,
+            per_defect: 1,
+        },
+        1,
+    )
+    .unwrap();
     std::fs::remove_file(d.join("ground_truth/crack/000_mask.png")).unwrap();
     let err = Dataset::open(&d).unwrap_err();
     assert!(format!("{err:#}").contains("000_mask.png"), "{err:#}");
@@ -111,7 +187,10 @@ fn data_errors_name_the_problem() {
     std::fs::write(bad.join("broken.png"), b"not a png").unwrap();
     image::RgbImage::new(8, 8).save(bad.join("ok.png")).unwrap();
     let ds = Dataset::open(&bad).unwrap();
-    assert!(ds.test.is_empty() && ds.train.len() == 2, "plain folder of good images");
+    assert!(
+        ds.test.is_empty() && ds.train.len() == 2,
+        "plain folder of good images"
+    );
     let ok = clsflow_train::data::load_images(&ds.train, 32, OnBadImage::Skip, "t").unwrap();
     assert_eq!(ok.len(), 1);
     let err = clsflow_train::data::load_images(&ds.train, 32, OnBadImage::Fail, "t").unwrap_err();
@@ -132,7 +211,9 @@ fn real_images_of_any_channel_count_load() {
     // grayscale JPEGs of varying size become RGB at the model size
     let imgs = clsflow_train::data::load_images(&ds.train[..3], 64, OnBadImage::Fail, "t").unwrap();
     assert!(imgs.iter().all(|(_, i)| i.dimensions() == (64, 64)));
-    let m = clsflow_train::data::read_mask(ds.test.iter().find_map(|t| t.mask.as_ref()).unwrap(), 64).unwrap();
+    let m =
+        clsflow_train::data::read_mask(ds.test.iter().find_map(|t| t.mask.as_ref()).unwrap(), 64)
+            .unwrap();
     assert!(m.pixels().any(|p| p[0] == 255));
     let _ = Path::new("");
 }

@@ -25,7 +25,10 @@ pub fn magnetic_tile() -> Option<PathBuf> {
     if p.is_dir() {
         Some(p)
     } else {
-        eprintln!("note: {} absent; using the generated demo category", p.display());
+        eprintln!(
+            "note: {} absent; using the generated demo category",
+            p.display()
+        );
         None
     }
 }
@@ -35,7 +38,8 @@ pub fn model() -> PathBuf {
     static MODEL_PATH: OnceLock<PathBuf> = OnceLock::new();
     MODEL_PATH
         .get_or_init(|| {
-            let dir = std::env::temp_dir().join(format!("clsflow-plugin-tests-{}", std::process::id()));
+            let dir =
+                std::env::temp_dir().join(format!("clsflow-plugin-tests-{}", std::process::id()));
             let data = match magnetic_tile() {
                 Some(p) => p,
                 None => {
@@ -47,7 +51,8 @@ pub fn model() -> PathBuf {
             let mut cfg = TrainConfig::load(&repo().join("configs/test-tiny.toml")).unwrap();
             cfg.model.weights = Some(repo().join("models/efficientnet_lite0.safetensors"));
             let out = dir.join("run");
-            train(cfg, &data, &out, false, Arc::new(AtomicBool::new(false))).expect("tiny training");
+            train(cfg, &data, &out, false, Arc::new(AtomicBool::new(false)))
+                .expect("tiny training");
             out.join(MODEL)
         })
         .clone()
@@ -58,7 +63,11 @@ pub fn rgb_frame(w: usize, h: usize) -> Vec<u8> {
     let mut v = Vec::with_capacity(w * h * 3);
     for y in 0..h {
         for x in 0..w {
-            v.extend_from_slice(&[(x * 255 / w) as u8, (y * 255 / h) as u8, ((x + y) % 64 * 4) as u8]);
+            v.extend_from_slice(&[
+                (x * 255 / w) as u8,
+                (y * 255 / h) as u8,
+                ((x + y) % 64 * 4) as u8,
+            ]);
         }
     }
     v
@@ -87,5 +96,10 @@ pub fn pack(rgb: &[u8], w: u32, h: u32, format: gst_video::VideoFormat) -> gst::
 }
 
 pub fn caps(format: gst_video::VideoFormat, w: u32, h: u32) -> gst::Caps {
-    gst_video::VideoInfo::builder(format, w, h).fps(gst::Fraction::new(25, 1)).build().unwrap().to_caps().unwrap()
+    gst_video::VideoInfo::builder(format, w, h)
+        .fps(gst::Fraction::new(25, 1))
+        .build()
+        .unwrap()
+        .to_caps()
+        .unwrap()
 }

@@ -1,0 +1,99 @@
+//! Every shipped config parses and validates; paper configs carry the authors' settings.
+
+use clap::Parser;
+use clsflow::BackboneKind;
+use clsflow_train::config::{Overrides, TrainConfig};
+use std::path::PathBuf;
+
+fn configs() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../configs")
+}
+
+#[test]
+fn all_configs_load() {
+    let mut n = 0;
+    for dir in [configs(), configs().join("paper")] {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                TrainConfig::load(&p).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
+                n += 1;
+            }
+        }
+    }
+    assert_eq!(
+        n,
+        2 + 15,
+        "cpu-fast, test-tiny and the 15 MVTec AD paper configs"
+    );
+}
+
+#[test]
+fn paper_settings_match_the_table() {
+    let c = TrainConfig::load(&configs().join("paper/screw.toml")).unwrap();
+    assert_eq!(c.model.backbone, BackboneKind::WideResnet50_2);
+    assert_eq!(
+        (
+            c.stage1.batch_size,
+            c.stage1.lr,
+            c.stage1.frozen_epochs,
+            c.stage1.joint_epochs,
+            c.stage1.repeat
+        ),
+        (16, 5e-4, 35, 5, 5)
+    );
+    assert_eq!(c.calibration.fusion_weight, Some(1.0));
+    let c = TrainConfig::load(&configs().join("paper/zipper.toml")).unwrap();
+    assert_eq!(c.calibration.fusion_weight, Some(0.15));
+    assert_eq!(c.stage2.epochs, 200);
+    let d = c.model_config().decoder;
+    assert_eq!(
+        (d.head_channels, d.stage_channels),
+        (1024, [256, 128, 64, 32]),
+        "the paper's decoder for WRN50-2"
+    );
+}
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    o: Overrides,
+}
+
+#[test]
+fn command_line_overrides_win_and_are_validated() {
+    let mut c = TrainConfig::load(&configs().join("cpu-fast.toml")).unwrap();
+    let cli = Cli::parse_from([
+        "x",
+        "--frozen-epochs",
+        "2",
+        "--flow-epochs",
+        "3",
+        "--seed",
+        "9",
+        "--textures",
+        "/tmp/a",
+        "--textures",
+        "/tmp/b",
+    ]);
+    cli.o.apply(&mut c).unwrap();
+    assert_eq!((c.stage1.frozen_epochs, c.stage2.epochs, c.seed), (2, 3, 9));
+    assert_eq!(c.data.textures.len(), 2);
+    let bad = Cli::parse_from(["x", "--input-size", "100"]);
+    let err = bad.o.apply(&mut c).unwrap_err();
+    assert!(format!("{err:#}").contains("multiple of 32"), "{err:#}");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("typo.toml");
+    std::fs::write(
+        &p,
+        std::fs::read_to_string(configs().join("cpu-fast.toml"))
+            .unwrap()
+            .replace("fiber_batch", "fibre_batch"),
+    )
+    .unwrap();
+    let err = TrainConfig::load(&p).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("fibre_batch"),
+        "unknown keys are named: {err:#}"
+    );
+}
