@@ -31,7 +31,7 @@ bench: setup
 # Train and evaluate one MVTec-style category: make eval DATA=../shared/data/magnetic_tile
 DATA ?= ../shared/data/magnetic_tile
 CONFIG ?= configs/cpu-fast.toml
-OUT ?= runs/$(notdir $(DATA))
+OUT ?= runs/$(notdir $(abspath $(DATA)))
 eval: setup
 	$(CARGO) run --release -p clsflow-train -- train --config $(CONFIG) --data $(DATA) --out $(OUT)
 	$(CARGO) run --release -p clsflow-train -- eval --model $(OUT)/model.clsflow --data $(DATA) --out $(OUT)/report

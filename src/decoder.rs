@@ -24,29 +24,43 @@ pub enum Upsample {
 pub struct DecoderConfig {
     /// Width of the two 1x1 convolutions on the deepest tap.
     pub head_channels: i64,
-    /// Output channels of the four decoder stages (each made of bottlenecks of expansion 2).
-    pub stage_channels: [i64; 4],
-    /// Bottleneck blocks per stage.
-    pub stage_blocks: [usize; 4],
+    /// Output channels of the decoder stages (1 to 4; each made of bottlenecks of expansion 2).
+    /// Each stage doubles the resolution; the first takes the stride-16 tap as a skip, the second
+    /// the stride-8 tap. The output convolutions run after one more doubling, so 4 stages end at
+    /// the input resolution (the paper's shape) and fewer stages end coarser, their logits then
+    /// upsampled bilinearly to the input size.
+    pub stage_channels: Vec<i64>,
+    /// Bottleneck blocks per stage (same length as `stage_channels`).
+    pub stage_blocks: Vec<usize>,
     /// Upsampling mode.
     pub upsample: Upsample,
 }
 
 impl DecoderConfig {
-    /// The default decoder for a backbone: the paper's shape for Wide-ResNet-50-2, widths scaled
-    /// to the taps otherwise (head = half the deepest tap; stages halve from a base width).
+    /// The default decoder for a backbone: the paper's shape for the ResNets (head = half the
+    /// deepest tap, four stages 256..32 with 3, 6, 4, 3 bottlenecks, output at full resolution);
+    /// for Lite0, whose taps are narrow and whose extractor costs far less, a decoder scaled to it:
+    /// two stages (128, 64 channels) ending at stride 4, so that the classifier adds a fraction of
+    /// the extractor's time rather than more than the extractor itself.
     pub fn for_backbone(kind: BackboneKind) -> Self {
         let deep = kind.tap_channels()[2];
-        let (base, upsample) = match kind {
-            BackboneKind::WideResnet50_2 => (256, Upsample::Bicubic),
-            BackboneKind::Resnet18 => (256, Upsample::Bilinear),
-            BackboneKind::EfficientnetLite0 => (128, Upsample::Bilinear),
-        };
-        DecoderConfig {
-            head_channels: deep / 2,
-            stage_channels: [base, base / 2, base / 4, base / 8],
-            stage_blocks: [3, 6, 4, 3],
-            upsample,
+        match kind {
+            BackboneKind::WideResnet50_2 | BackboneKind::Resnet18 => DecoderConfig {
+                head_channels: deep / 2,
+                stage_channels: vec![256, 128, 64, 32],
+                stage_blocks: vec![3, 6, 4, 3],
+                upsample: if kind == BackboneKind::WideResnet50_2 {
+                    Upsample::Bicubic
+                } else {
+                    Upsample::Bilinear
+                },
+            },
+            BackboneKind::EfficientnetLite0 => DecoderConfig {
+                head_channels: deep / 2,
+                stage_channels: vec![128, 64],
+                stage_blocks: vec![3, 4],
+                upsample: Upsample::Bilinear,
+            },
         }
     }
 
@@ -56,6 +70,15 @@ impl DecoderConfig {
             return Err(crate::Error::Config(format!(
                 "decoder widths must be positive and stage widths even, got head {} and stages {:?}",
                 self.head_channels, self.stage_channels
+            )));
+        }
+        if self.stage_channels.is_empty()
+            || self.stage_channels.len() > 4
+            || self.stage_blocks.len() != self.stage_channels.len()
+        {
+            return Err(crate::Error::Config(format!(
+                "the decoder needs 1 to 4 stages with one block count each, got channels {:?} and blocks {:?}",
+                self.stage_channels, self.stage_blocks
             )));
         }
         if self.stage_blocks.contains(&0) {
@@ -204,6 +227,18 @@ impl Decoder {
     /// Defect logits (N, 1, 32 * H32, 32 * W32) from the three taps. `train` switches the
     /// decoder's own BatchNorms to batch statistics.
     pub fn forward(&self, taps: &[Tensor; 3], train: bool) -> Tensor {
+        let s = taps[2].size();
+        let size = [s[2] * 32, s[3] * 32];
+        let logits = self.forward_native(taps, train);
+        if logits.size()[2..] == size {
+            logits
+        } else {
+            logits.upsample_bilinear2d(size, false, None, None)
+        }
+    }
+
+    /// Logits at the decoder's own output resolution (input / 2^(4 - stages)).
+    pub fn forward_native(&self, taps: &[Tensor; 3], train: bool) -> Tensor {
         let mut h = self
             .head2
             .forward(&self.head1.forward(&taps[2]).relu())

@@ -110,6 +110,7 @@ impl Detector {
         if options.half {
             model.to_half();
         }
+        model.fold_flows();
         Ok(Detector {
             scoring: manifest.scoring.clone(),
             model,
@@ -123,7 +124,8 @@ impl Detector {
     }
 
     /// Wraps an in-memory model (e.g. right after training) with its scoring.
-    pub fn from_model(model: ClsFlowModel, scoring: Scoring, name: &str) -> Self {
+    pub fn from_model(mut model: ClsFlowModel, scoring: Scoring, name: &str) -> Self {
+        model.fold_flows();
         let config = model.config().clone();
         let manifest = Manifest {
             format: checkpoint::FORMAT.into(),

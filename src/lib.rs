@@ -24,6 +24,7 @@ pub mod layers;
 pub mod metrics;
 pub mod model;
 pub mod preprocess;
+pub mod reference;
 pub mod regions;
 pub mod scoring;
 pub mod weights;

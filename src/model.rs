@@ -3,7 +3,7 @@
 
 use crate::backbone::{Backbone, BackboneKind};
 use crate::decoder::{Decoder, DecoderConfig};
-use crate::flow::{ConditionalFlow, FlowConfig, positional_rows};
+use crate::flow::{ConditionalFlow, FlowConfig, FoldedFlow, positional_rows};
 use crate::weights;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -82,6 +82,8 @@ pub struct ClsFlowModel {
     decoder: Decoder,
     flows: Vec<ConditionalFlow>,
     cond_rows: Vec<Tensor>,
+    /// Flows folded for inference ([`Self::fold_flows`]); `None` while training.
+    folded: Option<Vec<FoldedFlow>>,
 }
 
 impl ClsFlowModel {
@@ -113,7 +115,21 @@ impl ClsFlowModel {
             decoder,
             flows,
             cond_rows,
+            folded: None,
         })
+    }
+
+    /// Folds the flows for fast inference at the model's input size. Call once the weights are
+    /// final (a [`crate::Detector`] does); [`Self::flow_log_prob_maps`] then uses the folded form.
+    pub fn fold_flows(&mut self) {
+        let kind = self.flows[0].kind();
+        let folded = self
+            .flows
+            .iter()
+            .zip(&self.cond_rows)
+            .map(|(f, c)| f.fold(&c.to_kind(kind)).to_kind(kind))
+            .collect();
+        self.folded = Some(folded);
     }
 
     /// The architecture.
@@ -167,6 +183,11 @@ impl ClsFlowModel {
         self.decoder.forward(taps, train)
     }
 
+    /// The pixelwise classifier.
+    pub fn decoder(&self) -> &Decoder {
+        &self.decoder
+    }
+
     /// The flows, one per tap.
     pub fn flows(&self) -> &[ConditionalFlow] {
         &self.flows
@@ -179,6 +200,14 @@ impl ClsFlowModel {
 
     /// log p / C per position for each tap, (N, h_l, w_l), whole maps at once.
     pub fn flow_log_prob_maps(&self, taps: &[Tensor; 3]) -> [Tensor; 3] {
+        if let Some(folded) = &self.folded {
+            let maps: Vec<Tensor> = taps
+                .iter()
+                .zip(folded)
+                .map(|(f, ff)| ff.log_prob_map(f))
+                .collect();
+            return maps.try_into().expect("three taps");
+        }
         let maps: Vec<Tensor> = taps
             .iter()
             .zip(&self.flows)
@@ -205,6 +234,9 @@ impl ClsFlowModel {
         self.cls_vars.half();
         for v in &mut self.flow_vars {
             v.half();
+        }
+        if self.folded.is_some() {
+            self.fold_flows();
         }
     }
 }

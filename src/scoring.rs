@@ -1,8 +1,11 @@
 //! From network outputs to anomaly maps and image scores (METHOD.md sections 4, 5 and 8).
 //!
 //! - flow map: per tap t = log p / C; p = exp(t - max over the training set of t), upsampled
-//!   bilinearly to the input size and summed over taps; inverted as (number of taps - sum) so that
-//!   it grows with anomaly and needs no test-set statistic;
+//!   bilinearly to the input size and summed over taps (S); inverted as ln(L) - ln(S) with L the
+//!   number of taps, so that it grows with anomaly and needs no test-set statistic. METHOD.md
+//!   allows any fixed monotone inversion; the paper's max(S) - S saturates in float32 (every
+//!   position with all p below ~1e-7 gets the same value, so clearly anomalous images tie), the
+//!   logarithm computed in float64 keeps them apart;
 //! - classifier map: sigmoid of the decoder logits;
 //! - fused map: flow + w * classifier; image score: max of the fused map.
 
@@ -24,13 +27,13 @@ pub struct Scoring {
 }
 
 impl Default for Scoring {
-    /// Uncalibrated: reference 0, w = 1, threshold at the maximum a fused map can reach for normal
-    /// data (3 taps + w).
+    /// Uncalibrated: reference 0, w = 1, and a threshold of 10 (each tap about e^-10 as likely
+    /// as the likeliest training feature); calibration replaces all three.
     fn default() -> Self {
         Scoring {
             tap_log_prob_max: [0.0; 3],
             fusion_weight: 1.0,
-            threshold: 4.0,
+            threshold: 10.0,
         }
     }
 }
@@ -48,19 +51,21 @@ pub struct BatchMaps {
     pub cls: Tensor,
 }
 
-/// Turns per-tap log p / C maps (N, h, w) into the flow anomaly map (N, 1, size, size).
+/// Turns per-tap log p / C maps (N, h, w) into the flow anomaly map (N, 1, size, size):
+/// ln(L) - ln(sum over taps of upsampled exp(t - max_train t)), in float64 so that nothing
+/// saturates; about 0 where every tap is as likely as the likeliest training position.
 pub fn flow_map(log_prob_maps: &[Tensor; 3], tap_max: &[f64; 3], size: i64) -> Tensor {
     let mut sum: Option<Tensor> = None;
     for (t, &m) in log_prob_maps.iter().zip(tap_max) {
-        let p = (t.to_kind(Kind::Float) - m).exp().unsqueeze(1);
+        let p = (t.to_kind(Kind::Double) - m).exp().unsqueeze(1);
         let up = p.upsample_bilinear2d([size, size], false, None, None);
         sum = Some(match sum {
             Some(s) => s + up,
             None => up,
         });
     }
-    let sum = sum.expect("three taps");
-    (sum * -1.0) + log_prob_maps.len() as f64
+    let sum = sum.expect("three taps").clamp_min(f64::MIN_POSITIVE);
+    ((sum.log() * -1.0) + (log_prob_maps.len() as f64).ln()).to_kind(Kind::Float)
 }
 
 /// Fused map: flow + w * classifier.
@@ -96,4 +101,20 @@ pub fn compute_maps(model: &ClsFlowModel, batch: &Tensor, scoring: &Scoring) -> 
             cls,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flow_map_is_a_monotone_inversion_that_does_not_saturate() {
+        // three taps of 1x1 maps: at the training maximum, far below it, and very far below it
+        let t = |v: f64| Tensor::from_slice(&[v as f32]).view([1, 1, 1]);
+        let at = |d: f64| flow_map(&[t(d), t(d), t(d)], &[0.0; 3], 1).double_value(&[0, 0, 0, 0]);
+        assert!(at(0.0).abs() < 1e-6, "ln 3 - ln 3 = 0 at the training maximum");
+        let (a, b, c) = (at(-20.0), at(-40.0), at(-300.0));
+        assert!((a - 20.0).abs() < 1e-3 && (b - 40.0).abs() < 1e-3 && (c - 300.0).abs() < 1e-2, "{a} {b} {c}");
+        assert!(a < b && b < c, "strongly anomalous positions stay ordered");
+    }
 }

@@ -104,3 +104,36 @@ fn regions_are_eight_connected_components_in_frame_coordinates() {
         (16, 20, 320)
     );
 }
+
+#[test]
+fn shorter_decoders_give_full_size_maps() {
+    for stages in 1..=4usize {
+        let mut cfg = common::tiny_config();
+        cfg.decoder.stage_channels = vec![8; stages];
+        cfg.decoder.stage_blocks = vec![1; stages];
+        let model = ClsFlowModel::new(cfg, Device::Cpu).unwrap();
+        let x = tch::Tensor::zeros([1, 3, 64, 64], (tch::Kind::Float, Device::Cpu));
+        let taps = tch::no_grad(|| model.features(&x));
+        let native = tch::no_grad(|| model_native(&model, &taps));
+        assert_eq!(
+            native,
+            64 >> (4 - stages),
+            "{stages} stages end at stride {}",
+            1 << (4 - stages)
+        );
+        let logits = tch::no_grad(|| model.cls_logits(&taps, false));
+        assert_eq!(logits.size(), vec![1, 1, 64, 64]);
+    }
+    let mut bad = common::tiny_config();
+    bad.decoder.stage_blocks = vec![1];
+    assert!(
+        ClsFlowModel::new(bad, Device::Cpu)
+            .unwrap_err()
+            .to_string()
+            .contains("1 to 4 stages")
+    );
+}
+
+fn model_native(model: &ClsFlowModel, taps: &[tch::Tensor; 3]) -> i64 {
+    model.decoder().forward_native(taps, false).size()[2]
+}

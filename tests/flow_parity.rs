@@ -152,3 +152,43 @@ fn positional_encoding_matches_cflow() {
     assert!((ours.double_value(&[1, 3, 2]) - 2f64.cos()).abs() < 1e-6);
     assert!((ours.double_value(&[64, 3, 2]) - 3f64.sin()).abs() < 1e-6);
 }
+
+#[test]
+fn whole_map_flows_equal_the_fiber_loop_reference() {
+    tch::manual_seed(8);
+    let model = clsflow::ClsFlowModel::new(common::tiny_config(), Device::Cpu).unwrap();
+    let x = Tensor::randn([2, 3, 64, 64], (Kind::Float, Device::Cpu));
+    let taps = tch::no_grad(|| model.features(&x));
+    let fast = tch::no_grad(|| model.flow_log_prob_maps(&taps));
+    let slow = tch::no_grad(|| clsflow::reference::fiber_loop_log_prob_maps(&model, &taps, 7));
+    for (a, b) in fast.iter().zip(&slow) {
+        assert_eq!(a.size(), b.size());
+        assert!(common::rel_err(a, b) < 1e-5);
+    }
+}
+
+#[test]
+fn folded_flows_equal_the_training_form() {
+    tch::manual_seed(12);
+    let mut model = clsflow::ClsFlowModel::new(common::tiny_config(), Device::Cpu).unwrap();
+    // non-trivial global affine and subnets
+    tch::no_grad(|| {
+        for (_, v) in model.named_variables() {
+            if v.requires_grad() {
+                let _ = v.shallow_clone().g_add_(&(v.randn_like() * 0.2));
+            }
+        }
+    });
+    let x = Tensor::randn([2, 3, 64, 64], (Kind::Float, Device::Cpu));
+    let taps = tch::no_grad(|| model.features(&x));
+    let plain = tch::no_grad(|| model.flow_log_prob_maps(&taps));
+    model.fold_flows();
+    let folded = tch::no_grad(|| model.flow_log_prob_maps(&taps));
+    for (a, b) in plain.iter().zip(&folded) {
+        assert!(
+            common::rel_err(b, a) < 1e-5,
+            "folded differs: {:.2e}",
+            common::rel_err(b, a)
+        );
+    }
+}

@@ -32,16 +32,17 @@ fn run() -> Result<(), String> {
         .flatten()
         .find(|e| e.factory().is_some_and(|f| f.name() == "anomalydetect"))
         .ok_or("the pipeline has no anomalydetect element")?;
-    let mut frame = 0u64;
+    let frame = std::sync::atomic::AtomicU64::new(0);
     detect.static_pad("src").unwrap().add_probe(gst::PadProbeType::BUFFER, move |_, info| {
         if let Some(buffer) = info.buffer() {
+            let n = frame.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if let Some(a) = AnomalyInfo::from_buffer(buffer) {
                 let regions: Vec<_> = RegionInfo::all_from_buffer(buffer)
                     .into_iter()
                     .map(|r| serde_json::json!({"x": r.rect.0, "y": r.rect.1, "width": r.rect.2, "height": r.rect.3, "max_score": r.max_score, "mean_score": r.mean_score, "area": r.area}))
                     .collect();
                 let line = serde_json::json!({
-                    "frame": frame,
+                    "frame": n,
                     "pts_ms": buffer.pts().map(|t| t.mseconds()),
                     "score": a.score,
                     "anomalous": a.anomalous,
@@ -55,7 +56,6 @@ fn run() -> Result<(), String> {
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "{line}");
             }
-            frame += 1;
         }
         gst::PadProbeReturn::Ok
     });

@@ -45,11 +45,16 @@ pub fn rgb_tensor(
         return None;
     }
     // one copy of the visible rows; channel selection and layout change happen in libtorch
-    let mut packed = Vec::with_capacity(width * height * bpp);
-    for row in data.chunks(stride).take(height) {
-        packed.extend_from_slice(&row[..width * bpp]);
-    }
-    let t = Tensor::from_slice(&packed).view([height as i64, width as i64, bpp as i64]);
+    let t = if stride == width * bpp {
+        Tensor::from_slice(&data[..width * height * bpp])
+    } else {
+        let mut packed = Vec::with_capacity(width * height * bpp);
+        for row in data.chunks(stride).take(height) {
+            packed.extend_from_slice(&row[..width * bpp]);
+        }
+        Tensor::from_slice(&packed)
+    };
+    let t = t.view([height as i64, width as i64, bpp as i64]);
     let rgb = if bpp == 1 {
         t.expand([height as i64, width as i64, 3], false)
     } else {

@@ -141,6 +141,78 @@ impl CouplingBlock {
     }
 }
 
+/// A block with everything that does not depend on the input folded ahead of time, for
+/// inference on whole maps at a fixed grid: the condition's share of the first subnet layer per
+/// position, the 0.1 output scale, and the global affine followed by the rotation as one affine map.
+#[derive(Debug)]
+pub struct FoldedBlock {
+    cond_term: Tensor,
+    w1x_t: Tensor,
+    w2_t: Tensor,
+    b2: Tensor,
+    w_out_t1: Tensor,
+    w_out_t2: Tensor,
+    b_out: Tensor,
+    log_gain: f64,
+    split: i64,
+    n2: i64,
+    clamp: f64,
+}
+
+impl CouplingBlock {
+    /// Folds the block for positions with condition rows `cond` (HW, P).
+    pub fn fold(&self, cond: &Tensor) -> FoldedBlock {
+        tch::no_grad(|| {
+            let gain = self.global_gain(); // (1, C)
+            // y = (u * g + o) W^T = u (W diag g)^T + o W^T
+            let w_out_t = (&self.w_perm * &gain).tr().contiguous(); // (C, C)
+            let n2 = self.channels - self.split;
+            FoldedBlock {
+                cond_term: self.condition_term(cond).contiguous(),
+                w1x_t: self.w1.narrow(1, 0, self.split).tr().contiguous(),
+                w2_t: (&self.w2 * 0.1).tr().contiguous(),
+                b2: &self.b2 * 0.1,
+                w_out_t1: w_out_t.narrow(0, 0, self.split).contiguous(),
+                w_out_t2: w_out_t.narrow(0, self.split, n2).contiguous(),
+                b_out: self.global_offset.matmul(&self.w_perm.tr()),
+                log_gain: gain.log().sum(Kind::Float).double_value(&[]),
+                split: self.split,
+                n2,
+                clamp: self.clamp,
+            }
+        })
+    }
+}
+
+impl FoldedBlock {
+    /// Forward on rows (B, HW, C) at the folded positions: (y, log|det J|) with log-det (B, HW).
+    pub fn forward(&self, x: &Tensor) -> (Tensor, Tensor) {
+        let x1 = x.narrow(-1, 0, self.split);
+        let x2 = x.narrow(-1, self.split, self.n2);
+        let hidden = (x1.matmul(&self.w1x_t) + &self.cond_term).relu_();
+        let a = hidden.matmul(&self.w2_t) + &self.b2;
+        let s = a.narrow(-1, 0, self.n2).tanh() * self.clamp;
+        let x2 = x2 * s.exp() + a.narrow(-1, self.n2, self.n2);
+        let y = x1.matmul(&self.w_out_t1) + x2.matmul(&self.w_out_t2) + &self.b_out;
+        let log_det = s.sum_dim_intlist(-1, false, Kind::Float) + self.log_gain;
+        (y, log_det)
+    }
+
+    /// Converts the folded tensors to another precision (half on CUDA).
+    pub fn to_kind(&self, kind: Kind) -> FoldedBlock {
+        FoldedBlock {
+            cond_term: self.cond_term.to_kind(kind),
+            w1x_t: self.w1x_t.to_kind(kind),
+            w2_t: self.w2_t.to_kind(kind),
+            b2: self.b2.to_kind(kind),
+            w_out_t1: self.w_out_t1.to_kind(kind),
+            w_out_t2: self.w_out_t2.to_kind(kind),
+            b_out: self.b_out.to_kind(kind),
+            ..*self
+        }
+    }
+}
+
 /// A random special-orthogonal matrix (Haar-distributed, determinant +1).
 fn random_rotation(n: i64, device: tch::Device) -> Tensor {
     tch::no_grad(|| {

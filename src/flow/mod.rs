@@ -6,7 +6,7 @@
 mod coupling;
 mod positional;
 
-pub use coupling::CouplingBlock;
+pub use coupling::{CouplingBlock, FoldedBlock};
 pub use positional::{positional_encoding_2d, positional_rows};
 
 use serde::{Deserialize, Serialize};
@@ -61,6 +61,11 @@ impl ConditionalFlow {
         self.channels
     }
 
+    /// Element type of the weights.
+    pub fn kind(&self) -> Kind {
+        self.blocks[0].w1.kind()
+    }
+
     /// Maps rows x (N, C) with conditions (N, P) to latent rows z and log|det J| (N).
     pub fn forward(&self, x: &Tensor, cond: &Tensor) -> (Tensor, Tensor) {
         let mut z = x.shallow_clone();
@@ -103,6 +108,55 @@ impl ConditionalFlow {
             log_det += j;
         }
         (log_likelihood(&z, &log_det) / c as f64).reshape([b, h, w])
+    }
+}
+
+/// A flow folded for inference at one grid of positions (see [`FoldedBlock`]); rebuild it after
+/// the weights change.
+#[derive(Debug)]
+pub struct FoldedFlow {
+    blocks: Vec<FoldedBlock>,
+    positions: i64,
+}
+
+impl ConditionalFlow {
+    /// Folds every block for the condition rows (H*W, P) of a fixed grid.
+    pub fn fold(&self, cond_rows: &Tensor) -> FoldedFlow {
+        FoldedFlow {
+            blocks: self.blocks.iter().map(|b| b.fold(cond_rows)).collect(),
+            positions: cond_rows.size()[0],
+        }
+    }
+}
+
+impl FoldedFlow {
+    /// Same as [`ConditionalFlow::log_prob_map`] for maps of the folded grid, faster.
+    pub fn log_prob_map(&self, features: &Tensor) -> Tensor {
+        let (b, c, h, w) = features.size4().expect("feature map (B, C, H, W)");
+        assert_eq!(
+            h * w,
+            self.positions,
+            "feature map does not match the folded grid"
+        );
+        let mut z = features.permute([0, 2, 3, 1]).reshape([b, h * w, c]);
+        let mut log_det: Option<Tensor> = None;
+        for block in &self.blocks {
+            let (y, j) = block.forward(&z);
+            z = y;
+            log_det = Some(match log_det {
+                Some(l) => l + j,
+                None => j,
+            });
+        }
+        (log_likelihood(&z, &log_det.expect("at least one block")) / c as f64).reshape([b, h, w])
+    }
+
+    /// Converts to another precision.
+    pub fn to_kind(&self, kind: Kind) -> FoldedFlow {
+        FoldedFlow {
+            blocks: self.blocks.iter().map(|b| b.to_kind(kind)).collect(),
+            positions: self.positions,
+        }
     }
 }
 

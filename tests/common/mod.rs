@@ -58,8 +58,8 @@ pub fn tiny_config() -> ModelConfig {
         input_size: 64,
         decoder: DecoderConfig {
             head_channels: 16,
-            stage_channels: [16, 8, 4, 4],
-            stage_blocks: [1, 1, 1, 1],
+            stage_channels: vec![16, 8, 4, 4],
+            stage_blocks: vec![1, 1, 1, 1],
             upsample: Upsample::Bilinear,
         },
         flow: FlowConfig {

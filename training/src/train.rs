@@ -29,6 +29,8 @@ pub struct TrainState {
     pub config: TrainConfig,
     /// Dataset folder.
     pub data: PathBuf,
+    /// Good images the stages train on.
+    pub train: Vec<PathBuf>,
     /// Held-out good images (calibration only).
     pub holdout: Vec<PathBuf>,
     /// Stage-1 epochs completed.
@@ -73,6 +75,19 @@ fn save_state(
         serde_json::to_string_pretty(state)?.as_bytes(),
     )?;
     Ok(())
+}
+
+/// Peak resident memory of this process (VmHWM), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
 }
 
 fn epoch_rng(seed: u64, stage: u64, epoch: usize) -> ChaCha8Rng {
@@ -138,9 +153,12 @@ pub fn train(
         let n_hold = ((files.len() as f64) * cfg.calibration.holdout_fraction).round() as usize;
         let n_hold = if files.len() - n_hold < 1 { 0 } else { n_hold };
         let holdout: Vec<PathBuf> = files[..n_hold].to_vec();
+        let mut train: Vec<PathBuf> = files[n_hold..].to_vec();
+        train.sort();
         let state = TrainState {
             config: cfg,
             data: data.to_path_buf(),
+            train,
             holdout,
             stage1_done: 0,
             stage2_done: [0; 3],
@@ -260,7 +278,6 @@ pub fn train(
     model.set_backbone_trainable(false);
 
     // Stage 2
-    let t0 = Instant::now();
     let pb = progress(train_imgs.len() as u64, "features");
     let features = stage2::extract_features(&model, &train_imgs, &norm, &pb);
     pb.finish_and_clear();
@@ -309,7 +326,6 @@ pub fn train(
             );
         }
     }
-    let _ = t0;
 
     // Calibration
     let tc = Instant::now();
@@ -348,6 +364,7 @@ pub fn train(
         "stage1_losses": state.stage1_losses,
         "stage2_losses": state.stage2_losses,
         "seconds": {"stage1": state.seconds[0], "stage2": state.seconds[1], "calibration": state.seconds[2]},
+        "peak_rss_mib": peak_rss_mib(),
         "calibration": calibration,
     });
     let model_path = out.join(MODEL);

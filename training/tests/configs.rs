@@ -48,8 +48,12 @@ fn paper_settings_match_the_table() {
     assert_eq!(c.stage2.epochs, 200);
     let d = c.model_config().decoder;
     assert_eq!(
-        (d.head_channels, d.stage_channels),
-        (1024, [256, 128, 64, 32]),
+        (
+            d.head_channels,
+            d.stage_channels.clone(),
+            d.stage_blocks.clone()
+        ),
+        (1024, vec![256, 128, 64, 32], vec![3, 6, 4, 3]),
         "the paper's decoder for WRN50-2"
     );
 }

@@ -56,7 +56,7 @@ impl Default for Settings {
 
 /// The last result, repeated on skipped frames.
 #[derive(Debug, Clone)]
-struct Result_ {
+struct Found {
     info: AnomalyInfo,
     regions: Vec<RegionInfo>,
 }
@@ -68,7 +68,7 @@ struct State {
     detector: Option<(Detector, (String, String, bool))>,
     info: Option<gst_video::VideoInfo>,
     frame: u64,
-    last: Option<Result_>,
+    last: Option<Found>,
 }
 
 /// The element's private state.
@@ -281,14 +281,13 @@ impl AnomalyDetect {
         info: &gst_video::VideoInfo,
         settings: &Settings,
         state: &mut State,
-    ) -> Result<Result_, String> {
+    ) -> Result<Found, String> {
         let (detector, _) = state.detector.as_mut().ok_or("detector not loaded")?;
-        if settings.threshold >= 0.0 {
-            detector.set_threshold(settings.threshold);
-        }
-        if settings.fusion_weight >= 0.0 {
-            detector.set_fusion_weight(settings.fusion_weight);
-        }
+        // -1 means "the checkpoint's value", also after an override was set and cleared
+        let calibrated = detector.manifest().scoring.clone();
+        let pick = |v: f64, default: f64| if v >= 0.0 { v } else { default };
+        detector.set_threshold(pick(settings.threshold, calibrated.threshold));
+        detector.set_fusion_weight(pick(settings.fusion_weight, calibrated.fusion_weight));
         let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info)
             .map_err(|_| "cannot map the frame for reading")?;
         let (w, h) = (info.width() as usize, info.height() as usize);
@@ -333,7 +332,7 @@ impl AnomalyDetect {
             fresh: true,
             regions: regions.len() as u32,
         };
-        Ok(Result_ { info, regions })
+        Ok(Found { info, regions })
     }
 }
 
@@ -358,6 +357,16 @@ impl BaseTransformImpl for AnomalyDetect {
         state.info = None;
         state.last = None;
         Ok(())
+    }
+
+    fn sink_event(&self, event: gst::Event) -> bool {
+        if let gst::EventView::FlushStop(_) = event.view() {
+            // after a seek or flush the last result belongs to another part of the stream
+            let mut state = self.state.lock().unwrap();
+            state.last = None;
+            state.frame = 0;
+        }
+        self.parent_sink_event(event)
     }
 
     fn set_caps(&self, incaps: &gst::Caps, _outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {

@@ -1,0 +1,241 @@
+//! GStreamer-path benchmark: `videotestsrc` at 1280x720 through `anomalydetect` (and
+//! `anomalyoverlay`) to `fakesink`, against the bare detector on the same frames, in one run;
+//! then a long soak run that samples resident memory.
+//!
+//! cargo run --release -p gst-plugin-clsflow --example bench_pipeline -- [--model M] [--frames N] [--soak-frames N]
+use clsflow::regions::find_regions;
+use clsflow::{ClsFlowModel, Detector, DetectorOptions, Scoring};
+use gst::prelude::*;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Frames left out of latency and throughput figures (libtorch warms up on the first calls).
+const WARMUP: usize = 5;
+
+/// Runs `desc` to EOS; returns (ms per frame after warm-up, per-frame latencies in ms through
+/// the element named `detect` (and `overlay` if present) after warm-up, frames).
+fn run_pipeline(
+    desc: &str,
+    on_frame: Option<Box<dyn Fn(u64) + Send + Sync>>,
+) -> (f64, Vec<f64>, u64) {
+    let pipeline = gst::parse::launch(desc).expect("pipeline");
+    let bin = pipeline.clone().downcast::<gst::Bin>().unwrap();
+    let enter: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
+    let lat: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let frames = Arc::new(Mutex::new(0u64));
+    let outs: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let first = bin.by_name("detect").unwrap();
+    let last = bin.by_name("overlay").unwrap_or_else(|| first.clone());
+    let e = enter.clone();
+    first
+        .static_pad("sink")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(pts) = info.buffer().and_then(|b| b.pts()) {
+                e.lock().unwrap().insert(pts.nseconds(), Instant::now());
+            }
+            gst::PadProbeReturn::Ok
+        });
+    let (e, l, f, o) = (enter.clone(), lat.clone(), frames.clone(), outs.clone());
+    last.static_pad("src")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(pts) = info.buffer().and_then(|b| b.pts()) {
+                if let Some(t) = e.lock().unwrap().remove(&pts.nseconds()) {
+                    l.lock().unwrap().push(t.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+            o.lock().unwrap().push(Instant::now());
+            let mut n = f.lock().unwrap();
+            *n += 1;
+            if let Some(cb) = &on_frame {
+                cb(*n);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    pipeline.set_state(gst::State::Playing).expect("playing");
+    let bus = pipeline.bus().unwrap();
+    let msg = bus
+        .timed_pop_filtered(
+            gst::ClockTime::NONE,
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .unwrap();
+    if let gst::MessageView::Error(err) = msg.view() {
+        panic!("pipeline error: {} {:?}", err.error(), err.debug());
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    let n = *frames.lock().unwrap();
+    let outs = outs.lock().unwrap();
+    let per_frame = if outs.len() > WARMUP + 1 {
+        (outs[outs.len() - 1] - outs[WARMUP]).as_secs_f64() * 1e3 / (outs.len() - 1 - WARMUP) as f64
+    } else {
+        f64::NAN
+    };
+    let mut v: Vec<f64> = lat.lock().unwrap().iter().skip(WARMUP).copied().collect();
+    v.sort_by(f64::total_cmp);
+    (per_frame, v, n)
+}
+
+fn main() {
+    gst::init().unwrap();
+    gstclsflow::plugin_register_static().unwrap();
+    let frames: usize = arg("--frames").and_then(|v| v.parse().ok()).unwrap_or(60);
+    let soak: usize = arg("--soak-frames")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let dir = std::env::temp_dir().join(format!("clsflow-bench-{}", std::process::id()));
+    let model = match arg("--model") {
+        Some(m) => PathBuf::from(m),
+        None => {
+            // speed does not depend on the weights: an initialised model of the CPU default
+            let cfg = clsflow_train::config::TrainConfig::load(std::path::Path::new(
+                "configs/cpu-fast.toml",
+            ))
+            .expect("configs/cpu-fast.toml");
+            tch::manual_seed(0);
+            let det = Detector::from_model(
+                ClsFlowModel::new(cfg.model_config(), tch::Device::Cpu).unwrap(),
+                Scoring::default(),
+                "bench",
+            );
+            let p = dir.join("bench.clsflow");
+            det.save(&p, None).unwrap();
+            p
+        }
+    };
+    let (w, h) = (1280, 720);
+    println!(
+        "GStreamer path, {w}x{h} RGBx, {frames} frames per row, {} libtorch threads\n",
+        tch::get_num_threads()
+    );
+    // the bare detector on the same frames (tensor in, maps and regions out)
+    let det = Detector::load(
+        &model,
+        &DetectorOptions {
+            device: "cpu".into(),
+            half: false,
+        },
+    )
+    .unwrap();
+    let frame = (tch::Tensor::rand([1, 3, h, w], (tch::Kind::Float, tch::Device::Cpu)) * 255.0)
+        .to_kind(tch::Kind::Uint8);
+    let mut bare = Vec::new();
+    for i in 0..frames + WARMUP {
+        let t0 = Instant::now();
+        let maps = det.detect_batch(&frame).unwrap();
+        let d = det.split(&maps).unwrap().remove(0);
+        let _ = find_regions(&d.fused, det.scoring().threshold as f32, 4);
+        if i >= WARMUP {
+            bare.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    bare.sort_by(f64::total_cmp);
+    let bare_ms = bare.iter().sum::<f64>() / bare.len() as f64;
+    let src = format!(
+        "videotestsrc num-buffers={frames} pattern=ball ! video/x-raw,format=RGBx,width={w},height={h},framerate=30/1"
+    );
+    let m = model.display();
+    let (detect_ms, detect_lat, _) = run_pipeline(
+        &format!("{src} ! anomalydetect name=detect model={m} ! fakesink sync=false"),
+        None,
+    );
+    let (overlay_ms, overlay_lat, _) = run_pipeline(
+        &format!(
+            "{src} ! anomalydetect name=detect model={m} ! anomalyoverlay name=overlay ! fakesink sync=false"
+        ),
+        None,
+    );
+    let (src_ms, _, _) = run_pipeline(
+        &format!("{src} ! identity name=detect ! fakesink sync=false"),
+        None,
+    );
+    println!("| row | ms/frame | frames/s | latency p50 ms | latency p99 ms |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| bare detector (tensor in, maps + regions out) | {bare_ms:.1} | {:.1} | {:.1} | {:.1} |",
+        1e3 / bare_ms,
+        percentile(&bare, 0.5),
+        percentile(&bare, 0.99)
+    );
+    println!(
+        "| videotestsrc ! fakesink (source alone) | {src_ms:.1} | {:.1} | | |",
+        1e3 / src_ms
+    );
+    println!(
+        "| videotestsrc ! anomalydetect ! fakesink | {detect_ms:.1} | {:.1} | {:.1} | {:.1} |",
+        1e3 / detect_ms,
+        percentile(&detect_lat, 0.5),
+        percentile(&detect_lat, 0.99)
+    );
+    println!(
+        "| ... ! anomalydetect ! anomalyoverlay ! fakesink | {overlay_ms:.1} | {:.1} | {:.1} | {:.1} |",
+        1e3 / overlay_ms,
+        percentile(&overlay_lat, 0.5),
+        percentile(&overlay_lat, 0.99)
+    );
+    let elem = percentile(&detect_lat, 0.5);
+    println!(
+        "\nelement overhead over the bare detector (median latency through anomalydetect vs median bare detector): {:+.1} %",
+        100.0 * (elem - percentile(&bare, 0.5)) / percentile(&bare, 0.5)
+    );
+    if soak > 0 {
+        let samples: Arc<Mutex<Vec<(u64, f64)>>> = Arc::default();
+        let s = samples.clone();
+        let every = (soak as u64 / 10).max(1);
+        let (ms, _, n) = run_pipeline(
+            &format!(
+                "videotestsrc num-buffers={soak} pattern=ball ! video/x-raw,format=RGBx,width=320,height=240 ! anomalydetect name=detect model={m} ! anomalyoverlay name=overlay ! fakesink sync=false"
+            ),
+            Some(Box::new(move |n| {
+                if n == 100 || n % every == 0 {
+                    s.lock().unwrap().push((n, rss_mib()));
+                }
+            })),
+        );
+        let v = samples.lock().unwrap().clone();
+        println!(
+            "\nsoak: {n} frames at 320x240 through anomalydetect ! anomalyoverlay, {ms:.1} ms/frame"
+        );
+        println!(
+            "resident memory (MiB) by frame: {}",
+            v.iter()
+                .map(|(f, r)| format!("{f}: {r:.0}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if let (Some(a), Some(b)) = (v.first(), v.last()) {
+            println!(
+                "growth from frame {} to {}: {:+.1} MiB",
+                a.0,
+                b.0,
+                b.1 - a.1
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,0 +1,181 @@
+//! `clsflow-bench`: detector speed side by side in one run (libtorch only, no GStreamer, so it
+//! also runs on GPU servers without it). All rows use the same weights; ratios are to the
+//! backbone-alone floor of the same device and batch.
+//!
+//! clsflow-bench [--model M.clsflow] [--config configs/cpu-fast.toml] [--device cpu|cuda|all] [--iters N]
+
+use anyhow::Result;
+use clap::Parser;
+use clsflow::preprocess::prepare_batch;
+use clsflow::reference::fiber_loop_log_prob_maps;
+use clsflow::regions::find_regions;
+use clsflow::scoring::{flow_map, fuse, image_scores};
+use clsflow::{ClsFlowModel, Detector, DetectorOptions, Scoring};
+use clsflow_train::config::TrainConfig;
+use std::path::PathBuf;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+#[derive(Parser)]
+struct Args {
+    /// A trained checkpoint; without it a model of --config is initialised (speed does not depend on the weights).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Architecture when no --model is given.
+    #[arg(long, default_value = "configs/cpu-fast.toml")]
+    config: PathBuf,
+    /// cpu, cuda, or all (every available device).
+    #[arg(long, default_value = "all")]
+    device: String,
+    /// Timed iterations per row (after 2 warm-up runs).
+    #[arg(long, default_value_t = 10)]
+    iters: usize,
+}
+
+/// Times every row round-robin (so that load from elsewhere hits all rows alike) after two
+/// warm-up calls each; returns the median milliseconds per call of each row.
+fn time_rows(iters: usize, device: Device, rows: &mut [(&str, Box<dyn FnMut() + '_>)]) -> Vec<f64> {
+    let sync = || {
+        if let Device::Cuda(i) = device {
+            tch::Cuda::synchronize(i as i64);
+        }
+    };
+    for (_, f) in rows.iter_mut() {
+        f();
+        f();
+    }
+    let mut times = vec![Vec::with_capacity(iters); rows.len()];
+    for _ in 0..iters {
+        for (t, (_, f)) in times.iter_mut().zip(rows.iter_mut()) {
+            sync();
+            let t0 = Instant::now();
+            f();
+            sync();
+            t.push(t0.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    times
+        .into_iter()
+        .map(|mut t| {
+            t.sort_by(f64::total_cmp);
+            t[t.len() / 2]
+        })
+        .collect()
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let devices: Vec<Device> = match args.device.as_str() {
+        "all" => {
+            let mut d = vec![Device::Cpu];
+            if tch::Cuda::is_available() {
+                d.push(Device::Cuda(0));
+            }
+            d
+        }
+        s => vec![clsflow::device::parse_device(s)?],
+    };
+    println!(
+        "clsflow-bench: {} threads, {} round-robin iterations per row, medians\n",
+        tch::get_num_threads(),
+        args.iters
+    );
+    println!("| device | batch | row | ms/frame | frames/s | x floor |");
+    println!("|---|---|---|---|---|---|");
+    for device in devices {
+        let det = match &args.model {
+            Some(m) => Detector::load(
+                m,
+                &DetectorOptions {
+                    device: clsflow::device::device_name(device),
+                    half: false,
+                },
+            )?,
+            None => {
+                tch::manual_seed(0);
+                let cfg = TrainConfig::load(&args.config)?;
+                Detector::from_model(
+                    ClsFlowModel::new(cfg.model_config(), device)?,
+                    Scoring::default(),
+                    "bench",
+                )
+            }
+        };
+        let model = det.model();
+        let s = model.config().input_size;
+        let norm = det.manifest().normalization;
+        let scoring = det.scoring().clone();
+        for batch in [1i64, 8] {
+            let frames = (Tensor::rand([batch, 3, s, s], (Kind::Float, device)) * 255.0)
+                .to_kind(Kind::Uint8);
+            let x = prepare_batch(&frames, s, &norm, Kind::Float)?;
+            let taps = tch::no_grad(|| model.features(&x));
+            let n = batch as f64;
+            let mut rows: Vec<(&str, Box<dyn FnMut() + '_>)> = vec![
+                (
+                    "backbone forward alone (floor)",
+                    Box::new(|| tch::no_grad(|| drop(model.features(&x)))),
+                ),
+                (
+                    "full detector (whole-map flows, maps, regions)",
+                    Box::new(|| {
+                        let maps = det.detect_batch(&frames).expect("detect");
+                        for d in det.split(&maps).expect("split") {
+                            let _ = find_regions(&d.fused, scoring.threshold as f32, 4);
+                        }
+                    }),
+                ),
+                (
+                    "decoder (classifier head) only",
+                    Box::new(|| tch::no_grad(|| drop(model.cls_logits(&taps, false).sigmoid()))),
+                ),
+                (
+                    "flows only, whole map (folded)",
+                    Box::new(|| tch::no_grad(|| drop(model.flow_log_prob_maps(&taps)))),
+                ),
+                (
+                    "flows only, CFlow-AD fiber loop (256)",
+                    Box::new(|| tch::no_grad(|| drop(fiber_loop_log_prob_maps(model, &taps, 256)))),
+                ),
+                (
+                    "full detector with fiber-loop flows",
+                    Box::new(|| {
+                        tch::no_grad(|| {
+                            let x = prepare_batch(&frames, s, &norm, Kind::Float).expect("batch");
+                            let taps = model.features(&x);
+                            let cls = model.cls_logits(&taps, false).sigmoid();
+                            let lp = fiber_loop_log_prob_maps(model, &taps, 256);
+                            let fused = fuse(
+                                &flow_map(&lp, &scoring.tap_log_prob_max, s),
+                                &cls,
+                                scoring.fusion_weight,
+                            );
+                            let _ =
+                                Vec::<f32>::try_from(image_scores(&fused).to_device(Device::Cpu));
+                        })
+                    }),
+                ),
+            ];
+            let ms: Vec<f64> = time_rows(args.iters, device, &mut rows)
+                .into_iter()
+                .map(|t| t / n)
+                .collect();
+            let names: Vec<&str> = rows.iter().map(|r| r.0).collect();
+            drop(rows);
+            let floor = ms[0];
+            let name = clsflow::device::device_name(device);
+            for (row, ms) in names.iter().zip(&ms) {
+                println!(
+                    "| {name} | {batch} | {row} | {ms:.2} | {:.1} | {:.2} |",
+                    1000.0 / ms,
+                    ms / floor
+                );
+            }
+            println!(
+                "| {name} | {batch} | **whole-map flows vs fiber loop** | | | **{:.1}x faster** |",
+                ms[4] / ms[3]
+            );
+        }
+    }
+    Ok(())
+}
