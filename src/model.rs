@@ -53,7 +53,7 @@ impl ModelConfig {
                 self.flow.blocks, self.flow.condition_channels
             )));
         }
-        if !(self.flow.clamp > 0.0 && self.flow.clamp.is_finite()) {
+        if !self.flow.clamp.is_finite() || self.flow.clamp <= 0.0 {
             return Err(Error::Config(format!(
                 "flow clamp must be positive, got {}",
                 self.flow.clamp

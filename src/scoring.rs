@@ -112,9 +112,15 @@ mod tests {
         // three taps of 1x1 maps: at the training maximum, far below it, and very far below it
         let t = |v: f64| Tensor::from_slice(&[v as f32]).view([1, 1, 1]);
         let at = |d: f64| flow_map(&[t(d), t(d), t(d)], &[0.0; 3], 1).double_value(&[0, 0, 0, 0]);
-        assert!(at(0.0).abs() < 1e-6, "ln 3 - ln 3 = 0 at the training maximum");
+        assert!(
+            at(0.0).abs() < 1e-6,
+            "ln 3 - ln 3 = 0 at the training maximum"
+        );
         let (a, b, c) = (at(-20.0), at(-40.0), at(-300.0));
-        assert!((a - 20.0).abs() < 1e-3 && (b - 40.0).abs() < 1e-3 && (c - 300.0).abs() < 1e-2, "{a} {b} {c}");
+        assert!(
+            (a - 20.0).abs() < 1e-3 && (b - 40.0).abs() < 1e-3 && (c - 300.0).abs() < 1e-2,
+            "{a} {b} {c}"
+        );
         assert!(a < b && b < c, "strongly anomalous positions stay ordered");
     }
 }

@@ -59,15 +59,12 @@ fn run() -> Result<(), String> {
         }
         gst::PadProbeReturn::Ok
     });
-    pipeline
-        .set_state(gst::State::Playing)
-        .map_err(|_| "the pipeline cannot start (see the error below)")
-        .or_else(|e| {
-            Err(format!(
-                "{e}: {}",
-                first_error(&pipeline).unwrap_or_default()
-            ))
-        })?;
+    pipeline.set_state(gst::State::Playing).map_err(|_| {
+        format!(
+            "the pipeline cannot start: {}",
+            first_error(&pipeline).unwrap_or_default()
+        )
+    })?;
     let bus = pipeline.bus().unwrap();
     let result = loop {
         let msg = bus.timed_pop(gst::ClockTime::NONE).ok_or("bus closed")?;

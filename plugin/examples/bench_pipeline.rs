@@ -64,10 +64,10 @@ fn run_pipeline(
     last.static_pad("src")
         .unwrap()
         .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            if let Some(pts) = info.buffer().and_then(|b| b.pts()) {
-                if let Some(t) = e.lock().unwrap().remove(&pts.nseconds()) {
-                    l.lock().unwrap().push(t.elapsed().as_secs_f64() * 1e3);
-                }
+            if let Some(pts) = info.buffer().and_then(|b| b.pts())
+                && let Some(t) = e.lock().unwrap().remove(&pts.nseconds())
+            {
+                l.lock().unwrap().push(t.elapsed().as_secs_f64() * 1e3);
             }
             o.lock().unwrap().push(Instant::now());
             let mut n = f.lock().unwrap();

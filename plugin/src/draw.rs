@@ -26,9 +26,9 @@ impl Canvas<'_> {
             return;
         }
         let i = y * self.stride + x * self.bpp;
-        for c in 0..3 {
-            let p = &mut self.data[i + self.rgb[c]];
-            *p = (*p as f32 * (1.0 - alpha) + colour[c] as f32 * alpha).round() as u8;
+        for (&offset, &c) in self.rgb.iter().zip(&colour) {
+            let p = &mut self.data[i + offset];
+            *p = (*p as f32 * (1.0 - alpha) + c as f32 * alpha).round() as u8;
         }
     }
 

@@ -102,7 +102,7 @@ fn defective_tiles_score_above_good_ones() {
             defective.push((area, root.join("test").join(t).join(name)));
         }
     }
-    defective.sort_by(|a, b| b.0.cmp(&a.0));
+    defective.sort_by_key(|d| std::cmp::Reverse(d.0));
     let bad: f64 = defective[..5]
         .iter()
         .map(|(_, p)| score_of(&mut h, p))

@@ -171,14 +171,19 @@ impl TrainConfig {
     /// Checks ranges.
     pub fn validate(&self) -> Result<()> {
         let s1 = &self.stage1;
-        if s1.batch_size == 0 || s1.repeat == 0 || !(s1.lr > 0.0) {
+        if s1.batch_size == 0 || s1.repeat == 0 || s1.lr.is_nan() || s1.lr <= 0.0 {
             bail!("stage1: batch_size, repeat and lr must be positive");
         }
         if s1.frozen_epochs + s1.joint_epochs == 0 {
             bail!("stage1: at least one epoch (frozen_epochs + joint_epochs)");
         }
         let s2 = &self.stage2;
-        if s2.epochs == 0 || s2.fiber_batch == 0 || !(s2.lr > 0.0) || s2.warmup_epochs > s2.epochs {
+        if s2.epochs == 0
+            || s2.fiber_batch == 0
+            || s2.lr.is_nan()
+            || s2.lr <= 0.0
+            || s2.warmup_epochs > s2.epochs
+        {
             bail!("stage2: epochs, fiber_batch, lr must be positive and warmup_epochs <= epochs");
         }
         let c = &self.calibration;

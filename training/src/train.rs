@@ -281,11 +281,11 @@ pub fn train(
     let pb = progress(train_imgs.len() as u64, "features");
     let features = stage2::extract_features(&model, &train_imgs, &norm, &pb);
     pb.finish_and_clear();
-    for tap in 0..3 {
+    for (tap, tap_features) in features.iter().enumerate() {
         if state.stage2_done[tap] >= cfg.stage2.epochs {
             continue;
         }
-        let rows = stage2::to_rows(&features[tap]);
+        let rows = stage2::to_rows(tap_features);
         let mut opt = stage2::optimizer(&model, tap, &cfg.stage2)?;
         for epoch in state.stage2_done[tap]..cfg.stage2.epochs {
             let te = Instant::now();

@@ -398,7 +398,7 @@ impl BaseTransformImpl for AnomalyDetect {
             );
             return Err(gst::FlowError::NotNegotiated);
         };
-        let run = state.last.is_none() || state.frame % settings.interval as u64 == 0;
+        let run = state.last.is_none() || state.frame.is_multiple_of(settings.interval as u64);
         state.frame += 1;
         let result = if run {
             match self.detect(buf, &info, &settings, &mut state) {

@@ -322,21 +322,21 @@ impl VideoFilterImpl for AnomalyOverlay {
                 canvas.rect(r.rect, box_colour, s.line_width);
             }
         }
-        if s.text {
-            if let Some(font) = self.font.lock().unwrap().as_ref() {
-                let verdict = if info.anomalous { "ANOMALY" } else { "ok" };
-                let text = format!(
-                    "{verdict}  score {:.3} / {:.3}  regions {}",
-                    info.score, info.threshold, info.regions
-                );
-                let size = (h as f32 / 28.0).clamp(12.0, 48.0);
-                let colour = if info.anomalous {
-                    box_colour
-                } else {
-                    argb_to_rgb(s.text_color)
-                };
-                canvas.text(font, size, 6, 6, &text, colour);
-            }
+        if s.text
+            && let Some(font) = self.font.lock().unwrap().as_ref()
+        {
+            let verdict = if info.anomalous { "ANOMALY" } else { "ok" };
+            let text = format!(
+                "{verdict}  score {:.3} / {:.3}  regions {}",
+                info.score, info.threshold, info.regions
+            );
+            let size = (h as f32 / 28.0).clamp(12.0, 48.0);
+            let colour = if info.anomalous {
+                box_colour
+            } else {
+                argb_to_rgb(s.text_color)
+            };
+            canvas.text(font, size, 6, 6, &text, colour);
         }
         Ok(gst::FlowSuccess::Ok)
     }

@@ -34,7 +34,10 @@ struct Args {
 
 /// Times every row round-robin (so that load from elsewhere hits all rows alike) after two
 /// warm-up calls each; returns the median milliseconds per call of each row.
-fn time_rows(iters: usize, device: Device, rows: &mut [(&str, Box<dyn FnMut() + '_>)]) -> Vec<f64> {
+/// A named row: a closure doing one measured call.
+type Row<'a> = (&'static str, Box<dyn FnMut() + 'a>);
+
+fn time_rows(iters: usize, device: Device, rows: &mut [Row<'_>]) -> Vec<f64> {
     let sync = || {
         if let Device::Cuda(i) = device {
             tch::Cuda::synchronize(i as i64);
@@ -111,7 +114,7 @@ fn main() -> Result<()> {
             let x = prepare_batch(&frames, s, &norm, Kind::Float)?;
             let taps = tch::no_grad(|| model.features(&x));
             let n = batch as f64;
-            let mut rows: Vec<(&str, Box<dyn FnMut() + '_>)> = vec![
+            let mut rows: Vec<Row<'_>> = vec![
                 (
                     "backbone forward alone (floor)",
                     Box::new(|| tch::no_grad(|| drop(model.features(&x)))),
