@@ -32,16 +32,19 @@ impl Canvas<'_> {
         }
     }
 
-    /// Blends a heat image given per frame pixel by `colour_at` (None = leave the pixel).
-    pub fn blend_all(
-        &mut self,
-        alpha: f32,
-        mut colour_at: impl FnMut(usize, usize) -> Option<[u8; 3]>,
-    ) {
+    /// Blends one colour per pixel over the whole frame with a fixed opacity, in integer
+    /// arithmetic (this runs on every pixel of every frame).
+    pub fn blend_all(&mut self, alpha: f32, mut colour_at: impl FnMut(usize, usize) -> [u8; 3]) {
+        let a = (alpha.clamp(0.0, 1.0) * 256.0).round() as u32;
+        let keep = 256 - a;
         for y in 0..self.height {
+            let row = &mut self.data[y * self.stride..];
             for x in 0..self.width {
-                if let Some(c) = colour_at(x, y) {
-                    self.blend(x, y, c, alpha);
+                let c = colour_at(x, y);
+                let px = &mut row[x * self.bpp..];
+                for (&offset, &v) in self.rgb.iter().zip(&c) {
+                    let p = &mut px[offset];
+                    *p = ((*p as u32 * keep + v as u32 * a + 128) >> 8) as u8;
                 }
             }
         }
@@ -136,5 +139,20 @@ mod tests {
             "interior untouched"
         );
         assert_eq!(argb_to_rgb(0xff10_2030), [0x10, 0x20, 0x30]);
+    }
+
+    #[test]
+    fn blend_all_mixes_in_integer_arithmetic() {
+        let mut data = vec![100u8; 2 * 3];
+        let mut c = Canvas {
+            data: &mut data,
+            width: 2,
+            height: 1,
+            stride: 6,
+            bpp: 3,
+            rgb: [0, 1, 2],
+        };
+        c.blend_all(0.5, |_, _| [200, 0, 100]);
+        assert_eq!(data, vec![150, 50, 100, 150, 50, 100]);
     }
 }

@@ -60,7 +60,9 @@ pub fn rgb_tensor(
     } else {
         t.index_select(2, &Tensor::from_slice(&[r as i64, g as i64, b as i64]))
     };
-    Some(rgb.permute([2, 0, 1]).unsqueeze(0))
+    // contiguous NCHW: the detector's float conversion and antialiased resize are several
+    // times slower on a channels-last view
+    Some(rgb.permute([2, 0, 1]).contiguous().unsqueeze(0))
 }
 
 #[cfg(test)]

@@ -204,11 +204,15 @@ fn interval_repeats_results_and_messages_are_posted() {
 
 #[test]
 fn clearing_an_override_restores_the_calibrated_threshold() {
-    let mut h = harness("threshold=0");
+    let mut h = harness("name=detect threshold=0");
     let rgb = common::rgb_frame(64, 48);
     let (info, _) = run(&mut h, VideoFormat::Rgb, 64, 48, &rgb);
     assert_eq!(info.threshold, 0.0);
-    h.element().unwrap().set_property("threshold", -1.0f64);
+    // new_parse wraps the element in a bin
+    let bin = h.element().unwrap().downcast::<gst::Bin>().unwrap();
+    bin.by_name("detect")
+        .unwrap()
+        .set_property("threshold", -1.0f64);
     let (info, _) = run(&mut h, VideoFormat::Rgb, 64, 48, &rgb);
     let calibrated = clsflow::checkpoint::read_manifest(&common::model())
         .unwrap()

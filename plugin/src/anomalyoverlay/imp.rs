@@ -293,7 +293,11 @@ impl VideoFilterImpl for AnomalyOverlay {
                     .min(thr - 1e-6);
                 let scale = 0.5 / (thr - lo);
                 let alpha = s.alpha as f32;
-                canvas.blend_all(alpha, |x, y| Some(heat((map.data[y * w + x] - lo) * scale)));
+                let lut: Vec<[u8; 3]> = (0..256).map(|i| heat(i as f32 / 255.0)).collect();
+                canvas.blend_all(alpha, |x, y| {
+                    let t = ((map.data[y * w + x] - lo) * scale).clamp(0.0, 1.0);
+                    lut[(t * 255.0) as usize]
+                });
             }
             if outlines {
                 let above = |x: usize, y: usize| map.data[y * w + x] > thr;
