@@ -33,6 +33,9 @@ pub fn layout(format: VideoFormat) -> Option<(usize, [usize; 3])> {
 }
 
 /// A (1, 3, H, W) uint8 RGB tensor from one plane of packed pixels with row `stride`.
+///
+/// One pass in Rust writes the three planes straight from the frame: selecting channels on the
+/// last axis in libtorch (a gather) cost more than the whole detector at 720p.
 pub fn rgb_tensor(
     data: &[u8],
     width: usize,
@@ -40,29 +43,32 @@ pub fn rgb_tensor(
     stride: usize,
     format: VideoFormat,
 ) -> Option<Tensor> {
-    let (bpp, [r, g, b]) = layout(format)?;
-    if stride < width * bpp || data.len() < stride * (height - 1) + width * bpp {
+    let (bpp, offsets) = layout(format)?;
+    if width == 0
+        || height == 0
+        || stride < width * bpp
+        || data.len() < stride * (height - 1) + width * bpp
+    {
         return None;
     }
-    // one copy of the visible rows; channel selection and layout change happen in libtorch
-    let t = if stride == width * bpp {
-        Tensor::from_slice(&data[..width * height * bpp])
-    } else {
-        let mut packed = Vec::with_capacity(width * height * bpp);
-        for row in data.chunks(stride).take(height) {
-            packed.extend_from_slice(&row[..width * bpp]);
+    let plane = width * height;
+    let mut planes = vec![0u8; 3 * plane];
+    let (r, rest) = planes.split_at_mut(plane);
+    let (g, b) = rest.split_at_mut(plane);
+    for (y, row) in data.chunks(stride).take(height).enumerate() {
+        let out = y * width..(y + 1) * width;
+        let pixels = row[..width * bpp].chunks_exact(bpp);
+        for (((px, r), g), b) in pixels
+            .zip(&mut r[out.clone()])
+            .zip(&mut g[out.clone()])
+            .zip(&mut b[out])
+        {
+            *r = px[offsets[0]];
+            *g = px[offsets[1]];
+            *b = px[offsets[2]];
         }
-        Tensor::from_slice(&packed)
-    };
-    let t = t.view([height as i64, width as i64, bpp as i64]);
-    let rgb = if bpp == 1 {
-        t.expand([height as i64, width as i64, 3], false)
-    } else {
-        t.index_select(2, &Tensor::from_slice(&[r as i64, g as i64, b as i64]))
-    };
-    // contiguous NCHW: the detector's float conversion and antialiased resize are several
-    // times slower on a channels-last view
-    Some(rgb.permute([2, 0, 1]).contiguous().unsqueeze(0))
+    }
+    Some(Tensor::from_slice(&planes).view([1, 3, height as i64, width as i64]))
 }
 
 #[cfg(test)]
