@@ -13,15 +13,15 @@ step() { printf '\n==> [%4ss] %s\n' "$(( $(date +%s) - t0 ))" "$*"; }
 step "building release binaries (clsflow-train, the GStreamer plugin, the JSON example)"
 cargo build --release -p clsflow-train -p gst-plugin-clsflow --example anomaly_json
 
-step "generating the demo category in $OUT/data"
+step "generating the demo category in $OUT/plates"
 rm -rf "$OUT"
-./target/release/clsflow-train demo-data --out "$OUT/data" --train 60 --test-good 16 --per-defect 10
+./target/release/clsflow-train demo-data --out "$OUT/plates" --train 60 --test-good 16 --per-defect 10
 
 step "training with $CONFIG"
-./target/release/clsflow-train train --config "$CONFIG" --data "$OUT/data" --out "$OUT/model"
+./target/release/clsflow-train train --config "$CONFIG" --data "$OUT/plates" --out "$OUT/model"
 
 step "evaluating on the test split"
-./target/release/clsflow-train eval --model "$OUT/model/model.clsflow" --data "$OUT/data" --out "$OUT/report"
+./target/release/clsflow-train eval --model "$OUT/model/model.clsflow" --data "$OUT/plates" --out "$OUT/report"
 
 step "running the GStreamer pipeline over the test images as a 4 fps video"
 frames="$OUT/frames"
@@ -30,7 +30,7 @@ i=0
 while IFS= read -r f; do
   cp "$f" "$frames/$(printf %04d "$i").png"
   i=$((i + 1))
-done < <(find "$OUT/data/test" -name '*.png' | sort)
+done < <(find "$OUT/plates/test" -name '*.png' | sort)
 # anomaly_json registers the plugin itself and prints one JSON line per frame from the metadata
 ./target/release/examples/anomaly_json \
   "multifilesrc location=$frames/%04d.png caps=image/png,framerate=4/1 ! pngdec ! videoconvert \
@@ -40,8 +40,8 @@ done < <(find "$OUT/data/test" -name '*.png' | sort)
 flagged=$(grep -c '"anomalous":true' "$OUT/frames.jsonl" || true)
 step "done in $(( $(date +%s) - t0 )) s"
 cat <<MSG
-  what it did: trained a detector on $(ls "$OUT/data/train/good" | wc -l) good demo images, evaluated it on
-  $(find "$OUT/data/test" -name '*.png' | wc -l) test images, then ran anomalydetect + anomalyoverlay over them as a video
+  what it did: trained a detector on $(ls "$OUT/plates/train/good" | wc -l) good demo images, evaluated it on
+  $(find "$OUT/plates/test" -name '*.png' | wc -l) test images, then ran anomalydetect + anomalyoverlay over them as a video
   ($flagged of $i frames flagged anomalous at the calibrated threshold).
   outputs:
     model:           $OUT/model/model.clsflow   (training summary: $OUT/model/training.json)

@@ -54,6 +54,33 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The manifest of a model with this config, name and scoring; the derived fields (backbone,
+    /// taps, input size, normalisation) come from the config, so they cannot disagree with it.
+    pub fn new(
+        config: ModelConfig,
+        name: &str,
+        scoring: Scoring,
+        training: Option<serde_json::Value>,
+        tensor_count: usize,
+        data_crc32: u32,
+    ) -> Self {
+        Manifest {
+            format: FORMAT.into(),
+            format_version: FORMAT_VERSION,
+            name: name.into(),
+            backbone: config.backbone,
+            tap_channels: config.backbone.tap_channels(),
+            tap_strides: config.backbone.tap_strides(),
+            input_size: config.input_size,
+            normalization: config.backbone.normalization(),
+            config,
+            scoring,
+            training,
+            tensor_count,
+            data_crc32,
+        }
+    }
+
     fn check(&self, path: &Path) -> Result<()> {
         let bad = |m: String| Err(Error::checkpoint(path, m));
         if self.format != FORMAT {
@@ -120,22 +147,14 @@ pub fn save(
             bytes,
         ));
     }
-    let config = model.config().clone();
-    let manifest = Manifest {
-        format: FORMAT.into(),
-        format_version: FORMAT_VERSION,
-        name: name.into(),
-        backbone: config.backbone,
-        tap_channels: config.backbone.tap_channels(),
-        tap_strides: config.backbone.tap_strides(),
-        input_size: config.input_size,
-        normalization: config.backbone.normalization(),
-        config,
-        scoring: scoring.clone(),
+    let manifest = Manifest::new(
+        model.config().clone(),
+        name,
+        scoring.clone(),
         training,
-        tensor_count: vars.len(),
-        data_crc32: crc.finalize(),
-    };
+        vars.len(),
+        crc.finalize(),
+    );
     let json = serde_json::to_string(&manifest).map_err(|e| Error::Config(e.to_string()))?;
     let views: Vec<(String, TensorView)> = data
         .iter()

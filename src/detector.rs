@@ -126,22 +126,7 @@ impl Detector {
     /// Wraps an in-memory model (e.g. right after training) with its scoring.
     pub fn from_model(mut model: ClsFlowModel, scoring: Scoring, name: &str) -> Self {
         model.fold_flows();
-        let config = model.config().clone();
-        let manifest = Manifest {
-            format: checkpoint::FORMAT.into(),
-            format_version: checkpoint::FORMAT_VERSION,
-            name: name.into(),
-            backbone: config.backbone,
-            tap_channels: config.backbone.tap_channels(),
-            tap_strides: config.backbone.tap_strides(),
-            input_size: config.input_size,
-            normalization: config.backbone.normalization(),
-            config,
-            scoring: scoring.clone(),
-            training: None,
-            tensor_count: 0,
-            data_crc32: 0,
-        };
+        let manifest = Manifest::new(model.config().clone(), name, scoring.clone(), None, 0, 0);
         Detector {
             model,
             manifest,

@@ -77,6 +77,25 @@ fn save_state(
     Ok(())
 }
 
+/// Ends an epoch: records its loss with `record` and saves model and state; an interrupted
+/// epoch (no loss) saves the progress so far and stops with how to resume.
+fn end_epoch(
+    out: &Path,
+    state: &mut TrainState,
+    model: &ClsFlowModel,
+    loss: Option<f64>,
+    what: &str,
+    record: impl FnOnce(&mut TrainState, f64),
+) -> Result<f64> {
+    let Some(loss) = loss else {
+        save_state(out, state, model, &Scoring::default())?;
+        bail!("interrupted in {what}: progress saved; continue with --resume");
+    };
+    record(state, loss);
+    save_state(out, state, model, &Scoring::default())?;
+    Ok(loss)
+}
+
 /// Peak resident memory of this process (VmHWM), in MiB.
 fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -221,7 +240,6 @@ pub fn train(
         rule
     );
     let synth = DefectSynthesizer::new(cfg.synth.clone(), textures);
-    let placeholder = Scoring::default();
 
     // Stage 1
     let s1_total = cfg.stage1.frozen_epochs + cfg.stage1.joint_epochs;
@@ -257,16 +275,11 @@ pub fn train(
             )?;
             pb.finish_and_clear();
             state.seconds[0] += t0.elapsed().as_secs_f64();
-            let Some(loss) = loss else {
-                save_state(out, &state, &model, &placeholder)?;
-                bail!(
-                    "interrupted in stage 1 epoch {}: progress saved; continue with --resume",
-                    epoch + 1
-                );
-            };
-            state.stage1_done = epoch + 1;
-            state.stage1_losses.push(loss);
-            save_state(out, &state, &model, &placeholder)?;
+            let what = format!("stage 1 epoch {}", epoch + 1);
+            let loss = end_epoch(out, &mut state, &model, loss, &what, |s, l| {
+                s.stage1_done = epoch + 1;
+                s.stage1_losses.push(l);
+            })?;
             eprintln!(
                 "stage 1 epoch {}/{} ({phase}): loss {loss:.4}, {:.0} s",
                 epoch + 1,
@@ -308,16 +321,11 @@ pub fn train(
             )?;
             pb.finish_and_clear();
             state.seconds[1] += te.elapsed().as_secs_f64();
-            let Some(loss) = loss else {
-                save_state(out, &state, &model, &placeholder)?;
-                bail!(
-                    "interrupted in stage 2 (flow {tap}, epoch {}): progress saved; continue with --resume",
-                    epoch + 1
-                );
-            };
-            state.stage2_done[tap] = epoch + 1;
-            state.stage2_losses[tap].push(loss);
-            save_state(out, &state, &model, &placeholder)?;
+            let what = format!("stage 2 (flow {tap}, epoch {})", epoch + 1);
+            let loss = end_epoch(out, &mut state, &model, loss, &what, |s, l| {
+                s.stage2_done[tap] = epoch + 1;
+                s.stage2_losses[tap].push(l);
+            })?;
             eprintln!(
                 "stage 2 flow {tap} epoch {}/{}: loss {loss:.4}, {:.0} s",
                 epoch + 1,
