@@ -66,10 +66,49 @@ impl AnomalyMap {
         if width == self.width && height == self.height {
             return self.clone();
         }
-        let t = Tensor::from_slice(&self.data).view([1, 1, self.height as i64, self.width as i64]);
-        let r = crate::scoring::resize_maps(&t, height as i64, width as i64);
-        AnomalyMap::from_tensor(&r.squeeze_dim(0)).expect("resized map")
+        // Plain Rust, same sampling as libtorch's bilinear upsampling without aligned corners:
+        // the overlay and the element call this on streaming threads, where a libtorch call
+        // would start a second OpenMP team and slow all inference down (see `torch_thread`).
+        let xs = bilinear_taps(self.width, width);
+        let ys = bilinear_taps(self.height, height);
+        // every source row resized horizontally once, then each output row is a blend of two
+        // of those rows (contiguous, so the compiler vectorises it)
+        let rows: Vec<f32> = self
+            .data
+            .chunks_exact(self.width)
+            .flat_map(|row| {
+                xs.iter()
+                    .map(move |&(x0, x1, wx)| row[x0] + (row[x1] - row[x0]) * wx)
+            })
+            .collect();
+        let mut data = Vec::with_capacity(width * height);
+        for &(y0, y1, wy) in &ys {
+            let (r0, r1) = (
+                &rows[y0 * width..(y0 + 1) * width],
+                &rows[y1 * width..(y1 + 1) * width],
+            );
+            data.extend(r0.iter().zip(r1).map(|(a, b)| a + (b - a) * wy));
+        }
+        AnomalyMap {
+            width,
+            height,
+            data,
+        }
     }
+}
+
+/// For each output index: the two source indices and the weight of the second, as libtorch's
+/// bilinear interpolation with `align_corners = false` computes them.
+fn bilinear_taps(input: usize, output: usize) -> Vec<(usize, usize, f32)> {
+    let scale = input as f32 / output as f32;
+    (0..output)
+        .map(|o| {
+            let src = (scale * (o as f32 + 0.5) - 0.5).max(0.0);
+            let i0 = (src as usize).min(input - 1);
+            let i1 = (i0 + 1).min(input - 1);
+            (i0, i1, src - i0 as f32)
+        })
+        .collect()
 }
 
 /// The result for one image.
@@ -240,5 +279,30 @@ impl Detector {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map_resize_matches_libtorch_bilinear() {
+        for (w, h, ow, oh) in [(7, 5, 33, 20), (64, 48, 17, 30), (3, 3, 3, 9), (1, 1, 4, 2)] {
+            let t = Tensor::rand([1, 1, h, w], (Kind::Float, Device::Cpu));
+            let map = AnomalyMap::from_tensor(&t.squeeze_dim(0)).unwrap();
+            let ours = map.resized(ow as usize, oh as usize);
+            let theirs =
+                AnomalyMap::from_tensor(&crate::scoring::resize_maps(&t, oh, ow).squeeze_dim(0))
+                    .unwrap();
+            assert_eq!((ours.width, ours.height), (ow as usize, oh as usize));
+            let worst = ours
+                .data
+                .iter()
+                .zip(&theirs.data)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(worst < 1e-5, "{w}x{h} -> {ow}x{oh}: max difference {worst}");
+        }
     }
 }

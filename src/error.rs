@@ -35,6 +35,9 @@ pub enum Error {
     /// An input image or tensor has the wrong shape or type.
     #[error("invalid input: {0}")]
     Input(String),
+    /// A job on the libtorch thread panicked (see [`crate::torch_thread`]).
+    #[error("internal error in a libtorch job: {0}")]
+    Panicked(String),
     /// libtorch reported an error.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),

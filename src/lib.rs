@@ -27,6 +27,7 @@ pub mod preprocess;
 pub mod reference;
 pub mod regions;
 pub mod scoring;
+pub mod torch_thread;
 pub mod weights;
 
 pub use backbone::{BackboneKind, Normalization};

@@ -14,6 +14,20 @@ pub fn rgb_to_tensor(image: &RgbImage) -> Tensor {
         .contiguous()
 }
 
+/// Network input from same-sized RGB images: normalised float (N, 3, S, S), S the images' height
+/// (images of training, already resized to the model input).
+pub fn images_to_batch<'a>(
+    images: impl IntoIterator<Item = &'a RgbImage>,
+    norm: &Normalization,
+) -> Result<Tensor> {
+    let t: Vec<Tensor> = images.into_iter().map(rgb_to_tensor).collect();
+    let Some(first) = t.first() else {
+        return Err(Error::Input("empty image batch".into()));
+    };
+    let size = first.size()[1];
+    prepare_batch(&Tensor::stack(&t, 0), size, norm, Kind::Float)
+}
+
 /// A (3, H, W) or (1, H, W) tensor (uint8 0..255 or float 0..1) back to an RGB image.
 pub fn tensor_to_rgb(t: &Tensor) -> Result<RgbImage> {
     let (c, h, w) = t

@@ -4,10 +4,10 @@
 //!
 //! cargo run --release -p gst-plugin-clsflow --example bench_pipeline -- [--model M] [--frames N] [--soak-frames N]
 use clsflow::regions::find_regions;
-use clsflow::{ClsFlowModel, Detector, DetectorOptions, Scoring};
+use clsflow::{ClsFlowModel, Detector, DetectorOptions, Scoring, torch_thread};
 use gst::prelude::*;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -37,16 +37,18 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 const WARMUP: usize = 5;
 
 /// Runs `desc` to EOS; returns (ms per frame after warm-up, per-frame latencies in ms through
-/// the element named `detect` (and `overlay` if present) after warm-up, frames).
+/// the element named `detect` (and `overlay` if present) after warm-up, frames, the element's
+/// own `inference-ms` (frame conversion + detector job) after warm-up, sorted).
 fn run_pipeline(
     desc: &str,
     on_frame: Option<Box<dyn Fn(u64) + Send + Sync>>,
-) -> (f64, Vec<f64>, u64) {
+) -> (f64, Vec<f64>, u64, Vec<f64>) {
     let pipeline = gst::parse::launch(desc).expect("pipeline");
     let bin = pipeline.clone().downcast::<gst::Bin>().unwrap();
     let enter: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
     let lat: Arc<Mutex<Vec<f64>>> = Arc::default();
     let frames = Arc::new(Mutex::new(0u64));
+    let inference: Arc<Mutex<Vec<f64>>> = Arc::default();
     let outs: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let first = bin.by_name("detect").unwrap();
     let last = bin.by_name("overlay").unwrap_or_else(|| first.clone());
@@ -61,6 +63,7 @@ fn run_pipeline(
             gst::PadProbeReturn::Ok
         });
     let (e, l, f, o) = (enter.clone(), lat.clone(), frames.clone(), outs.clone());
+    let inf = inference.clone();
     last.static_pad("src")
         .unwrap()
         .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
@@ -70,6 +73,12 @@ fn run_pipeline(
                 l.lock().unwrap().push(t.elapsed().as_secs_f64() * 1e3);
             }
             o.lock().unwrap().push(Instant::now());
+            if let Some(m) = info
+                .buffer()
+                .and_then(|b| gstclsflow::meta::AnomalyInfo::from_buffer(b))
+            {
+                inf.lock().unwrap().push(m.inference_ms);
+            }
             let mut n = f.lock().unwrap();
             *n += 1;
             if let Some(cb) = &on_frame {
@@ -98,7 +107,45 @@ fn run_pipeline(
     };
     let mut v: Vec<f64> = lat.lock().unwrap().iter().skip(WARMUP).copied().collect();
     v.sort_by(f64::total_cmp);
-    (per_frame, v, n)
+    let mut inf: Vec<f64> = inference
+        .lock()
+        .unwrap()
+        .iter()
+        .skip(WARMUP)
+        .copied()
+        .collect();
+    inf.sort_by(f64::total_cmp);
+    (per_frame, v, n, inf)
+}
+
+/// The bare detector on a `w` x `h` frame (uint8 RGB tensor in, maps and regions out), on the
+/// libtorch thread that the element uses too: ms per frame after warm-up.
+fn bare_detector(model: &Path, w: i64, h: i64, frames: usize) -> Vec<f64> {
+    let path = model.to_path_buf();
+    torch_thread::run(move || {
+        let det = Detector::load(
+            &path,
+            &DetectorOptions {
+                device: "cpu".into(),
+                half: false,
+            },
+        )
+        .unwrap();
+        let frame = (tch::Tensor::rand([1, 3, h, w], (tch::Kind::Float, tch::Device::Cpu)) * 255.0)
+            .to_kind(tch::Kind::Uint8);
+        let mut v = Vec::new();
+        for i in 0..frames + WARMUP {
+            let t0 = Instant::now();
+            let maps = det.detect_batch(&frame).unwrap();
+            let d = det.split(&maps).unwrap().remove(0);
+            let _ = find_regions(&d.fused, det.scoring().threshold as f32, 4);
+            if i >= WARMUP {
+                v.push(t0.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        v
+    })
+    .unwrap()
 }
 
 fn main() {
@@ -117,85 +164,49 @@ fn main() {
                 "configs/cpu-fast.toml",
             ))
             .expect("configs/cpu-fast.toml");
-            tch::manual_seed(0);
-            let det = Detector::from_model(
-                ClsFlowModel::new(cfg.model_config(), tch::Device::Cpu).unwrap(),
-                Scoring::default(),
-                "bench",
-            );
             let p = dir.join("bench.clsflow");
-            det.save(&p, None).unwrap();
+            let path = p.clone();
+            // all libtorch work of this process on its one libtorch thread, as in the element
+            torch_thread::run(move || {
+                tch::manual_seed(0);
+                let det = Detector::from_model(
+                    ClsFlowModel::new(cfg.model_config(), tch::Device::Cpu).unwrap(),
+                    Scoring::default(),
+                    "bench",
+                );
+                det.save(&path, None).unwrap();
+            })
+            .unwrap();
             p
         }
     };
     let (w, h) = (1280, 720);
-    println!(
-        "GStreamer path, {w}x{h} RGBx, {frames} frames per row, {} libtorch threads\n",
-        tch::get_num_threads()
-    );
-    // the bare detector on the same frames (tensor in, maps and regions out)
-    let det = Detector::load(
-        &model,
-        &DetectorOptions {
-            device: "cpu".into(),
-            half: false,
-        },
-    )
-    .unwrap();
-    let frame = (tch::Tensor::rand([1, 3, h, w], (tch::Kind::Float, tch::Device::Cpu)) * 255.0)
-        .to_kind(tch::Kind::Uint8);
-    let mut bare = Vec::new();
-    for i in 0..frames + WARMUP {
-        let t0 = Instant::now();
-        let maps = det.detect_batch(&frame).unwrap();
-        let d = det.split(&maps).unwrap().remove(0);
-        let _ = find_regions(&d.fused, det.scoring().threshold as f32, 4);
-        if i >= WARMUP {
-            bare.push(t0.elapsed().as_secs_f64() * 1e3);
-        }
-    }
-    bare.sort_by(f64::total_cmp);
-    // the same on a fresh thread, as the element runs on GStreamer's streaming thread
-    let thread_frame = frame.shallow_clone();
-    let (_det, mut bare_thread) = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        for i in 0..frames + WARMUP {
-            let t0 = Instant::now();
-            let maps = det.detect_batch(&thread_frame).unwrap();
-            let _ = det.split(&maps).unwrap();
-            if i >= WARMUP {
-                v.push(t0.elapsed().as_secs_f64() * 1e3);
-            }
-        }
-        (det, v)
-    })
-    .join()
-    .unwrap();
-    bare_thread.sort_by(f64::total_cmp);
-    println!(
-        "bare detector on a new thread: median {:.1} ms (main thread {:.1} ms)",
-        percentile(&bare_thread, 0.5),
-        percentile(&bare, 0.5)
-    );
-    let bare_ms = bare.iter().sum::<f64>() / bare.len() as f64;
+    let threads = torch_thread::run(tch::get_num_threads).unwrap();
+    println!("GStreamer path, {w}x{h} RGBx, {frames} frames per row, {threads} libtorch threads\n");
+    // half of the bare-detector frames before the pipelines and half after, pooled, so that a
+    // change of load on this shared machine hits both sides alike
+    let mut bare = bare_detector(&model, w, h, frames.div_ceil(2));
     let src = format!(
         "videotestsrc num-buffers={frames} pattern=ball ! video/x-raw,format=RGBx,width={w},height={h},framerate=30/1"
     );
     let m = model.display();
-    let (detect_ms, detect_lat, _) = run_pipeline(
+    let (detect_ms, detect_lat, _, detect_inf) = run_pipeline(
         &format!("{src} ! anomalydetect name=detect model={m} ! fakesink sync=false"),
         None,
     );
-    let (overlay_ms, overlay_lat, _) = run_pipeline(
+    let (overlay_ms, overlay_lat, _, _) = run_pipeline(
         &format!(
             "{src} ! anomalydetect name=detect model={m} ! anomalyoverlay name=overlay ! fakesink sync=false"
         ),
         None,
     );
-    let (src_ms, _, _) = run_pipeline(
+    let (src_ms, _, _, _) = run_pipeline(
         &format!("{src} ! identity name=detect ! fakesink sync=false"),
         None,
     );
+    bare.extend(bare_detector(&model, w, h, frames.div_ceil(2)));
+    bare.sort_by(f64::total_cmp);
+    let bare_ms = bare.iter().sum::<f64>() / bare.len() as f64;
     println!("| row | ms/frame | frames/s | latency p50 ms | latency p99 ms |");
     println!("|---|---|---|---|---|");
     println!(
@@ -220,18 +231,22 @@ fn main() {
         percentile(&overlay_lat, 0.5),
         percentile(&overlay_lat, 0.99)
     );
-    let elem = percentile(&detect_lat, 0.5);
-    let (b_main, b_thread) = (percentile(&bare, 0.5), percentile(&bare_thread, 0.5));
+    let (elem, b) = (percentile(&detect_lat, 0.5), percentile(&bare, 0.5));
     println!(
-        "\nelement overhead (median latency through anomalydetect vs the median bare detector): {:+.1} % against the bare detector on the main thread, {:+.1} % against it on a fresh thread (the element runs on GStreamer's streaming thread)",
-        100.0 * (elem - b_main) / b_main,
-        100.0 * (elem - b_thread) / b_thread
+        "\nelement overhead (median latency through anomalydetect vs the median bare detector): {:+.1} %",
+        100.0 * (elem - b) / b
     );
+    if !detect_inf.is_empty() {
+        println!(
+            "of the element's median latency, {:.1} ms are its frame conversion + detector job (inference-ms in the metadata)",
+            percentile(&detect_inf, 0.5)
+        );
+    }
     if soak > 0 {
         let samples: Arc<Mutex<Vec<(u64, f64)>>> = Arc::default();
         let s = samples.clone();
         let every = (soak as u64 / 10).max(1);
-        let (ms, _, n) = run_pipeline(
+        let (ms, _, n, _) = run_pipeline(
             &format!(
                 "videotestsrc num-buffers={soak} pattern=ball ! video/x-raw,format=RGBx,width=320,height=240 ! anomalydetect name=detect model={m} ! anomalyoverlay name=overlay ! fakesink sync=false"
             ),

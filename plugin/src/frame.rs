@@ -1,4 +1,4 @@
-//! Raw video frames to RGB tensors, for every packed format the elements accept.
+//! Raw video frames to RGB planes (and tensors), for every packed format the elements accept.
 
 use gst_video::VideoFormat;
 use tch::Tensor;
@@ -32,32 +32,74 @@ pub fn layout(format: VideoFormat) -> Option<(usize, [usize; 3])> {
     })
 }
 
-/// A (1, 3, H, W) uint8 RGB tensor from one plane of packed pixels with row `stride`.
-///
-/// One pass in Rust writes the three planes straight from the frame: selecting channels on the
-/// last axis in libtorch (a gather) cost more than the whole detector at 720p.
-pub fn rgb_tensor(
+/// A frame's pixels as three uint8 planes (R, G, B), ready for libtorch.
+#[derive(Debug, Clone)]
+pub struct RgbPlanes {
+    /// R plane, then G, then B; `width * height` bytes each.
+    pub data: Vec<u8>,
+    /// Frame width in pixels.
+    pub width: usize,
+    /// Frame height in pixels.
+    pub height: usize,
+}
+
+impl RgbPlanes {
+    /// Reads one plane of packed pixels with row `stride`; None when the format is not packed
+    /// RGB/grey or `data` is too short for the given size.
+    ///
+    /// One pass in Rust writes the three planes straight from the frame: selecting channels on
+    /// the last axis in libtorch (a gather) cost more than the whole detector at 720p. Plain Rust
+    /// also keeps libtorch off the streaming thread (see `clsflow::torch_thread`).
+    pub fn from_packed(
+        data: &[u8],
+        width: usize,
+        height: usize,
+        stride: usize,
+        format: VideoFormat,
+    ) -> Option<Self> {
+        let (bpp, offsets) = layout(format)?;
+        if width == 0
+            || height == 0
+            || stride < width * bpp
+            || data.len() < stride * (height - 1) + width * bpp
+        {
+            return None;
+        }
+        let mut planes = vec![0u8; 3 * width * height];
+        // a constant pixel size lets the compiler unroll and vectorise the inner loop
+        match bpp {
+            4 => split_planes::<4>(data, width, height, stride, offsets, &mut planes),
+            3 => split_planes::<3>(data, width, height, stride, offsets, &mut planes),
+            _ => split_planes::<1>(data, width, height, stride, offsets, &mut planes),
+        }
+        Some(RgbPlanes {
+            data: planes,
+            width,
+            height,
+        })
+    }
+
+    /// The (1, 3, H, W) uint8 tensor of the planes (a copy).
+    pub fn to_tensor(&self) -> Tensor {
+        Tensor::from_slice(&self.data).view([1, 3, self.height as i64, self.width as i64])
+    }
+}
+
+/// Writes the R, G and B planes of packed `BPP`-byte pixels into `planes` (3 * width * height).
+fn split_planes<const BPP: usize>(
     data: &[u8],
     width: usize,
     height: usize,
     stride: usize,
-    format: VideoFormat,
-) -> Option<Tensor> {
-    let (bpp, offsets) = layout(format)?;
-    if width == 0
-        || height == 0
-        || stride < width * bpp
-        || data.len() < stride * (height - 1) + width * bpp
-    {
-        return None;
-    }
+    offsets: [usize; 3],
+    planes: &mut [u8],
+) {
     let plane = width * height;
-    let mut planes = vec![0u8; 3 * plane];
     let (r, rest) = planes.split_at_mut(plane);
     let (g, b) = rest.split_at_mut(plane);
     for (y, row) in data.chunks(stride).take(height).enumerate() {
         let out = y * width..(y + 1) * width;
-        let pixels = row[..width * bpp].chunks_exact(bpp);
+        let pixels = row[..width * BPP].chunks_exact(BPP);
         for (((px, r), g), b) in pixels
             .zip(&mut r[out.clone()])
             .zip(&mut g[out.clone()])
@@ -68,7 +110,6 @@ pub fn rgb_tensor(
             *b = px[offsets[2]];
         }
     }
-    Some(Tensor::from_slice(&planes).view([1, 3, height as i64, width as i64]))
 }
 
 #[cfg(test)]
@@ -79,24 +120,30 @@ mod tests {
     fn channel_orders() {
         // one BGRx pixel (10, 20, 30, 0) and one padded row
         let data = [10u8, 20, 30, 0, 99, 99, 99, 99];
-        let t = rgb_tensor(&data, 1, 1, 8, VideoFormat::Bgrx).unwrap();
+        let t = RgbPlanes::from_packed(&data, 1, 1, 8, VideoFormat::Bgrx)
+            .unwrap()
+            .to_tensor();
         assert_eq!(
             Vec::<u8>::try_from(t.flatten(0, -1)).unwrap(),
             vec![30, 20, 10]
         );
-        let t = rgb_tensor(&[7u8, 1, 2, 3], 1, 1, 4, VideoFormat::Argb).unwrap();
+        let t = RgbPlanes::from_packed(&[7u8, 1, 2, 3], 1, 1, 4, VideoFormat::Argb)
+            .unwrap()
+            .to_tensor();
         assert_eq!(
             Vec::<u8>::try_from(t.flatten(0, -1)).unwrap(),
             vec![1, 2, 3]
         );
-        let t = rgb_tensor(&[5u8, 6, 0, 0], 2, 1, 4, VideoFormat::Gray8).unwrap();
+        let t = RgbPlanes::from_packed(&[5u8, 6, 0, 0], 2, 1, 4, VideoFormat::Gray8)
+            .unwrap()
+            .to_tensor();
         assert_eq!(t.size(), vec![1, 3, 1, 2]);
         assert_eq!(
             Vec::<u8>::try_from(t.flatten(0, -1)).unwrap(),
             vec![5, 6, 5, 6, 5, 6]
         );
         assert!(
-            rgb_tensor(&[0u8; 3], 2, 1, 3, VideoFormat::Rgb).is_none(),
+            RgbPlanes::from_packed(&[0u8; 3], 2, 1, 3, VideoFormat::Rgb).is_none(),
             "short buffer"
         );
     }

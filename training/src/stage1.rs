@@ -5,7 +5,7 @@
 use crate::config::Stage1Config;
 use crate::schedule::cosine;
 use crate::synth::{DefectSynthesizer, Sample};
-use clsflow::preprocess::{prepare_batch, rgb_to_tensor};
+use clsflow::preprocess::images_to_batch;
 use clsflow::{ClsFlowModel, Normalization};
 use image::{GrayImage, RgbImage};
 use indicatif::ProgressBar;
@@ -43,13 +43,7 @@ pub fn steps_per_epoch(cfg: &Stage1Config, images: usize) -> usize {
 
 /// Turns samples into the input batch and the soft target map (N, 1, S, S).
 pub fn batch_tensors(samples: &[Sample], norm: &Normalization) -> anyhow::Result<(Tensor, Tensor)> {
-    let imgs: Vec<Tensor> = samples.iter().map(|s| rgb_to_tensor(&s.image)).collect();
-    let x = prepare_batch(
-        &Tensor::stack(&imgs, 0),
-        samples[0].image.height() as i64,
-        norm,
-        Kind::Float,
-    )?;
+    let x = images_to_batch(samples.iter().map(|s| &s.image), norm)?;
     let targets: Vec<Tensor> = samples
         .iter()
         .map(|s| {

@@ -5,15 +5,15 @@
 use crate::config::Stage2Config;
 use crate::schedule::warmup_cosine;
 use clsflow::flow::flow_loss;
-use clsflow::preprocess::{prepare_batch, rgb_to_tensor};
+use clsflow::preprocess::images_to_batch;
 use clsflow::{ClsFlowModel, Normalization};
 use image::RgbImage;
 use indicatif::ProgressBar;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use std::sync::atomic::{AtomicBool, Ordering};
+use tch::Tensor;
 use tch::nn::{Optimizer, OptimizerConfig};
-use tch::{Kind, Tensor};
 
 /// Normalised input batches of images, `batch` at a time.
 pub fn image_batches<'a>(
@@ -21,11 +21,9 @@ pub fn image_batches<'a>(
     batch: usize,
     norm: &'a Normalization,
 ) -> impl Iterator<Item = Tensor> + 'a {
-    images.chunks(batch).map(move |chunk| {
-        let t: Vec<Tensor> = chunk.iter().map(rgb_to_tensor).collect();
-        let size = chunk[0].height() as i64;
-        prepare_batch(&Tensor::stack(&t, 0), size, norm, Kind::Float).expect("RGB batch")
-    })
+    images
+        .chunks(batch)
+        .map(move |chunk| images_to_batch(chunk, norm).expect("non-empty RGB batch"))
 }
 
 /// The three taps of every image, (N, C, h, w) each, on the CPU.

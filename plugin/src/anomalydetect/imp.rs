@@ -1,16 +1,16 @@
 //! Implementation of `anomalydetect`: caps -> tensor -> detector -> maps -> metadata.
 
-use crate::frame::{DETECT_FORMATS, rgb_tensor};
+use crate::frame::{DETECT_FORMATS, RgbPlanes};
 use crate::meta::{AnomalyInfo, MESSAGE, RegionInfo};
 use clsflow::detector::AnomalyMap;
 use clsflow::regions::find_regions;
-use clsflow::{Detector, DetectorOptions};
+use clsflow::{Detection, Detector, DetectorOptions, torch_thread};
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
 use gst_video::prelude::*;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Instant;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -61,11 +61,17 @@ struct Found {
     regions: Vec<RegionInfo>,
 }
 
+/// A detector that jobs on the libtorch thread use, one at a time.
+type SharedDetector = Arc<Mutex<Detector>>;
+/// What a detector was loaded for: (model path, device, half precision).
+type LoadKey = (String, String, bool);
+
 #[derive(Default)]
 struct State {
     /// Loaded detector with the (model, device, half) it was loaded for: kept across state
-    /// changes so that cycling the pipeline does not reload the model.
-    detector: Option<(Detector, (String, String, bool))>,
+    /// changes so that cycling the pipeline does not reload the model. Only jobs on
+    /// `clsflow::torch_thread` touch it.
+    detector: Option<(SharedDetector, LoadKey)>,
     info: Option<gst_video::VideoInfo>,
     frame: u64,
     last: Option<Found>,
@@ -253,15 +259,19 @@ impl AnomalyDetect {
             device: settings.device.clone(),
             half: settings.half,
         };
-        let detector = Detector::load(&path, &options).map_err(|e| match e {
-            clsflow::Error::Device { .. } => {
-                gst::error_msg!(gst::ResourceError::Settings, ["{}", e])
-            }
-            clsflow::Error::Io { .. } => {
-                gst::error_msg!(gst::ResourceError::NotFound, ["Cannot open model: {}", e])
-            }
-            _ => gst::error_msg!(gst::ResourceError::Read, ["Invalid model: {}", e]),
-        })?;
+        // loading runs libtorch (weights, flow folding): on the one libtorch thread as well
+        let file = path.clone();
+        let detector = torch_thread::run(move || Detector::load(&file, &options))
+            .and_then(|r| r)
+            .map_err(|e| match e {
+                clsflow::Error::Device { .. } => {
+                    gst::error_msg!(gst::ResourceError::Settings, ["{}", e])
+                }
+                clsflow::Error::Io { .. } => {
+                    gst::error_msg!(gst::ResourceError::NotFound, ["Cannot open model: {}", e])
+                }
+                _ => gst::error_msg!(gst::ResourceError::Read, ["Invalid model: {}", e]),
+            })?;
         gst::info!(
             CAT,
             imp = self,
@@ -271,6 +281,7 @@ impl AnomalyDetect {
             clsflow::device::device_name(detector.device()),
             t0.elapsed().as_secs_f64() * 1e3
         );
+        let detector = Arc::new(Mutex::new(detector));
         state.detector = Some((detector, key));
         Ok(())
     }
@@ -282,25 +293,42 @@ impl AnomalyDetect {
         settings: &Settings,
         state: &mut State,
     ) -> Result<Found, String> {
-        let (detector, _) = state.detector.as_mut().ok_or("detector not loaded")?;
-        // -1 means "the checkpoint's value", also after an override was set and cleared
-        let calibrated = detector.manifest().scoring.clone();
-        let pick = |v: f64, default: f64| if v >= 0.0 { v } else { default };
-        detector.set_threshold(pick(settings.threshold, calibrated.threshold));
-        detector.set_fusion_weight(pick(settings.fusion_weight, calibrated.fusion_weight));
+        let detector = state
+            .detector
+            .as_ref()
+            .map(|(d, _)| d.clone())
+            .ok_or("detector not loaded")?;
         let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info)
             .map_err(|_| "cannot map the frame for reading")?;
         let (w, h) = (info.width() as usize, info.height() as usize);
         let stride = frame.plane_stride()[0] as usize;
         let data = frame.plane_data(0).map_err(|_| "cannot read plane 0")?;
         let t0 = Instant::now();
-        let batch = rgb_tensor(data, w, h, stride, info.format())
+        let planes = RgbPlanes::from_packed(data, w, h, stride, info.format())
             .ok_or_else(|| format!("frame data does not match caps {info:?}"))?;
         drop(frame);
-        let maps = detector.detect_batch(&batch).map_err(|e| e.to_string())?;
-        let d = detector.split(&maps).map_err(|e| e.to_string())?.remove(0);
+        let (threshold, fusion_weight) = (settings.threshold, settings.fusion_weight);
+        let (d, threshold, fusion_weight, model): (Detection, f64, f64, String) =
+            torch_thread::run(move || -> clsflow::Result<_> {
+                let mut detector = detector.lock().unwrap_or_else(|e| e.into_inner());
+                // -1 means "the checkpoint's value", also after an override was set and cleared
+                let calibrated = detector.manifest().scoring.clone();
+                let pick = |v: f64, default: f64| if v >= 0.0 { v } else { default };
+                detector.set_threshold(pick(threshold, calibrated.threshold));
+                detector.set_fusion_weight(pick(fusion_weight, calibrated.fusion_weight));
+                let maps = detector.detect_batch(&planes.to_tensor())?;
+                let d = detector.split(&maps)?.remove(0);
+                let s = detector.scoring();
+                Ok((
+                    d,
+                    s.threshold,
+                    s.fusion_weight,
+                    detector.manifest().name.clone(),
+                ))
+            })
+            .and_then(|r| r)
+            .map_err(|e| e.to_string())?;
         let ms = t0.elapsed().as_secs_f64() * 1e3;
-        let threshold = detector.scoring().threshold;
         let regions: Vec<RegionInfo> =
             find_regions(&d.fused, threshold as f32, settings.min_region_area)
                 .into_iter()
@@ -323,11 +351,11 @@ impl AnomalyDetect {
             score: d.score.into(),
             anomalous: d.anomalous,
             threshold,
-            fusion_weight: detector.scoring().fusion_weight,
+            fusion_weight,
             map_width: map.width as u32,
             map_height: map.height as u32,
             map: map.data,
-            model: detector.manifest().name.clone(),
+            model,
             inference_ms: ms,
             fresh: true,
             regions: regions.len() as u32,

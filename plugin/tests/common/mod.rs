@@ -38,8 +38,14 @@ pub fn model() -> PathBuf {
     static MODEL_PATH: OnceLock<PathBuf> = OnceLock::new();
     MODEL_PATH
         .get_or_init(|| {
-            let dir =
-                std::env::temp_dir().join(format!("clsflow-plugin-tests-{}", std::process::id()));
+            // under target/ (cargo's folder for integration-test files), one per test binary:
+            // a re-run replaces it instead of leaving folders in /tmp
+            let binary = std::env::current_exe()
+                .ok()
+                .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "plugin-tests".into());
+            let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(binary);
+            let _ = std::fs::remove_dir_all(&dir);
             let data = match magnetic_tile() {
                 Some(p) => p,
                 None => {
@@ -51,9 +57,14 @@ pub fn model() -> PathBuf {
             let mut cfg = TrainConfig::load(&repo().join("configs/test-tiny.toml")).unwrap();
             cfg.model.weights = Some(repo().join("models/efficientnet_lite0.safetensors"));
             let out = dir.join("run");
-            train(cfg, &data, &out, false, Arc::new(AtomicBool::new(false)))
-                .expect("tiny training");
-            out.join(MODEL)
+            let model = out.join(MODEL);
+            // on the libtorch thread that the elements use (see clsflow::torch_thread)
+            clsflow::torch_thread::run(move || {
+                train(cfg, &data, &out, false, Arc::new(AtomicBool::new(false)))
+                    .expect("tiny training")
+            })
+            .expect("training job");
+            model
         })
         .clone()
 }
