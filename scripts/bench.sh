@@ -6,11 +6,14 @@
 #   BENCH_TRAIN_RUN (default runs/magnetic_tile) training run whose stage times are reported
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p clsflow-train --bin clsflow-bench -p gst-plugin-clsflow --example bench_pipeline
+cargo build --release -p clsflow-train --bin clsflow-bench -p gst-plugin-clsflow --example bench_pipeline -p clsflow --example openmp_threads
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB"
 echo
 echo "## Detector (256x256 input)"
 ./target/release/clsflow-bench --iters "${BENCH_ITERS:-10}"
+echo
+echo "## libtorch threads (why the element runs inference on one clsflow-torch thread)"
+./target/release/examples/openmp_threads
 echo
 echo "## GStreamer path"
 ./target/release/examples/bench_pipeline --frames "${BENCH_FRAMES:-60}" --soak-frames "${BENCH_SOAK_FRAMES:-10000}"

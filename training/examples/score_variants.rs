@@ -1,8 +1,8 @@
 //! Diagnostic: scores the test split of a category with one trained checkpoint under several
 //! scoring variants (each tap alone, tap aggregation, smoothing), for docs/accuracy.md.
-//! cargo run --release -p clsflow-train --example score_variants -- MODEL DATA
+//! cargo run --release -p clsflow-train --example score_variants -- MODEL DATA [STATS_IMAGES [FUSION_WEIGHT]]
 use clsflow::metrics::{self, MaskedMap};
-use clsflow::preprocess::rgb_to_tensor;
+use clsflow::preprocess::images_to_batch;
 use clsflow::{Detector, DetectorOptions};
 use clsflow_train::data::{Dataset, read_mask, read_rgb, resize_rgb};
 use tch::{Kind, Tensor};
@@ -35,7 +35,11 @@ fn main() -> anyhow::Result<()> {
     )?;
     let ds = Dataset::open(std::path::Path::new(&a[2]))?;
     let size = det.map_size() as i64;
-    let sc = det.scoring().clone();
+    let mut sc = det.scoring().clone();
+    // optional 4th argument: a fusion weight instead of the checkpoint's
+    if let Some(w) = a.get(4).and_then(|v| v.parse().ok()) {
+        sc.fusion_weight = w;
+    }
     let model = det.model();
     let norm = det.manifest().normalization;
     // per tap and position: mean and std of -log p / C over the training images (the first
@@ -44,17 +48,12 @@ fn main() -> anyhow::Result<()> {
     let mut sums: Vec<(Tensor, Tensor)> = Vec::new();
     let mut count = 0f64;
     for chunk in ds.train[..n_stats.min(ds.train.len())].chunks(8) {
-        let mut imgs = Vec::new();
-        for p in chunk {
-            imgs.push(rgb_to_tensor(&resize_rgb(&read_rgb(p)?, size as u32)));
-        }
+        let imgs = chunk
+            .iter()
+            .map(|p| Ok(resize_rgb(&read_rgb(p)?, size as u32)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         tch::no_grad(|| -> anyhow::Result<()> {
-            let x = clsflow::preprocess::prepare_batch(
-                &Tensor::stack(&imgs, 0),
-                size,
-                &norm,
-                Kind::Float,
-            )?;
+            let x = images_to_batch(&imgs, &norm)?;
             let logp = model.flow_log_prob_maps(&model.features(&x));
             for (l, t) in logp.iter().enumerate() {
                 let nll = -t.to_kind(Kind::Double);
@@ -70,7 +69,7 @@ fn main() -> anyhow::Result<()> {
                     sums[l].1 += s2;
                 }
             }
-            count += imgs.len() as f64;
+            count += chunk.len() as f64;
             Ok(())
         })?;
     }
@@ -106,7 +105,7 @@ fn main() -> anyhow::Result<()> {
     for chunk in ds.test.chunks(8) {
         let mut imgs = Vec::new();
         for t in chunk {
-            imgs.push(rgb_to_tensor(&resize_rgb(&read_rgb(&t.path)?, size as u32)));
+            imgs.push(resize_rgb(&read_rgb(&t.path)?, size as u32));
             masks.push(match &t.mask {
                 Some(m) => read_mask(m, size as u32)?
                     .pixels()
@@ -117,12 +116,7 @@ fn main() -> anyhow::Result<()> {
             labels.push(t.defect_type != "good");
         }
         tch::no_grad(|| -> anyhow::Result<()> {
-            let x = clsflow::preprocess::prepare_batch(
-                &Tensor::stack(&imgs, 0),
-                size,
-                &norm,
-                Kind::Float,
-            )?;
+            let x = images_to_batch(&imgs, &norm)?;
             let taps = model.features(&x);
             let cls = model.cls_logits(&taps, false).sigmoid();
             let logp = model.flow_log_prob_maps(&taps);

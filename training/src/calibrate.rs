@@ -2,8 +2,11 @@
 //! come from held-out good training images and synthetic defects made from them, never from
 //! test labels.
 //!
-//! - fusion weight: the candidate maximising the mean of image AUROC, pixel AUROC and AU-PRO on
-//!   the synthetic validation set (held-out good images + the same images with synthetic defects);
+//! - fusion weight: the mean of image AUROC, pixel AUROC and AU-PRO on the synthetic validation
+//!   set (held-out good images + the same images with synthetic defects) is computed for every
+//!   candidate; the SMALLEST weight within `fusion_tolerance` of the best objective wins. The
+//!   classifier was trained on defects from this very synthesiser, so the validation set flatters
+//!   it: a weight is raised only when the gain is clear, not for a tie;
 //! - threshold: max(largest held-out good score, mean + k std of held-out good scores), k = 3 by
 //!   default: with zero anomalies in a stream, a good frame is flagged only when it scores above
 //!   every good image seen in calibration.
@@ -138,7 +141,6 @@ pub fn calibrate(
         synthetic_defects = defective.len();
         let bad = branch_maps(model, &defective, tap_max, norm);
         let empty = vec![false; size * size];
-        let mut best: Option<(f64, f64)> = None;
         for &w in &cfg.fusion_weights {
             let (g, b) = (fused(&good, w), fused(&bad, w));
             let scores: Vec<f32> = g.iter().chain(&b).map(|m| max_of(m)).collect();
@@ -172,11 +174,8 @@ pub fn calibrate(
                 au_pro: pro,
                 objective,
             });
-            if best.is_none_or(|(_, o)| objective > o) {
-                best = Some((w, objective));
-            }
         }
-        best.map(|(w, _)| w).unwrap_or(1.0)
+        pick_fusion_weight(&candidates, cfg.fusion_tolerance).unwrap_or(1.0)
     };
     let scores: Vec<f32> = fused(&good, fusion_weight)
         .iter()
@@ -200,6 +199,19 @@ pub fn calibrate(
     }
 }
 
+/// The smallest candidate weight whose objective is within `tolerance` of the best one.
+pub fn pick_fusion_weight(candidates: &[Candidate], tolerance: f64) -> Option<f64> {
+    let best = candidates
+        .iter()
+        .map(|c| c.objective)
+        .fold(f64::NEG_INFINITY, f64::max);
+    candidates
+        .iter()
+        .filter(|c| c.objective >= best - tolerance)
+        .map(|c| c.fusion_weight)
+        .min_by(f64::total_cmp)
+}
+
 /// The threshold rule: max(max, mean + k std) of good scores; for no scores at all, +inf is
 /// not storable, so the caller must provide at least one good image.
 pub fn threshold_from_good(scores: &[f32], sigmas: f64) -> f64 {
@@ -220,6 +232,34 @@ pub fn threshold_from_good(scores: &[f32], sigmas: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn candidates(objectives: &[(f64, f64)]) -> Vec<Candidate> {
+        objectives
+            .iter()
+            .map(|&(w, o)| Candidate {
+                fusion_weight: w,
+                image_auroc: o,
+                pixel_auroc: o,
+                au_pro: o,
+                objective: o,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fusion_weight_rises_only_for_a_clear_gain() {
+        // a flat objective (a classifier that adds nothing visible): the smallest weight
+        let flat = candidates(&[(0.05, 0.8407), (0.3, 0.8406), (2.0, 0.8412), (8.0, 0.8156)]);
+        assert_eq!(pick_fusion_weight(&flat, 0.005), Some(0.05));
+        // a clear gain: the best weight, also when it is the largest
+        let rising = candidates(&[(0.05, 0.848), (1.0, 0.860), (4.0, 0.881), (8.0, 0.895)]);
+        assert_eq!(pick_fusion_weight(&rising, 0.005), Some(8.0));
+        // tolerance 0: the plain arg max
+        assert_eq!(pick_fusion_weight(&flat, 0.0), Some(2.0));
+        assert_eq!(pick_fusion_weight(&[], 0.005), None);
+    }
+
     #[test]
     fn threshold_rule() {
         // mean 2, std 1 -> mean + 3 std = 5 > max 3

@@ -113,6 +113,9 @@ pub struct CalibrationConfig {
     pub fusion_weights: Vec<f64>,
     /// A fixed fusion weight instead of the label-free choice (e.g. the paper's).
     pub fusion_weight: Option<f64>,
+    /// The smallest candidate within this much of the best validation objective is chosen (the
+    /// synthetic validation set flatters the classifier, which was trained on such defects).
+    pub fusion_tolerance: f64,
     /// Threshold = max(max held-out good score, mean + this many standard deviations).
     pub threshold_sigmas: f64,
 }
@@ -123,6 +126,7 @@ impl Default for CalibrationConfig {
             holdout_fraction: 0.1,
             fusion_weights: vec![0.05, 0.1, 0.15, 0.3, 0.5, 0.6, 1.0],
             fusion_weight: None,
+            fusion_tolerance: 0.005,
             threshold_sigmas: 3.0,
         }
     }
@@ -191,6 +195,12 @@ impl TrainConfig {
             bail!(
                 "calibration.holdout_fraction must be in [0, 0.9), got {}",
                 c.holdout_fraction
+            );
+        }
+        if !(0.0..1.0).contains(&c.fusion_tolerance) {
+            bail!(
+                "calibration.fusion_tolerance = {}: must be in [0, 1)",
+                c.fusion_tolerance
             );
         }
         if c.fusion_weight.is_none() && c.fusion_weights.is_empty() {
