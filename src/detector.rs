@@ -237,6 +237,24 @@ impl Detector {
         Ok(compute_maps(&self.model, &x, &self.scoring))
     }
 
+    /// Scores network input that is already resized and normalised: float (N, 3, S, S), S the
+    /// model's input size (from [`crate::preprocess::prepare_batch`] or
+    /// [`crate::resample::packed_to_input`]), on any device.
+    pub fn detect_input(&self, input: &Tensor) -> Result<BatchMaps> {
+        let s = self.model.config().input_size;
+        match input.size4() {
+            Ok((_, 3, h, w)) if h == s && w == s => {}
+            _ => {
+                return Err(Error::Input(format!(
+                    "expected normalised input (N, 3, {s}, {s}), got {:?}",
+                    input.size()
+                )));
+            }
+        }
+        let x = input.to_device(self.device()).to_kind(self.kind);
+        Ok(compute_maps(&self.model, &x, &self.scoring))
+    }
+
     /// Scores RGB images of any sizes (each is resized to the model input).
     pub fn detect(&self, images: &[RgbImage]) -> Result<Vec<Detection>> {
         if images.is_empty() {
@@ -253,13 +271,7 @@ impl Detector {
                 .collect::<Result<Vec<_>>>()?;
             Ok(Tensor::cat(&items, 0))
         })?;
-        // Already normalised: skip prepare_batch, run the heads directly.
-        let maps = compute_maps(
-            &self.model,
-            &batch.to_device(self.device()).to_kind(self.kind),
-            &self.scoring,
-        );
-        self.split(&maps)
+        self.split(&self.detect_input(&batch)?)
     }
 
     /// Splits batch maps into per-image [`Detection`]s on the CPU.

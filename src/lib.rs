@@ -26,6 +26,7 @@ pub mod model;
 pub mod preprocess;
 pub mod reference;
 pub mod regions;
+pub mod resample;
 pub mod scoring;
 pub mod torch_thread;
 pub mod weights;

@@ -1,5 +1,7 @@
-//! Raw video frames to RGB planes (and tensors), for every packed format the elements accept.
+//! Raw video frames to network input, for every packed format `anomalydetect` accepts.
 
+use clsflow::Normalization;
+use clsflow::resample::{PackedFrame, packed_to_input};
 use gst_video::VideoFormat;
 use tch::Tensor;
 
@@ -32,119 +34,74 @@ pub fn layout(format: VideoFormat) -> Option<(usize, [usize; 3])> {
     })
 }
 
-/// A frame's pixels as three uint8 planes (R, G, B), ready for libtorch.
-#[derive(Debug, Clone)]
-pub struct RgbPlanes {
-    /// R plane, then G, then B; `width * height` bytes each.
-    pub data: Vec<u8>,
-    /// Frame width in pixels.
-    pub width: usize,
-    /// Frame height in pixels.
-    pub height: usize,
-}
-
-impl RgbPlanes {
-    /// Reads one plane of packed pixels with row `stride`; None when the format is not packed
-    /// RGB/grey or `data` is too short for the given size.
-    ///
-    /// One pass in Rust writes the three planes straight from the frame: selecting channels on
-    /// the last axis in libtorch (a gather) cost more than the whole detector at 720p. Plain Rust
-    /// also keeps libtorch off the streaming thread (see `clsflow::torch_thread`).
-    pub fn from_packed(
-        data: &[u8],
-        width: usize,
-        height: usize,
-        stride: usize,
-        format: VideoFormat,
-    ) -> Option<Self> {
-        let (bpp, offsets) = layout(format)?;
-        if width == 0
-            || height == 0
-            || stride < width * bpp
-            || data.len() < stride * (height - 1) + width * bpp
-        {
-            return None;
-        }
-        let mut planes = vec![0u8; 3 * width * height];
-        // a constant pixel size lets the compiler unroll and vectorise the inner loop
-        match bpp {
-            4 => split_planes::<4>(data, width, height, stride, offsets, &mut planes),
-            3 => split_planes::<3>(data, width, height, stride, offsets, &mut planes),
-            _ => split_planes::<1>(data, width, height, stride, offsets, &mut planes),
-        }
-        Some(RgbPlanes {
-            data: planes,
-            width,
-            height,
-        })
-    }
-
-    /// The (1, 3, H, W) uint8 tensor of the planes (a copy).
-    pub fn to_tensor(&self) -> Tensor {
-        Tensor::from_slice(&self.data).view([1, 3, self.height as i64, self.width as i64])
-    }
-}
-
-/// Writes the R, G and B planes of packed `BPP`-byte pixels into `planes` (3 * width * height).
-fn split_planes<const BPP: usize>(
+/// A raw frame of one of [`DETECT_FORMATS`] as the model's normalised input (3, size, size),
+/// resized and converted in one pass in plain Rust ([`clsflow::resample`]): building the whole
+/// frame as a float tensor and resizing it in libtorch cost more than the resize itself, and plain
+/// Rust keeps that work off the libtorch thread (see `clsflow::torch_thread`).
+pub fn model_input(
     data: &[u8],
     width: usize,
     height: usize,
     stride: usize,
-    offsets: [usize; 3],
-    planes: &mut [u8],
-) {
-    let plane = width * height;
-    let (r, rest) = planes.split_at_mut(plane);
-    let (g, b) = rest.split_at_mut(plane);
-    for (y, row) in data.chunks(stride).take(height).enumerate() {
-        let out = y * width..(y + 1) * width;
-        let pixels = row[..width * BPP].chunks_exact(BPP);
-        for (((px, r), g), b) in pixels
-            .zip(&mut r[out.clone()])
-            .zip(&mut g[out.clone()])
-            .zip(&mut b[out])
-        {
-            *r = px[offsets[0]];
-            *g = px[offsets[1]];
-            *b = px[offsets[2]];
-        }
-    }
+    format: VideoFormat,
+    size: usize,
+    norm: &Normalization,
+) -> Result<Tensor, String> {
+    let (bytes_per_pixel, rgb_offsets) =
+        layout(format).ok_or_else(|| format!("unsupported format {format:?}"))?;
+    let frame = PackedFrame {
+        data,
+        width,
+        height,
+        stride,
+        bytes_per_pixel,
+        rgb_offsets,
+    };
+    let input = packed_to_input(&frame, size, norm).map_err(|e| e.to_string())?;
+    Ok(Tensor::from_slice(&input).view([1, 3, size as i64, size as i64]))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// At the frame's own size the resize is the identity: with mean 0 and std 1 the input is
+    /// the R, G and B bytes / 255.
+    fn rgb(data: &[u8], w: usize, h: usize, stride: usize, f: VideoFormat) -> Vec<u8> {
+        assert_eq!(w, h, "square frames only");
+        let norm = Normalization {
+            mean: [0.0; 3],
+            std: [1.0; 3],
+        };
+        let t = model_input(data, w, h, stride, f, w, &norm).unwrap();
+        Vec::<f32>::try_from(t.flatten(0, -1))
+            .unwrap()
+            .into_iter()
+            .map(|v| (v * 255.0).round() as u8)
+            .collect()
+    }
+
     #[test]
     fn channel_orders() {
         // one BGRx pixel (10, 20, 30, 0) and one padded row
         let data = [10u8, 20, 30, 0, 99, 99, 99, 99];
-        let t = RgbPlanes::from_packed(&data, 1, 1, 8, VideoFormat::Bgrx)
-            .unwrap()
-            .to_tensor();
+        assert_eq!(rgb(&data, 1, 1, 8, VideoFormat::Bgrx), vec![30, 20, 10]);
         assert_eq!(
-            Vec::<u8>::try_from(t.flatten(0, -1)).unwrap(),
-            vec![30, 20, 10]
-        );
-        let t = RgbPlanes::from_packed(&[7u8, 1, 2, 3], 1, 1, 4, VideoFormat::Argb)
-            .unwrap()
-            .to_tensor();
-        assert_eq!(
-            Vec::<u8>::try_from(t.flatten(0, -1)).unwrap(),
+            rgb(&[7u8, 1, 2, 3], 1, 1, 4, VideoFormat::Argb),
             vec![1, 2, 3]
         );
-        let t = RgbPlanes::from_packed(&[5u8, 6, 0, 0], 2, 1, 4, VideoFormat::Gray8)
-            .unwrap()
-            .to_tensor();
-        assert_eq!(t.size(), vec![1, 3, 1, 2]);
+        // 2x2 grey with a padded stride
+        let grey = [5u8, 6, 0, 7, 8, 0];
         assert_eq!(
-            Vec::<u8>::try_from(t.flatten(0, -1)).unwrap(),
-            vec![5, 6, 5, 6, 5, 6]
+            rgb(&grey, 2, 2, 3, VideoFormat::Gray8),
+            vec![5, 6, 7, 8, 5, 6, 7, 8, 5, 6, 7, 8]
         );
-        assert!(
-            RgbPlanes::from_packed(&[0u8; 3], 2, 1, 3, VideoFormat::Rgb).is_none(),
-            "short buffer"
-        );
+        let norm = Normalization {
+            mean: [0.0; 3],
+            std: [1.0; 3],
+        };
+        let err = model_input(&[0u8; 3], 2, 1, 3, VideoFormat::Rgb, 4, &norm).unwrap_err();
+        assert!(err.contains("do not hold"), "{err}");
+        assert!(model_input(&[0u8; 16], 2, 2, 6, VideoFormat::I420, 4, &norm).is_err());
     }
 }

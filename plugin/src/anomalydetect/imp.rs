@@ -1,10 +1,10 @@
 //! Implementation of `anomalydetect`: caps -> tensor -> detector -> maps -> metadata.
 
-use crate::frame::{DETECT_FORMATS, RgbPlanes};
+use crate::frame::{DETECT_FORMATS, model_input};
 use crate::meta::{AnomalyInfo, MESSAGE, RegionInfo};
 use clsflow::detector::AnomalyMap;
 use clsflow::regions::find_regions;
-use clsflow::{Detection, Detector, DetectorOptions, torch_thread};
+use clsflow::{Detection, Detector, DetectorOptions, Normalization, torch_thread};
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
@@ -66,12 +66,21 @@ type SharedDetector = Arc<Mutex<Detector>>;
 /// What a detector was loaded for: (model path, device, half precision).
 type LoadKey = (String, String, bool);
 
+/// A loaded detector with what the streaming thread needs to prepare its input.
+struct Loaded {
+    detector: SharedDetector,
+    key: LoadKey,
+    /// The model's input size and normalisation: frames become input on the streaming thread.
+    input_size: usize,
+    norm: Normalization,
+}
+
 #[derive(Default)]
 struct State {
     /// Loaded detector with the (model, device, half) it was loaded for: kept across state
     /// changes so that cycling the pipeline does not reload the model. Only jobs on
     /// `clsflow::torch_thread` touch it.
-    detector: Option<(SharedDetector, LoadKey)>,
+    detector: Option<Loaded>,
     info: Option<gst_video::VideoInfo>,
     frame: u64,
     last: Option<Found>,
@@ -251,7 +260,7 @@ impl AnomalyDetect {
         };
         let key = (path.clone(), settings.device.clone(), settings.half);
         let mut state = self.state.lock().unwrap();
-        if state.detector.as_ref().is_some_and(|(_, k)| *k == key) {
+        if state.detector.as_ref().is_some_and(|l| l.key == key) {
             return Ok(());
         }
         let t0 = Instant::now();
@@ -281,8 +290,12 @@ impl AnomalyDetect {
             clsflow::device::device_name(detector.device()),
             t0.elapsed().as_secs_f64() * 1e3
         );
-        let detector = Arc::new(Mutex::new(detector));
-        state.detector = Some((detector, key));
+        state.detector = Some(Loaded {
+            input_size: detector.model().config().input_size as usize,
+            norm: detector.manifest().normalization,
+            detector: Arc::new(Mutex::new(detector)),
+            key,
+        });
         Ok(())
     }
 
@@ -293,19 +306,16 @@ impl AnomalyDetect {
         settings: &Settings,
         state: &mut State,
     ) -> Result<Found, String> {
-        let detector = state
-            .detector
-            .as_ref()
-            .map(|(d, _)| d.clone())
-            .ok_or("detector not loaded")?;
+        let loaded = state.detector.as_ref().ok_or("detector not loaded")?;
+        let (detector, size, norm) = (loaded.detector.clone(), loaded.input_size, loaded.norm);
         let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info)
             .map_err(|_| "cannot map the frame for reading")?;
         let (w, h) = (info.width() as usize, info.height() as usize);
         let stride = frame.plane_stride()[0] as usize;
         let data = frame.plane_data(0).map_err(|_| "cannot read plane 0")?;
         let t0 = Instant::now();
-        let planes = RgbPlanes::from_packed(data, w, h, stride, info.format())
-            .ok_or_else(|| format!("frame data does not match caps {info:?}"))?;
+        let input = model_input(data, w, h, stride, info.format(), size, &norm)
+            .map_err(|e| format!("frame does not match caps {info:?}: {e}"))?;
         drop(frame);
         let (threshold, fusion_weight) = (settings.threshold, settings.fusion_weight);
         let (d, threshold, fusion_weight, model): (Detection, f64, f64, String) =
@@ -316,7 +326,7 @@ impl AnomalyDetect {
                 let pick = |v: f64, default: f64| if v >= 0.0 { v } else { default };
                 detector.set_threshold(pick(threshold, calibrated.threshold));
                 detector.set_fusion_weight(pick(fusion_weight, calibrated.fusion_weight));
-                let maps = detector.detect_batch(&planes.to_tensor())?;
+                let maps = detector.detect_input(&input)?;
                 let d = detector.split(&maps)?.remove(0);
                 let s = detector.scoring();
                 Ok((

@@ -1,0 +1,98 @@
+//! Diagnostic: trains fresh flows of one tap on a trained run's (frozen) extractor at several
+//! learning rates and reports the mean -log p / C of the run's held-out good images: the flows'
+//! schedule is chosen on training images only (docs/accuracy.md).
+//! cargo run --release -p clsflow-train --example flow_lr_probe -- RUN_DIR DATA TAP EPOCHS LR...
+use clsflow::ClsFlowModel;
+use clsflow::checkpoint;
+use clsflow_train::config::Stage2Config;
+use clsflow_train::data::{Dataset, read_rgb, resize_rgb};
+use clsflow_train::stage2;
+use indicatif::ProgressBar;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use tch::{Device, Kind};
+
+fn main() -> anyhow::Result<()> {
+    let a: Vec<String> = std::env::args().collect();
+    let run = Path::new(&a[1]);
+    let ds = Dataset::open(Path::new(&a[2]))?;
+    let tap: usize = a[3].parse()?;
+    let epochs: usize = a[4].parse()?;
+    let lrs: Vec<f64> = a[5..].iter().map(|v| v.parse()).collect::<Result<_, _>>()?;
+    let (trained, manifest) = checkpoint::load(&run.join("model.clsflow"), Device::Cpu)?;
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("state.json"))?)?;
+    let hold: HashSet<PathBuf> = state["holdout"]
+        .as_array()
+        .expect("holdout list")
+        .iter()
+        .map(|v| PathBuf::from(v.as_str().unwrap()))
+        .collect();
+    let size = trained.config().input_size as u32;
+    let load = |paths: Vec<&PathBuf>| -> anyhow::Result<Vec<_>> {
+        paths
+            .into_iter()
+            .map(|p| Ok(resize_rgb(&read_rgb(p)?, size)))
+            .collect()
+    };
+    let train_imgs = load(ds.train.iter().filter(|p| !hold.contains(*p)).collect())?;
+    let hold_imgs = load(ds.train.iter().filter(|p| hold.contains(*p)).collect())?;
+    let norm = manifest.normalization;
+    let pb = ProgressBar::hidden();
+    let feats = stage2::extract_features(&trained, &train_imgs, &norm, &pb);
+    let hfeats = stage2::extract_features(&trained, &hold_imgs, &norm, &pb);
+    let rows = stage2::to_rows(&feats[tap]);
+    let hrows = stage2::to_rows(&hfeats[tap]);
+    println!(
+        "tap {tap}: {} training rows, {} held-out rows ({} images)",
+        rows.size()[0],
+        hrows.size()[0],
+        hold_imgs.len()
+    );
+    let held_out_nll = |model: &ClsFlowModel| {
+        tch::no_grad(|| {
+            let cond = model.condition_rows(tap);
+            let n = hrows.size()[0] / cond.size()[0];
+            let lp = model.flows()[tap].log_prob(&hrows, &cond.repeat([n, 1]));
+            -(lp.to_kind(Kind::Double).mean(Kind::Double)) / model.flows()[tap].channels() as f64
+        })
+        .double_value(&[])
+    };
+    println!("trained run's flow: hold {:.4}", held_out_nll(&trained));
+    for lr in lrs {
+        tch::manual_seed(0);
+        let model = ClsFlowModel::new(trained.config().clone(), Device::Cpu)?;
+        let cfg = Stage2Config {
+            epochs,
+            warmup_epochs: 1.min(epochs - 1),
+            lr,
+            fiber_batch: 256,
+            vectors_per_epoch: None,
+        };
+        let mut opt = stage2::optimizer(&model, tap, &cfg)?;
+        let t0 = std::time::Instant::now();
+        let mut line = format!("lr {lr:e}:");
+        for epoch in 0..epochs {
+            let mut rng = ChaCha8Rng::seed_from_u64(epoch as u64);
+            let loss = stage2::train_epoch(
+                &model,
+                tap,
+                &mut opt,
+                &cfg,
+                &rows,
+                epoch,
+                &mut rng,
+                &AtomicBool::new(false),
+                &pb,
+            )?
+            .unwrap();
+            // held-out NLL per channel
+            let nll = held_out_nll(&model);
+            line += &format!(" e{} loss {loss:.4} hold {nll:.4};", epoch + 1);
+        }
+        println!("{line} {:.0} s", t0.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
