@@ -35,9 +35,11 @@ pub fn layout(format: VideoFormat) -> Option<(usize, [usize; 3])> {
 }
 
 /// A raw frame of one of [`DETECT_FORMATS`] as the model's normalised input (3, size, size),
-/// resized and converted in one pass in plain Rust ([`clsflow::resample`]): building the whole
-/// frame as a float tensor and resizing it in libtorch cost more than the resize itself, and plain
-/// Rust keeps that work off the libtorch thread (see `clsflow::torch_thread`).
+/// planar floats, resized and converted in one pass in plain Rust ([`clsflow::resample`]).
+///
+/// No libtorch here: this runs on the streaming thread, and even a tensor copy of this size
+/// starts an OpenMP team on the calling thread, which halves libtorch's speed on its own thread
+/// (see `clsflow::torch_thread`); [`input_tensor`] makes the tensor inside the libtorch job.
 pub fn model_input(
     data: &[u8],
     width: usize,
@@ -46,7 +48,7 @@ pub fn model_input(
     format: VideoFormat,
     size: usize,
     norm: &Normalization,
-) -> Result<Tensor, String> {
+) -> Result<Vec<f32>, String> {
     let (bytes_per_pixel, rgb_offsets) =
         layout(format).ok_or_else(|| format!("unsupported format {format:?}"))?;
     let frame = PackedFrame {
@@ -57,8 +59,12 @@ pub fn model_input(
         bytes_per_pixel,
         rgb_offsets,
     };
-    let input = packed_to_input(&frame, size, norm).map_err(|e| e.to_string())?;
-    Ok(Tensor::from_slice(&input).view([1, 3, size as i64, size as i64]))
+    packed_to_input(&frame, size, norm).map_err(|e| e.to_string())
+}
+
+/// [`model_input`]'s output as a (1, 3, size, size) tensor: call on the libtorch thread.
+pub fn input_tensor(input: &[f32], size: usize) -> Tensor {
+    Tensor::from_slice(input).view([1, 3, size as i64, size as i64])
 }
 
 #[cfg(test)]
@@ -73,7 +79,8 @@ mod tests {
             mean: [0.0; 3],
             std: [1.0; 3],
         };
-        let t = model_input(data, w, h, stride, f, w, &norm).unwrap();
+        let t = input_tensor(&model_input(data, w, h, stride, f, w, &norm).unwrap(), w);
+        assert_eq!(t.size(), vec![1, 3, w as i64, w as i64]);
         Vec::<f32>::try_from(t.flatten(0, -1))
             .unwrap()
             .into_iter()

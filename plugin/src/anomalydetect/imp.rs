@@ -1,6 +1,6 @@
 //! Implementation of `anomalydetect`: caps -> tensor -> detector -> maps -> metadata.
 
-use crate::frame::{DETECT_FORMATS, model_input};
+use crate::frame::{DETECT_FORMATS, input_tensor, model_input};
 use crate::meta::{AnomalyInfo, MESSAGE, RegionInfo};
 use clsflow::detector::AnomalyMap;
 use clsflow::regions::find_regions;
@@ -326,7 +326,7 @@ impl AnomalyDetect {
                 let pick = |v: f64, default: f64| if v >= 0.0 { v } else { default };
                 detector.set_threshold(pick(threshold, calibrated.threshold));
                 detector.set_fusion_weight(pick(fusion_weight, calibrated.fusion_weight));
-                let maps = detector.detect_input(&input)?;
+                let maps = detector.detect_input(&input_tensor(&input, size))?;
                 let d = detector.split(&maps)?.remove(0);
                 let s = detector.scoring();
                 Ok((
