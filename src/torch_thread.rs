@@ -52,6 +52,11 @@ pub fn run<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Result<
     torch_thread().run(f)
 }
 
+/// [`run`] for a job that can fail: its error and a panic come back as one [`Result`].
+pub fn try_run<R: Send + 'static>(f: impl FnOnce() -> Result<R> + Send + 'static) -> Result<R> {
+    run(f)?
+}
+
 impl TorchThread {
     /// Runs `f` on this thread and waits for its result. Called from the thread itself, `f` runs
     /// at once (no deadlock). A panic in `f` becomes [`Error::Panicked`].
@@ -112,5 +117,10 @@ mod tests {
         let t = tch::Tensor::from_slice(&[1.0f32, 2.0]);
         let s = run(move || t.sum(tch::Kind::Float).double_value(&[])).unwrap();
         assert_eq!(s, 3.0);
+        // try_run: the job's own error and a panic both come back as the one Result
+        let e = try_run(|| -> Result<u8> { Err(Error::Input("bad frame".into())) }).unwrap_err();
+        assert!(e.to_string().contains("bad frame"), "{e}");
+        assert!(try_run(|| -> Result<u8> { panic!("boom") }).is_err());
+        assert_eq!(try_run(|| Ok(5u8)).unwrap(), 5);
     }
 }

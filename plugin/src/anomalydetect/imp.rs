@@ -270,9 +270,8 @@ impl AnomalyDetect {
         };
         // loading runs libtorch (weights, flow folding): on the one libtorch thread as well
         let file = path.clone();
-        let detector = torch_thread::run(move || Detector::load(&file, &options))
-            .and_then(|r| r)
-            .map_err(|e| match e {
+        let detector = torch_thread::try_run(move || Detector::load(&file, &options)).map_err(
+            |e| match e {
                 clsflow::Error::Device { .. } => {
                     gst::error_msg!(gst::ResourceError::Settings, ["{}", e])
                 }
@@ -280,7 +279,8 @@ impl AnomalyDetect {
                     gst::error_msg!(gst::ResourceError::NotFound, ["Cannot open model: {}", e])
                 }
                 _ => gst::error_msg!(gst::ResourceError::Read, ["Invalid model: {}", e]),
-            })?;
+            },
+        )?;
         gst::info!(
             CAT,
             imp = self,
@@ -319,7 +319,7 @@ impl AnomalyDetect {
         drop(frame);
         let (threshold, fusion_weight) = (settings.threshold, settings.fusion_weight);
         let (d, threshold, fusion_weight, model): (Detection, f64, f64, String) =
-            torch_thread::run(move || -> clsflow::Result<_> {
+            torch_thread::try_run(move || -> clsflow::Result<_> {
                 let mut detector = detector.lock().unwrap_or_else(|e| e.into_inner());
                 // -1 means "the checkpoint's value", also after an override was set and cleared
                 let calibrated = detector.manifest().scoring.clone();
@@ -336,7 +336,6 @@ impl AnomalyDetect {
                     detector.manifest().name.clone(),
                 ))
             })
-            .and_then(|r| r)
             .map_err(|e| e.to_string())?;
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         let regions: Vec<RegionInfo> =
