@@ -3,7 +3,8 @@
 //! test labels.
 //!
 //! - fusion weight: the mean of image AUROC, pixel AUROC and AU-PRO on the synthetic validation
-//!   set (held-out good images + the same images with synthetic defects) is computed for every
+//!   set (held-out good images + the same images with synthetic defects, made from textures kept
+//!   out of stage 1 when `holdout_textures` > 0) is computed for every
 //!   candidate; the SMALLEST weight within `fusion_tolerance` of the best objective wins. The
 //!   classifier was trained on defects from this very synthesiser, so the validation set flatters
 //!   it: a weight is raised only when the gain is clear, not for a tie;

@@ -118,6 +118,10 @@ pub struct CalibrationConfig {
     pub fusion_tolerance: f64,
     /// Threshold = max(max held-out good score, mean + this many standard deviations).
     pub threshold_sigmas: f64,
+    /// Fraction of the texture images kept out of stage 1: the synthetic validation defects are
+    /// made from these alone, i.e. of a kind the classifier never saw. 0 = one synthesiser for
+    /// both (the paper's way).
+    pub holdout_textures: f64,
 }
 
 impl Default for CalibrationConfig {
@@ -128,6 +132,7 @@ impl Default for CalibrationConfig {
             fusion_weight: None,
             fusion_tolerance: 0.005,
             threshold_sigmas: 3.0,
+            holdout_textures: 0.0,
         }
     }
 }
@@ -195,6 +200,12 @@ impl TrainConfig {
             bail!(
                 "calibration.holdout_fraction must be in [0, 0.9), got {}",
                 c.holdout_fraction
+            );
+        }
+        if !(0.0..0.9).contains(&c.holdout_textures) {
+            bail!(
+                "calibration.holdout_textures must be in [0, 0.9), got {}",
+                c.holdout_textures
             );
         }
         if !(0.0..1.0).contains(&c.fusion_tolerance) {

@@ -116,6 +116,22 @@ fn epoch_rng(seed: u64, stage: u64, epoch: usize) -> ChaCha8Rng {
     )
 }
 
+/// Splits the textures into stage 1's and calibration's: a seeded `fraction` (at least one when
+/// the fraction is positive and there are two or more) goes to calibration.
+fn split_textures(
+    mut textures: Vec<RgbImage>,
+    fraction: f64,
+    seed: u64,
+) -> (Vec<RgbImage>, Vec<RgbImage>) {
+    if fraction <= 0.0 || textures.len() < 2 {
+        return (textures, Vec::new());
+    }
+    textures.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x7e47_0e5));
+    let n = ((textures.len() as f64 * fraction).round() as usize).clamp(1, textures.len() - 1);
+    let held = textures.split_off(textures.len() - n);
+    (textures, held)
+}
+
 /// Runs (or resumes) training of `data` into `out`.
 pub fn train(
     cfg: TrainConfig,
@@ -234,12 +250,23 @@ pub fn train(
     let hold_fgs: Vec<Option<GrayImage>> =
         hold_imgs.iter().map(|i| foreground_mask(i, rule)).collect();
     let textures = load_textures(&cfg.data.textures, size)?;
+    let (textures, val_textures) =
+        split_textures(textures, cfg.calibration.holdout_textures, cfg.seed);
     eprintln!(
-        "synthetic defects: {} textures, foreground {:?}",
+        "synthetic defects: {} textures ({} more kept for calibration), foreground {:?}",
         textures.len(),
+        val_textures.len(),
         rule
     );
     let synth = DefectSynthesizer::new(cfg.synth.clone(), textures);
+    // validation defects from the held-out textures only, when there are any
+    let val_synth = (!val_textures.is_empty()).then(|| {
+        let config = crate::synth::SynthConfig {
+            texture_probability: 1.0,
+            ..cfg.synth.clone()
+        };
+        DefectSynthesizer::new(config, val_textures)
+    });
 
     // Stage 1
     let s1_total = cfg.stage1.frozen_epochs + cfg.stage1.joint_epochs;
@@ -357,7 +384,7 @@ pub fn train(
         cal_imgs,
         cal_fgs,
         &train_imgs,
-        &synth,
+        val_synth.as_ref().unwrap_or(&synth),
         &cfg.calibration,
         &norm,
         cfg.seed,
@@ -394,4 +421,37 @@ pub fn train(
         calibration,
         state,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texture_split_is_seeded_and_disjoint() {
+        let tex: Vec<RgbImage> = (0..8u8)
+            .map(|i| RgbImage::from_pixel(1, 1, image::Rgb([i, 0, 0])))
+            .collect();
+        let (a, b) = split_textures(tex.clone(), 0.25, 3);
+        assert_eq!((a.len(), b.len()), (6, 2));
+        let ids = |v: &[RgbImage]| v.iter().map(|t| t.get_pixel(0, 0)[0]).collect::<Vec<_>>();
+        let mut all = [ids(&a), ids(&b)].concat();
+        all.sort();
+        assert_eq!(
+            all,
+            (0..8).collect::<Vec<u8>>(),
+            "every texture exactly once"
+        );
+        assert_eq!(
+            ids(&split_textures(tex.clone(), 0.25, 3).1),
+            ids(&b),
+            "seeded"
+        );
+        assert_eq!(split_textures(tex.clone(), 0.0, 3).1.len(), 0);
+        assert_eq!(
+            split_textures(tex[..1].to_vec(), 0.5, 3).1.len(),
+            0,
+            "one texture stays"
+        );
+    }
 }
