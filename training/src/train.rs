@@ -126,7 +126,7 @@ fn split_textures(
     if fraction <= 0.0 || textures.len() < 2 {
         return (textures, Vec::new());
     }
-    textures.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x7e47_0e5));
+    textures.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x07e4_70e5));
     let n = ((textures.len() as f64 * fraction).round() as usize).clamp(1, textures.len() - 1);
     let held = textures.split_off(textures.len() - n);
     (textures, held)
