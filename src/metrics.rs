@@ -188,6 +188,39 @@ pub fn au_pro(maps: &[MaskedMap], fpr_limit: f64) -> Option<f64> {
     pro_curve(maps).map(|c| partial_area(&c, fpr_limit) / fpr_limit)
 }
 
+/// Image AUROC (an image's score is its map's maximum), pixel AUROC and AU-PRO to `fpr_limit`
+/// of maps against their ground truth; `None` where a metric is undefined.
+pub fn map_metrics(
+    maps: &[&[f32]],
+    masks: &[&[bool]],
+    labels: &[bool],
+    width: usize,
+    height: usize,
+    fpr_limit: f64,
+) -> (Option<f64>, Option<f64>, Option<f64>) {
+    let scores: Vec<f32> = maps
+        .iter()
+        .map(|m| m.iter().copied().fold(f32::NEG_INFINITY, f32::max))
+        .collect();
+    let px: Vec<f32> = maps.iter().flat_map(|m| m.iter().copied()).collect();
+    let pl: Vec<bool> = masks.iter().flat_map(|m| m.iter().copied()).collect();
+    let masked: Vec<MaskedMap> = maps
+        .iter()
+        .zip(masks)
+        .map(|(scores, mask)| MaskedMap {
+            scores,
+            mask,
+            width,
+            height,
+        })
+        .collect();
+    (
+        auroc(&scores, labels),
+        auroc(&px, &pl),
+        au_pro(&masked, fpr_limit),
+    )
+}
+
 /// Precision and recall of binary decisions (`None` parts where undefined).
 pub fn precision_recall(predicted: &[bool], labels: &[bool]) -> (Option<f64>, Option<f64>) {
     let tp = predicted
@@ -319,5 +352,33 @@ mod tests {
         let (p, r) = precision_recall(&[true, true, false, false], &[true, false, true, false]);
         assert_eq!((p, r), (Some(0.5), Some(0.5)));
         assert_eq!(precision_recall(&[false], &[false]), (None, None));
+    }
+
+    #[test]
+    fn map_metrics_scores_images_by_their_maximum() {
+        // 2x1 maps: a good image, a defect found at its pixel, a defect missed by the maximum
+        let maps: [&[f32]; 3] = [&[0.1, 0.3], &[0.9, 0.2], &[0.25, 0.05]];
+        let masks: [&[bool]; 3] = [&[false, false], &[true, false], &[false, true]];
+        let (img, pix, pro) = map_metrics(&maps, &masks, &[false, true, true], 2, 1, 0.3);
+        // image scores 0.3, 0.9, 0.25: one of the two defective images ranks above the good one
+        assert!(close(img.unwrap(), 0.5));
+        let px = [0.1, 0.3, 0.9, 0.2, 0.25, 0.05];
+        let pl = [false, false, true, false, false, true];
+        assert!(close(pix.unwrap(), auroc(&px, &pl).unwrap()));
+        let mm: Vec<MaskedMap> = maps
+            .iter()
+            .zip(&masks)
+            .map(|(scores, mask)| MaskedMap {
+                scores,
+                mask,
+                width: 2,
+                height: 1,
+            })
+            .collect();
+        assert!(close(pro.unwrap(), au_pro(&mm, 0.3).unwrap()));
+        assert_eq!(
+            map_metrics(&maps[..1], &masks[..1], &[false], 2, 1, 0.3).0,
+            None
+        );
     }
 }

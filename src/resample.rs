@@ -146,6 +146,13 @@ pub fn packed_to_input(frame: &PackedFrame, size: usize, norm: &Normalization) -
     Ok(out)
 }
 
+/// [`packed_to_input`]'s output as a (1, 3, size, size) tensor. On a thread other than the one
+/// that runs the model this copy alone starts a second OpenMP team (see
+/// [`crate::torch_thread`]): call it where the model runs.
+pub fn input_tensor(input: &[f32], size: usize) -> tch::Tensor {
+    tch::Tensor::from_slice(input).view([1, 3, size as i64, size as i64])
+}
+
 /// Resizes every row of the frame to `size` columns into `tmp` (3, h, size).
 fn horizontal<const BPP: usize>(
     frame: &PackedFrame,
@@ -243,12 +250,7 @@ mod tests {
                 bytes_per_pixel: bpp,
                 rgb_offsets: offsets,
             };
-            let ours = Tensor::from_slice(&packed_to_input(&f, size, &NORM).unwrap()).view([
-                1,
-                3,
-                size as i64,
-                size as i64,
-            ]);
+            let ours = input_tensor(&packed_to_input(&f, size, &NORM).unwrap(), size);
             let theirs = libtorch_input(&data, &f, size as i64);
             let diff = (&ours - &theirs).abs().max().double_value(&[]);
             assert!(diff < 2e-4, "{w}x{h} bpp {bpp} -> {size}: max diff {diff}");

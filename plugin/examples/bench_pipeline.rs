@@ -5,7 +5,7 @@
 //!
 //! cargo run --release -p gst-plugin-clsflow --example bench_pipeline -- [--model M] [--frames N] [--soak-frames N]
 use clsflow::regions::find_regions;
-use clsflow::resample::{PackedFrame, packed_to_input};
+use clsflow::resample::{PackedFrame, input_tensor, packed_to_input};
 use clsflow::{ClsFlowModel, Detector, DetectorOptions, Scoring, torch_thread};
 use gst::prelude::*;
 use std::collections::HashMap;
@@ -168,8 +168,7 @@ fn bare_detector(model: &Path, w: i64, h: i64, frames: usize, prep: Prep) -> Vec
                         rgb_offsets: [0, 1, 2],
                     };
                     let input = packed_to_input(&f, size, &norm).unwrap();
-                    let t = tch::Tensor::from_slice(&input).view([1, 3, size as i64, size as i64]);
-                    det.detect_input(&t).unwrap()
+                    det.detect_input(&input_tensor(&input, size)).unwrap()
                 }
             };
             let d = det.split(&maps).unwrap().remove(0);

@@ -3,7 +3,6 @@
 use clsflow::Normalization;
 use clsflow::resample::{PackedFrame, packed_to_input};
 use gst_video::VideoFormat;
-use tch::Tensor;
 
 /// Formats `anomalydetect` accepts.
 pub const DETECT_FORMATS: [VideoFormat; 11] = [
@@ -39,7 +38,8 @@ pub fn layout(format: VideoFormat) -> Option<(usize, [usize; 3])> {
 ///
 /// No libtorch here: this runs on the streaming thread, and even a tensor copy of this size
 /// starts an OpenMP team on the calling thread, which halves libtorch's speed on its own thread
-/// (see `clsflow::torch_thread`); [`input_tensor`] makes the tensor inside the libtorch job.
+/// (see `clsflow::torch_thread`); `clsflow::resample::input_tensor` makes the tensor inside the
+/// libtorch job.
 pub fn model_input(
     data: &[u8],
     width: usize,
@@ -62,24 +62,22 @@ pub fn model_input(
     packed_to_input(&frame, size, norm).map_err(|e| e.to_string())
 }
 
-/// [`model_input`]'s output as a (1, 3, size, size) tensor: call on the libtorch thread.
-pub fn input_tensor(input: &[f32], size: usize) -> Tensor {
-    Tensor::from_slice(input).view([1, 3, size as i64, size as i64])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clsflow::resample::input_tensor;
+
+    /// No normalisation: the input is the bytes / 255.
+    const RAW: Normalization = Normalization {
+        mean: [0.0; 3],
+        std: [1.0; 3],
+    };
 
     /// At the frame's own size the resize is the identity: with mean 0 and std 1 the input is
     /// the R, G and B bytes / 255.
     fn rgb(data: &[u8], w: usize, h: usize, stride: usize, f: VideoFormat) -> Vec<u8> {
         assert_eq!(w, h, "square frames only");
-        let norm = Normalization {
-            mean: [0.0; 3],
-            std: [1.0; 3],
-        };
-        let t = input_tensor(&model_input(data, w, h, stride, f, w, &norm).unwrap(), w);
+        let t = input_tensor(&model_input(data, w, h, stride, f, w, &RAW).unwrap(), w);
         assert_eq!(t.size(), vec![1, 3, w as i64, w as i64]);
         Vec::<f32>::try_from(t.flatten(0, -1))
             .unwrap()
@@ -103,12 +101,8 @@ mod tests {
             rgb(&grey, 2, 2, 3, VideoFormat::Gray8),
             vec![5, 6, 7, 8, 5, 6, 7, 8, 5, 6, 7, 8]
         );
-        let norm = Normalization {
-            mean: [0.0; 3],
-            std: [1.0; 3],
-        };
-        let err = model_input(&[0u8; 3], 2, 1, 3, VideoFormat::Rgb, 4, &norm).unwrap_err();
+        let err = model_input(&[0u8; 3], 2, 1, 3, VideoFormat::Rgb, 4, &RAW).unwrap_err();
         assert!(err.contains("do not hold"), "{err}");
-        assert!(model_input(&[0u8; 16], 2, 2, 6, VideoFormat::I420, 4, &norm).is_err());
+        assert!(model_input(&[0u8; 16], 2, 2, 6, VideoFormat::I420, 4, &RAW).is_err());
     }
 }

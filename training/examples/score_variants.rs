@@ -1,7 +1,7 @@
 //! Diagnostic: scores the test split of a category with one trained checkpoint under several
 //! scoring variants (each tap alone, tap aggregation, smoothing), for docs/accuracy.md.
 //! cargo run --release -p clsflow-train --example score_variants -- MODEL DATA [STATS_IMAGES [FUSION_WEIGHT]]
-use clsflow::metrics::{self, MaskedMap};
+use clsflow::metrics;
 use clsflow::preprocess::images_to_batch;
 use clsflow::{Detector, DetectorOptions};
 use clsflow_train::data::{Dataset, read_mask, read_rgb, resize_rgb};
@@ -178,26 +178,14 @@ fn main() -> anyhow::Result<()> {
     println!("| variant | sigma | image AUROC | pixel AUROC | AU-PRO |\n|---|---|---|---|---|");
     for (si, &s) in sigmas.iter().enumerate() {
         for (vi, n) in names.iter().enumerate() {
-            let ms = &maps[si * names.len() + vi];
-            let scores: Vec<f32> = ms
+            let ms: Vec<&[f32]> = maps[si * names.len() + vi]
                 .iter()
-                .map(|m| m.iter().copied().fold(f32::MIN, f32::max))
+                .map(Vec::as_slice)
                 .collect();
-            let img = metrics::auroc(&scores, &labels).unwrap();
-            let px: Vec<f32> = ms.iter().flatten().copied().collect();
-            let pl: Vec<bool> = masks.iter().flatten().copied().collect();
-            let pix = metrics::auroc(&px, &pl).unwrap();
-            let mm: Vec<MaskedMap> = ms
-                .iter()
-                .zip(&masks)
-                .map(|(m, k)| MaskedMap {
-                    scores: m,
-                    mask: k,
-                    width: size as usize,
-                    height: size as usize,
-                })
-                .collect();
-            let pro = metrics::au_pro(&mm, 0.3).unwrap();
+            let ks: Vec<&[bool]> = masks.iter().map(Vec::as_slice).collect();
+            let side = size as usize;
+            let (img, pix, pro) = metrics::map_metrics(&ms, &ks, &labels, side, side, 0.3);
+            let (img, pix, pro) = (img.unwrap(), pix.unwrap(), pro.unwrap());
             println!(
                 "| {n} | {s} | {:.1} | {:.1} | {:.1} |",
                 img * 100.0,

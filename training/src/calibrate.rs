@@ -15,7 +15,7 @@
 use crate::config::CalibrationConfig;
 use crate::stage2::image_batches;
 use crate::synth::DefectSynthesizer;
-use clsflow::metrics::{MaskedMap, au_pro, auroc};
+use clsflow::metrics::map_metrics;
 use clsflow::scoring::{Scoring, compute_maps};
 use clsflow::{ClsFlowModel, Normalization};
 use image::{GrayImage, RgbImage};
@@ -144,29 +144,22 @@ pub fn calibrate(
         let empty = vec![false; size * size];
         for &w in &cfg.fusion_weights {
             let (g, b) = (fused(&good, w), fused(&bad, w));
-            let scores: Vec<f32> = g.iter().chain(&b).map(|m| max_of(m)).collect();
             let labels: Vec<bool> = (0..g.len())
                 .map(|_| false)
                 .chain((0..b.len()).map(|_| true))
                 .collect();
-            let image_auroc = auroc(&scores, &labels).unwrap_or(0.5);
-            let all_masks: Vec<&Vec<bool>> =
-                (0..g.len()).map(|_| &empty).chain(masks.iter()).collect();
-            let maps: Vec<&Vec<f32>> = g.iter().chain(&b).collect();
-            let px_scores: Vec<f32> = maps.iter().flat_map(|m| m.iter().copied()).collect();
-            let px_labels: Vec<bool> = all_masks.iter().flat_map(|m| m.iter().copied()).collect();
-            let pixel_auroc = auroc(&px_scores, &px_labels).unwrap_or(0.5);
-            let masked: Vec<MaskedMap> = maps
-                .iter()
-                .zip(&all_masks)
-                .map(|(s, m)| MaskedMap {
-                    scores: s,
-                    mask: m,
-                    width: size,
-                    height: size,
-                })
+            let all_masks: Vec<&[bool]> = (0..g.len())
+                .map(|_| empty.as_slice())
+                .chain(masks.iter().map(Vec::as_slice))
                 .collect();
-            let pro = au_pro(&masked, 0.3).unwrap_or(0.0);
+            let maps: Vec<&[f32]> = g.iter().chain(&b).map(Vec::as_slice).collect();
+            let (image_auroc, pixel_auroc, pro) =
+                map_metrics(&maps, &all_masks, &labels, size, size, 0.3);
+            let (image_auroc, pixel_auroc, pro) = (
+                image_auroc.unwrap_or(0.5),
+                pixel_auroc.unwrap_or(0.5),
+                pro.unwrap_or(0.0),
+            );
             let objective = (image_auroc + pixel_auroc + pro) / 3.0;
             candidates.push(Candidate {
                 fusion_weight: w,

@@ -1,9 +1,10 @@
 //! Implementation of `anomalydetect`: caps -> tensor -> detector -> maps -> metadata.
 
-use crate::frame::{DETECT_FORMATS, input_tensor, model_input};
+use crate::frame::{DETECT_FORMATS, model_input};
 use crate::meta::{AnomalyInfo, MESSAGE, RegionInfo};
 use clsflow::detector::AnomalyMap;
 use clsflow::regions::find_regions;
+use clsflow::resample::input_tensor;
 use clsflow::{Detection, Detector, DetectorOptions, Normalization, torch_thread};
 use gst::glib;
 use gst::prelude::*;
