@@ -222,6 +222,13 @@ impl TrainConfig {
         {
             bail!("synth: probabilities must be in [0, 1]");
         }
+        let (line, smooth) = (self.synth.line_probability, self.synth.smooth_probability);
+        if !(0.0..=1.0).contains(&line) || !(0.0..=1.0).contains(&smooth) || line + smooth > 1.0 {
+            bail!(
+                "synth: line_probability ({line}) and smooth_probability ({smooth}) must be in \
+                 [0, 1] and sum to at most 1 (the rest of the defects are texture blends)"
+            );
+        }
         self.model_config().validate()?;
         Ok(())
     }

@@ -2,11 +2,14 @@
 //!
 //! A Perlin mask M selects where a defect goes; a source image A (a texture with p = 0.5, else
 //! another good image of the category) passes through three augmenters and is blended in with a
-//! random opacity; the defect is restricted to the foreground for objects.
+//! random opacity; the defect is restricted to the foreground for objects. Two kinds beyond the
+//! method's can be mixed in: thin lines ([`scratch`]) and smooth brightness regions ([`smooth`]).
 
 pub mod augment;
 pub mod foreground;
 pub mod perlin;
+pub mod scratch;
+pub mod smooth;
 pub mod textures;
 
 use image::{GrayImage, Luma, RgbImage};
@@ -44,6 +47,12 @@ pub struct SynthConfig {
     pub augmenters: usize,
     /// Soft-label rule.
     pub soft_label: SoftLabel,
+    /// Of the defective samples, the fraction that get a thin line (scratch, hairline crack)
+    /// instead of a blended Perlin blob. 0 = the method's synthesis alone.
+    pub line_probability: f64,
+    /// Of the defective samples, the fraction that get a smooth brightness region (stain,
+    /// uneven surface) instead of a blended Perlin blob.
+    pub smooth_probability: f64,
 }
 
 impl Default for SynthConfig {
@@ -56,9 +65,33 @@ impl Default for SynthConfig {
             beta_max: 0.8,
             augmenters: 3,
             soft_label: SoftLabel::Absolute,
+            line_probability: 0.0,
+            smooth_probability: 0.0,
         }
     }
 }
+
+/// The kinds of synthetic defect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefectKind {
+    /// The method's: an augmented source image blended in under a Perlin mask.
+    Blend,
+    /// A thin dark or bright line.
+    Line,
+    /// A smooth brightness shift over a large region.
+    Smooth,
+}
+
+/// How the pixels under a defect's mask change.
+enum Change {
+    Blend { source: RgbImage, beta: f32 },
+    Line(scratch::LineShade),
+    Smooth(smooth::SmoothDefect),
+}
+
+/// Draws of a line or smooth mask before a forced defect gives up (a line may start and run
+/// outside the foreground).
+const ATTEMPTS: usize = 4;
 
 /// One training sample.
 #[derive(Debug, Clone)]
@@ -114,6 +147,105 @@ impl DefectSynthesizer {
         if !force_defect && !rng.gen_bool(self.config.defect_probability) {
             return normal();
         }
+        let kind = self.pick_kind(rng);
+        let attempts = if kind == DefectKind::Blend {
+            1
+        } else {
+            ATTEMPTS
+        };
+        let mut change_and_mask = None;
+        for _ in 0..attempts {
+            let (change, mut mask) = match kind {
+                DefectKind::Blend => self.blend_defect(image, others, rng),
+                DefectKind::Line => (
+                    Change::Line(scratch::LineShade::random(rng)),
+                    scratch::line_mask(w, h, rng),
+                ),
+                DefectKind::Smooth => {
+                    let d = smooth::SmoothDefect::random(w, h, rng);
+                    let mask = d.mask(w, h);
+                    (Change::Smooth(d), mask)
+                }
+            };
+            if let Some(fg) = foreground {
+                for (m, f) in mask.pixels_mut().zip(fg.pixels()) {
+                    if f[0] == 0 {
+                        *m = Luma([0]);
+                    }
+                }
+            }
+            let empty = mask.pixels().all(|m| m[0] == 0);
+            change_and_mask = Some((change, mask));
+            if !empty {
+                break;
+            }
+        }
+        let Some((change, mask)) = change_and_mask else {
+            return normal();
+        };
+        let mut out = image.clone();
+        let (mut label_sum, mut count) = (0.0f64, 0usize);
+        for (i, (o, m)) in out.pixels_mut().zip(mask.pixels()).enumerate() {
+            if m[0] == 0 {
+                continue;
+            }
+            let (x, y) = (i as u32 % w, i as u32 / w);
+            let mut d = 0.0f32;
+            for c in 0..3 {
+                let orig = o[c] as f32;
+                let changed = match &change {
+                    Change::Blend { source, beta } => {
+                        (1.0 - beta) * source.get_pixel(x, y)[c] as f32 + beta * orig
+                    }
+                    Change::Line(shade) => shade.apply(orig),
+                    Change::Smooth(region) => region.apply(i, orig),
+                };
+                let v = changed.round().clamp(0.0, 255.0);
+                d += (v - orig) / 255.0 / 3.0;
+                o[c] = v as u8;
+            }
+            let x = match self.config.soft_label {
+                SoftLabel::Absolute => d.abs(),
+                SoftLabel::Signed => d,
+            };
+            label_sum += f64::from(sigmoid(5.0 * x));
+            count += 1;
+        }
+        if count == 0 {
+            return normal();
+        }
+        Sample {
+            image: out,
+            mask,
+            label: (label_sum / count as f64) as f32,
+        }
+    }
+
+    /// Draws the kind of the next defect (no draw when only the method's kind is enabled, so
+    /// that such configs make the very samples they made before the other kinds existed).
+    fn pick_kind(&self, rng: &mut impl Rng) -> DefectKind {
+        let (line, smooth) = (self.config.line_probability, self.config.smooth_probability);
+        if line + smooth <= 0.0 {
+            return DefectKind::Blend;
+        }
+        let u = rng.gen_range(0.0..1.0);
+        if u < line {
+            DefectKind::Line
+        } else if u < line + smooth {
+            DefectKind::Smooth
+        } else {
+            DefectKind::Blend
+        }
+    }
+
+    /// The method's defect: an augmented texture or good image, its opacity and a Perlin mask.
+    fn blend_defect(
+        &self,
+        image: &RgbImage,
+        others: &[RgbImage],
+        rng: &mut impl Rng,
+    ) -> (Change, GrayImage) {
+        let (w, h) = image.dimensions();
         let use_texture = !self.textures.is_empty()
             && (others.is_empty() || rng.gen_bool(self.config.texture_probability));
         let mut source = if use_texture {
@@ -137,43 +269,8 @@ impl DefectSynthesizer {
         if mask.dimensions() != (w, h) {
             mask = image::imageops::crop_imm(&mask, 0, 0, w, h).to_image();
         }
-        if let Some(fg) = foreground {
-            for (m, f) in mask.pixels_mut().zip(fg.pixels()) {
-                if f[0] == 0 {
-                    *m = Luma([0]);
-                }
-            }
-        }
         let beta = self.config.beta_max * rng.gen_range(0.0f32..1.0);
-        let mut out = image.clone();
-        let (mut label_sum, mut count) = (0.0f64, 0usize);
-        for ((o, m), s) in out.pixels_mut().zip(mask.pixels()).zip(source.pixels()) {
-            if m[0] == 0 {
-                continue;
-            }
-            let mut d = 0.0f32;
-            for c in 0..3 {
-                let orig = o[c] as f32;
-                let blended = (1.0 - beta) * s[c] as f32 + beta * orig;
-                let v = blended.round().clamp(0.0, 255.0);
-                d += (v - orig) / 255.0 / 3.0;
-                o[c] = v as u8;
-            }
-            let x = match self.config.soft_label {
-                SoftLabel::Absolute => d.abs(),
-                SoftLabel::Signed => d,
-            };
-            label_sum += f64::from(sigmoid(5.0 * x));
-            count += 1;
-        }
-        if count == 0 {
-            return normal();
-        }
-        Sample {
-            image: out,
-            mask,
-            label: (label_sum / count as f64) as f32,
-        }
+        (Change::Blend { source, beta }, mask)
     }
 }
 
@@ -219,10 +316,21 @@ mod tests {
 
     #[test]
     fn defects_change_only_masked_pixels_and_labels_follow_the_rule() {
+        let mixed = SynthConfig {
+            line_probability: 0.3,
+            smooth_probability: 0.3,
+            ..SynthConfig::default()
+        };
+        for config in [SynthConfig::default(), mixed] {
+            check_masks_and_labels(config);
+        }
+    }
+
+    fn check_masks_and_labels(config: SynthConfig) {
         let texture = RgbImage::from_fn(64, 64, |x, y| {
             image::Rgb([(x * 4) as u8, (y * 4) as u8, 255])
         });
-        let synth = DefectSynthesizer::new(SynthConfig::default(), vec![texture]);
+        let synth = DefectSynthesizer::new(config, vec![texture]);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
         let img = flat(128);
         let mut defective = 0;
@@ -256,6 +364,39 @@ mod tests {
             defective > 10,
             "most forced samples get a defect: {defective}"
         );
+    }
+
+    #[test]
+    fn every_kind_is_drawn_at_its_rate() {
+        let synth = DefectSynthesizer::new(
+            SynthConfig {
+                line_probability: 0.25,
+                smooth_probability: 0.25,
+                ..SynthConfig::default()
+            },
+            vec![],
+        );
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+        let mut counts = [0usize; 3];
+        for _ in 0..2000 {
+            counts[synth.pick_kind(&mut rng) as usize] += 1;
+        }
+        // Blend, Line, Smooth: 50 / 25 / 25 %
+        assert!((900..1100).contains(&counts[0]), "{counts:?}");
+        assert!((400..600).contains(&counts[1]), "{counts:?}");
+        assert!((400..600).contains(&counts[2]), "{counts:?}");
+        // lines are thin: a forced line defect covers a small part of a 64 x 64 image
+        let lines = DefectSynthesizer::new(
+            SynthConfig {
+                line_probability: 1.0,
+                ..SynthConfig::default()
+            },
+            vec![],
+        );
+        let s = lines.sample(&flat(100), &[], None, true, &mut rng);
+        let on = s.mask.pixels().filter(|m| m[0] == 255).count();
+        assert!(on > 0 && on < 64 * 64 / 4, "{on}");
+        assert!(s.label > 0.5);
     }
 
     #[test]
