@@ -101,3 +101,27 @@ fn command_line_overrides_win_and_are_validated() {
         "unknown keys are named: {err:#}"
     );
 }
+
+#[test]
+fn defect_kind_rates_must_leave_room_for_texture_blends() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("kinds.toml");
+    std::fs::write(
+        &p,
+        std::fs::read_to_string(configs().join("cpu-fast.toml"))
+            .unwrap()
+            .replace("line_probability = 0.2", "line_probability = 0.9"),
+    )
+    .unwrap();
+    let err = format!("{:#}", TrainConfig::load(&p).unwrap_err());
+    assert!(
+        err.contains("line_probability (0.9)") && err.contains("smooth_probability (0.2)"),
+        "{err}"
+    );
+    // the paper configs keep the method's synthesis alone
+    let paper = TrainConfig::load(&configs().join("paper/bottle.toml")).unwrap();
+    assert_eq!(
+        (paper.synth.line_probability, paper.synth.smooth_probability),
+        (0.0, 0.0)
+    );
+}
