@@ -149,7 +149,7 @@ impl Detector {
         if options.half {
             model.to_half();
         }
-        model.fold_flows();
+        model.fold_for_inference();
         Ok(Detector {
             scoring: manifest.scoring.clone(),
             model,
@@ -164,7 +164,7 @@ impl Detector {
 
     /// Wraps an in-memory model (e.g. right after training) with its scoring.
     pub fn from_model(mut model: ClsFlowModel, scoring: Scoring, name: &str) -> Self {
-        model.fold_flows();
+        model.fold_for_inference();
         let manifest = Manifest::new(model.config().clone(), name, scoring.clone(), None, 0, 0);
         Detector {
             model,

@@ -1,5 +1,6 @@
-//! Small layers shared by the networks: convolutions with explicit padding modes and BatchNorm
-//! that always uses its running statistics.
+//! Small layers shared by the networks: convolutions with explicit padding modes, BatchNorm
+//! that always uses its running statistics, and the pair of both that folds into one
+//! convolution for inference.
 
 use tch::Tensor;
 use tch::nn::{Init, Path};
@@ -97,12 +98,13 @@ impl Conv2d {
                     same_pad(size[2], k, self.stride),
                     same_pad(size[3], k, self.stride),
                 );
-                let padded = if ph == 0 && pw == 0 {
-                    x.shallow_clone()
+                if ph == pw && ph % 2 == 0 {
+                    // symmetric: the convolution pads by itself, without a padded copy
+                    (x.shallow_clone(), ph / 2)
                 } else {
-                    x.constant_pad_nd([pw / 2, pw - pw / 2, ph / 2, ph - ph / 2])
-                };
-                (padded, 0)
+                    let padded = x.constant_pad_nd([pw / 2, pw - pw / 2, ph / 2, ph - ph / 2]);
+                    (padded, 0)
+                }
             }
         };
         x.conv2d(
@@ -161,5 +163,150 @@ impl FrozenBatchNorm {
             self.eps,
             true,
         )
+    }
+}
+
+/// A convolution followed by a [`FrozenBatchNorm`]. Training uses both; for inference
+/// [`ConvBn::fold`] merges the normalisation into the convolution's weight and bias (BatchNorm
+/// in eval mode is a per-channel affine map), which saves one pass over every activation. The
+/// variables themselves stay as they are, so checkpoints are unaffected.
+#[derive(Debug)]
+pub struct ConvBn {
+    /// The convolution.
+    pub conv: Conv2d,
+    /// Its BatchNorm.
+    pub bn: FrozenBatchNorm,
+    folded: Option<Conv2d>,
+}
+
+impl ConvBn {
+    /// Pairs a convolution with its BatchNorm.
+    pub fn new(conv: Conv2d, bn: FrozenBatchNorm) -> Self {
+        ConvBn {
+            conv,
+            bn,
+            folded: None,
+        }
+    }
+
+    /// Computes the folded convolution from the current weights. Call again after the weights
+    /// change (training, precision conversion); until then the folded form is used.
+    pub fn fold(&mut self) {
+        let folded = tch::no_grad(|| {
+            let bn = &self.bn;
+            let scale = &bn.weight * (&bn.running_var + bn.eps).rsqrt();
+            let weight = &self.conv.weight * scale.reshape([-1, 1, 1, 1]);
+            let shift = &bn.bias - &bn.running_mean * &scale;
+            let bias = match &self.conv.bias {
+                Some(b) => shift + b * &scale,
+                None => shift,
+            };
+            Conv2d {
+                weight: weight.detach(),
+                bias: Some(bias.detach()),
+                stride: self.conv.stride,
+                padding: self.conv.padding,
+                groups: self.conv.groups,
+            }
+        });
+        self.folded = Some(folded);
+    }
+
+    /// Convolution then normalisation of a (N, C, H, W) tensor.
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        match &self.folded {
+            Some(conv) => conv.forward(x),
+            None => self.bn.forward(&self.conv.forward(x)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::nn::VarStore;
+    use tch::{Device, Kind};
+
+    #[test]
+    fn folded_conv_bn_equals_conv_then_bn() {
+        tch::manual_seed(4);
+        let vs = VarStore::new(Device::Cpu);
+        for (i, (groups, bias, padding, stride)) in [
+            (1, false, Padding::TfSame, 2),
+            (6, false, Padding::TfSame, 1),
+            (1, true, Padding::Reflect(1), 1),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let p = vs.root() / i;
+            let opts = ConvOpts {
+                stride,
+                padding,
+                groups,
+                bias,
+            };
+            let mut layer = ConvBn::new(
+                Conv2d::new(&(&p / "conv"), 6, 12, 3, opts),
+                FrozenBatchNorm::new(&(&p / "bn"), 12, 1e-3),
+            );
+            tch::no_grad(|| {
+                let bn = &layer.bn;
+                let f = (Kind::Float, Device::Cpu);
+                bn.weight.shallow_clone().copy_(&Tensor::rand([12], f));
+                bn.bias.shallow_clone().copy_(&Tensor::randn([12], f));
+                bn.running_mean
+                    .shallow_clone()
+                    .copy_(&Tensor::randn([12], f));
+                bn.running_var
+                    .shallow_clone()
+                    .copy_(&(Tensor::rand([12], f) + 0.1));
+            });
+            let x = Tensor::randn([2, 6, 9, 10], (Kind::Float, Device::Cpu));
+            let plain = tch::no_grad(|| layer.forward(&x));
+            layer.fold();
+            let folded = tch::no_grad(|| layer.forward(&x));
+            assert_eq!(plain.size(), folded.size());
+            let err = (&plain - &folded).abs().max().double_value(&[]);
+            assert!(err < 1e-4, "case {i}: folded differs by {err}");
+        }
+    }
+
+    #[test]
+    fn symmetric_same_padding_equals_explicit_padding() {
+        tch::manual_seed(5);
+        let vs = VarStore::new(Device::Cpu);
+        for (k, stride, size) in [(3, 1, 9), (5, 1, 8), (3, 2, 9), (5, 2, 8), (3, 2, 8)] {
+            let conv = Conv2d::new(
+                &(vs.root() / format!("c{k}{stride}{size}")),
+                4,
+                4,
+                k,
+                ConvOpts {
+                    stride,
+                    padding: Padding::TfSame,
+                    groups: 4,
+                    bias: false,
+                },
+            );
+            let x = Tensor::randn([1, 4, size, size], (Kind::Float, Device::Cpu));
+            let (ph, pw) = (same_pad(size, k, stride), same_pad(size, k, stride));
+            let padded = x.constant_pad_nd([pw / 2, pw - pw / 2, ph / 2, ph - ph / 2]);
+            let reference = padded.conv2d(
+                &conv.weight,
+                None::<&Tensor>,
+                [stride, stride],
+                [0, 0],
+                [1, 1],
+                4,
+            );
+            let ours = tch::no_grad(|| conv.forward(&x));
+            assert_eq!(
+                ours.size(),
+                reference.size(),
+                "k {k} stride {stride} size {size}"
+            );
+            assert!(ours.allclose(&reference, 1e-5, 1e-6, false));
+        }
     }
 }

@@ -84,6 +84,8 @@ pub struct ClsFlowModel {
     cond_rows: Vec<Tensor>,
     /// Flows folded for inference ([`Self::fold_flows`]); `None` while training.
     folded: Option<Vec<FoldedFlow>>,
+    /// Whether the extractor's BatchNorms are folded into its convolutions.
+    bn_folded: bool,
 }
 
 impl ClsFlowModel {
@@ -116,7 +118,17 @@ impl ClsFlowModel {
             flows,
             cond_rows,
             folded: None,
+            bn_folded: false,
         })
+    }
+
+    /// Prepares a model whose weights are final for inference: folds the flows
+    /// ([`Self::fold_flows`]) and the extractor's BatchNorms into its convolutions. The
+    /// variables (and so checkpoints) are unchanged; do not train a folded model.
+    pub fn fold_for_inference(&mut self) {
+        self.fold_flows();
+        self.backbone.fold_batch_norms();
+        self.bn_folded = true;
     }
 
     /// Folds the flows for fast inference at the model's input size. Call once the weights are
@@ -237,6 +249,9 @@ impl ClsFlowModel {
         }
         if self.folded.is_some() {
             self.fold_flows();
+        }
+        if self.bn_folded {
+            self.backbone.fold_batch_norms();
         }
     }
 }

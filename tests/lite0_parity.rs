@@ -31,24 +31,45 @@ fn taps_and_logits_match_reference() {
         "preprocessing differs from the reference input"
     );
 
+    check_against_reference(&net, input, &refs, "as loaded");
+    // inference form: BatchNorms folded into the convolutions, channels-last input (as
+    // `Backbone::forward` lays it out)
+    let (_vs, mut folded) = lite0_with_head();
+    folded.fold_batch_norms();
+    let nhwc = input
+        .permute([0, 2, 3, 1])
+        .contiguous()
+        .permute([0, 3, 1, 2]);
+    check_against_reference(&folded, &nhwc, &refs, "folded, channels-last");
+}
+
+fn check_against_reference(
+    net: &EfficientNetLite0,
+    input: &tch::Tensor,
+    refs: &std::collections::HashMap<String, tch::Tensor>,
+    what: &str,
+) {
     let taps = tch::no_grad(|| net.forward_taps(input));
     for (tap, name) in taps.iter().zip(["stride8", "stride16", "stride32"]) {
         let r = &refs[name];
-        assert_eq!(tap.size(), r.size(), "{name} shape");
+        assert_eq!(tap.size(), r.size(), "{what}: {name} shape");
         let e = common::rel_err(tap, r);
-        assert!(e < 1e-4, "{name}: relative error {e:.2e} exceeds 1e-4");
+        assert!(
+            e < 1e-4,
+            "{what}: {name}: relative error {e:.2e} exceeds 1e-4"
+        );
     }
     let logits = tch::no_grad(|| net.imagenet_logits(input).unwrap());
     let e = common::rel_err(&logits, &refs["logits"]);
-    assert!(e < 1e-4, "logits: relative error {e:.2e}");
+    assert!(e < 1e-4, "{what}: logits: relative error {e:.2e}");
     let top: Vec<i64> = Vec::try_from(logits.topk(3, 1, true, true).1.flatten(0, -1)).unwrap();
     assert_eq!(
         top,
         vec![967, 968, 504],
-        "top-3 ImageNet classes (espresso, cup, coffee mug)"
+        "{what}: top-3 ImageNet classes (espresso, cup, coffee mug)"
     );
     let p = logits.softmax(1, Kind::Float).double_value(&[0, 967]);
-    assert!((p - 0.76).abs() < 0.01, "espresso probability {p}");
+    assert!((p - 0.76).abs() < 0.01, "{what}: espresso probability {p}");
 }
 
 #[test]

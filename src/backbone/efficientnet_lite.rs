@@ -4,7 +4,7 @@
 //! Lite variants drop squeeze-excitation, use ReLU6 and fixed stem/head widths. The weights were
 //! ported from TensorFlow, hence TF "SAME" padding and BatchNorm eps 1e-3.
 
-use crate::layers::{Conv2d, ConvOpts, FrozenBatchNorm, Padding};
+use crate::layers::{Conv2d, ConvBn, ConvOpts, FrozenBatchNorm, Padding};
 use tch::Tensor;
 use tch::nn::Path;
 
@@ -30,11 +30,9 @@ fn relu6(x: &Tensor) -> Tensor {
 
 #[derive(Debug)]
 struct MbConv {
-    expand: Option<(Conv2d, FrozenBatchNorm)>,
-    depthwise: Conv2d,
-    bn1: FrozenBatchNorm,
-    project: Conv2d,
-    bn2: FrozenBatchNorm,
+    expand: Option<ConvBn>,
+    depthwise: ConvBn,
+    project: ConvBn,
     residual: bool,
 }
 
@@ -42,7 +40,7 @@ impl MbConv {
     fn new(p: &Path, c_in: i64, c_out: i64, k: i64, stride: i64, expansion: i64) -> Self {
         let hidden = c_in * expansion;
         let expand = (expansion != 1).then(|| {
-            (
+            ConvBn::new(
                 Conv2d::new(&(p / "_expand_conv"), c_in, hidden, 1, ConvOpts::default()),
                 FrozenBatchNorm::new(&(p / "_bn0"), hidden, BN_EPS),
             )
@@ -55,36 +53,47 @@ impl MbConv {
         };
         MbConv {
             expand,
-            depthwise: Conv2d::new(&(p / "_depthwise_conv"), hidden, hidden, k, dw_opts),
-            bn1: FrozenBatchNorm::new(&(p / "_bn1"), hidden, BN_EPS),
-            project: Conv2d::new(
-                &(p / "_project_conv"),
-                hidden,
-                c_out,
-                1,
-                ConvOpts::default(),
+            depthwise: ConvBn::new(
+                Conv2d::new(&(p / "_depthwise_conv"), hidden, hidden, k, dw_opts),
+                FrozenBatchNorm::new(&(p / "_bn1"), hidden, BN_EPS),
             ),
-            bn2: FrozenBatchNorm::new(&(p / "_bn2"), c_out, BN_EPS),
+            project: ConvBn::new(
+                Conv2d::new(
+                    &(p / "_project_conv"),
+                    hidden,
+                    c_out,
+                    1,
+                    ConvOpts::default(),
+                ),
+                FrozenBatchNorm::new(&(p / "_bn2"), c_out, BN_EPS),
+            ),
             residual: stride == 1 && c_in == c_out,
         }
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
         let h = match &self.expand {
-            Some((conv, bn)) => relu6(&bn.forward(&conv.forward(x))),
+            Some(expand) => relu6(&expand.forward(x)),
             None => x.shallow_clone(),
         };
-        let h = relu6(&self.bn1.forward(&self.depthwise.forward(&h)));
-        let h = self.bn2.forward(&self.project.forward(&h));
+        let h = relu6(&self.depthwise.forward(&h));
+        let h = self.project.forward(&h);
         if self.residual { h + x } else { h }
+    }
+
+    fn fold(&mut self) {
+        if let Some(expand) = &mut self.expand {
+            expand.fold();
+        }
+        self.depthwise.fold();
+        self.project.fold();
     }
 }
 
 /// The ImageNet classification head (only built for weight checks).
 #[derive(Debug)]
 struct Head {
-    conv: Conv2d,
-    bn: FrozenBatchNorm,
+    conv: ConvBn,
     fc_weight: Tensor,
     fc_bias: Tensor,
 }
@@ -92,8 +101,7 @@ struct Head {
 /// EfficientNet-Lite0 feature extractor.
 #[derive(Debug)]
 pub struct EfficientNetLite0 {
-    stem: Conv2d,
-    bn0: FrozenBatchNorm,
+    stem: ConvBn,
     blocks: Vec<MbConv>,
     head: Option<Head>,
 }
@@ -107,8 +115,10 @@ impl EfficientNetLite0 {
             padding: Padding::TfSame,
             ..ConvOpts::default()
         };
-        let stem = Conv2d::new(&(p / "_conv_stem"), 3, 32, 3, stem_opts);
-        let bn0 = FrozenBatchNorm::new(&(p / "_bn0"), 32, BN_EPS);
+        let stem = ConvBn::new(
+            Conv2d::new(&(p / "_conv_stem"), 3, 32, 3, stem_opts),
+            FrozenBatchNorm::new(&(p / "_bn0"), 32, BN_EPS),
+        );
         let mut blocks = Vec::new();
         let mut c_in = 32;
         for &(repeats, k, stride, expansion, c_out) in &STAGES {
@@ -120,22 +130,30 @@ impl EfficientNetLite0 {
             }
         }
         let head = with_head.then(|| Head {
-            conv: Conv2d::new(&(p / "_conv_head"), 320, 1280, 1, ConvOpts::default()),
-            bn: FrozenBatchNorm::new(&(p / "_bn1"), 1280, BN_EPS),
+            conv: ConvBn::new(
+                Conv2d::new(&(p / "_conv_head"), 320, 1280, 1, ConvOpts::default()),
+                FrozenBatchNorm::new(&(p / "_bn1"), 1280, BN_EPS),
+            ),
             fc_weight: (p / "_fc").var("weight", &[1000, 1280], tch::nn::Init::Const(0.0)),
             fc_bias: (p / "_fc").var("bias", &[1000], tch::nn::Init::Const(0.0)),
         });
-        EfficientNetLite0 {
-            stem,
-            bn0,
-            blocks,
-            head,
+        EfficientNetLite0 { stem, blocks, head }
+    }
+
+    /// Folds every BatchNorm into its convolution for inference (see [`ConvBn::fold`]).
+    pub fn fold_batch_norms(&mut self) {
+        self.stem.fold();
+        for block in &mut self.blocks {
+            block.fold();
+        }
+        if let Some(head) = &mut self.head {
+            head.conv.fold();
         }
     }
 
     /// Features at strides 8, 16 and 32 (40, 112 and 320 channels).
     pub fn forward_taps(&self, x: &Tensor) -> [Tensor; 3] {
-        let mut h = relu6(&self.bn0.forward(&self.stem.forward(x)));
+        let mut h = relu6(&self.stem.forward(x));
         let mut taps = Vec::with_capacity(3);
         for (i, block) in self.blocks.iter().enumerate().take(TAP_BLOCKS[2] + 1) {
             h = block.forward(&h);
@@ -151,7 +169,7 @@ impl EfficientNetLite0 {
     pub fn imagenet_logits(&self, x: &Tensor) -> Option<Tensor> {
         let head = self.head.as_ref()?;
         let [_, _, deep] = self.forward_taps(x);
-        let h = relu6(&head.bn.forward(&head.conv.forward(&deep)));
+        let h = relu6(&head.conv.forward(&deep));
         let pooled = h.mean_dim([2i64, 3].as_slice(), false, tch::Kind::Float);
         Some(pooled.linear(&head.fc_weight, Some(&head.fc_bias)))
     }

@@ -108,10 +108,24 @@ impl Backbone {
     }
 
     /// Runs the extractor on a normalised (N, 3, H, W) batch; returns the taps at strides 8, 16, 32.
+    ///
+    /// The batch is laid out channels-last (NHWC strides, same shape) first: libtorch's CPU
+    /// convolutions, depthwise ones above all, run about a quarter faster on that layout, and
+    /// every activation and tap keeps it (the flows then read their rows without a copy).
     pub fn forward(&self, x: &Tensor) -> [Tensor; 3] {
+        let x = x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]);
         match self {
-            Backbone::EfficientNetLite0(m) => m.forward_taps(x),
-            Backbone::ResNet(m) => m.forward_taps(x),
+            Backbone::EfficientNetLite0(m) => m.forward_taps(&x),
+            Backbone::ResNet(m) => m.forward_taps(&x),
+        }
+    }
+
+    /// Folds every BatchNorm into its convolution for inference; call again after the weights
+    /// change.
+    pub fn fold_batch_norms(&mut self) {
+        match self {
+            Backbone::EfficientNetLite0(m) => m.fold_batch_norms(),
+            Backbone::ResNet(m) => m.fold_batch_norms(),
         }
     }
 }

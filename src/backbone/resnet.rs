@@ -2,7 +2,7 @@
 //! `state_dict` saved as safetensors loads unchanged. As in the method, every 3x3 convolution
 //! uses reflect padding (the 7x7 stem keeps zero padding).
 
-use crate::layers::{Conv2d, ConvOpts, FrozenBatchNorm, Padding};
+use crate::layers::{Conv2d, ConvBn, ConvOpts, FrozenBatchNorm, Padding};
 use tch::Tensor;
 use tch::nn::Path;
 
@@ -19,36 +19,35 @@ pub enum ResNetDepth {
 
 #[derive(Debug)]
 struct Block {
-    convs: Vec<(Conv2d, FrozenBatchNorm)>,
-    downsample: Option<(Conv2d, FrozenBatchNorm)>,
+    convs: Vec<ConvBn>,
+    downsample: Option<ConvBn>,
 }
 
 impl Block {
     fn forward(&self, x: &Tensor) -> Tensor {
         let mut h = x.shallow_clone();
         let last = self.convs.len() - 1;
-        for (i, (conv, bn)) in self.convs.iter().enumerate() {
-            h = bn.forward(&conv.forward(&h));
+        for (i, conv) in self.convs.iter().enumerate() {
+            h = conv.forward(&h);
             if i != last {
                 h = h.relu();
             }
         }
         let identity = match &self.downsample {
-            Some((conv, bn)) => bn.forward(&conv.forward(x)),
+            Some(conv) => conv.forward(x),
             None => x.shallow_clone(),
         };
         (h + identity).relu()
     }
+
+    fn fold(&mut self) {
+        for conv in self.convs.iter_mut().chain(&mut self.downsample) {
+            conv.fold();
+        }
+    }
 }
 
-fn conv_bn(
-    p: &Path,
-    idx: usize,
-    c_in: i64,
-    c_out: i64,
-    k: i64,
-    stride: i64,
-) -> (Conv2d, FrozenBatchNorm) {
+fn conv_bn(p: &Path, idx: usize, c_in: i64, c_out: i64, k: i64, stride: i64) -> ConvBn {
     let padding = if k == 3 {
         Padding::Reflect(1)
     } else {
@@ -59,7 +58,7 @@ fn conv_bn(
         padding,
         ..ConvOpts::default()
     };
-    (
+    ConvBn::new(
         Conv2d::new(&(p / format!("conv{idx}")), c_in, c_out, k, opts),
         FrozenBatchNorm::new(&(p / format!("bn{idx}")), c_out, BN_EPS),
     )
@@ -68,8 +67,7 @@ fn conv_bn(
 /// A torchvision ResNet used as a three-tap feature extractor (layer2, layer3, layer4).
 #[derive(Debug)]
 pub struct ResNet {
-    conv1: Conv2d,
-    bn1: FrozenBatchNorm,
+    stem: ConvBn,
     layers: Vec<Vec<Block>>,
 }
 
@@ -86,8 +84,10 @@ impl ResNet {
             padding: Padding::Zeros(3),
             ..ConvOpts::default()
         };
-        let conv1 = Conv2d::new(&(p / "conv1"), 3, 64, 7, stem_opts);
-        let bn1 = FrozenBatchNorm::new(&(p / "bn1"), 64, BN_EPS);
+        let stem = ConvBn::new(
+            Conv2d::new(&(p / "conv1"), 3, 64, 7, stem_opts),
+            FrozenBatchNorm::new(&(p / "bn1"), 64, BN_EPS),
+        );
         let mut c_in = 64;
         let mut layers = Vec::new();
         for (li, &n) in repeats.iter().enumerate() {
@@ -121,7 +121,7 @@ impl ResNet {
                         stride,
                         ..ConvOpts::default()
                     };
-                    (
+                    ConvBn::new(
                         Conv2d::new(&(&dp / "0"), c_in, c_out, 1, opts),
                         FrozenBatchNorm::new(&(&dp / "1"), c_out, BN_EPS),
                     )
@@ -136,12 +136,20 @@ impl ResNet {
             let _ = fc.var("weight", &[1000, c_in], tch::nn::Init::Const(0.0));
             let _ = fc.var("bias", &[1000], tch::nn::Init::Const(0.0));
         }
-        ResNet { conv1, bn1, layers }
+        ResNet { stem, layers }
+    }
+
+    /// Folds every BatchNorm into its convolution for inference (see [`ConvBn::fold`]).
+    pub fn fold_batch_norms(&mut self) {
+        self.stem.fold();
+        for block in self.layers.iter_mut().flatten() {
+            block.fold();
+        }
     }
 
     /// Outputs of layer2, layer3 and layer4 (strides 8, 16, 32).
     pub fn forward_taps(&self, x: &Tensor) -> [Tensor; 3] {
-        let mut h = self.bn1.forward(&self.conv1.forward(x)).relu();
+        let mut h = self.stem.forward(x).relu();
         h = h.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         let mut taps = Vec::with_capacity(3);
         for (li, layer) in self.layers.iter().enumerate() {
