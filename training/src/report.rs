@@ -57,7 +57,7 @@ pub fn markdown(title: &str, eval: &Evaluation, extra: &serde_json::Value) -> St
     s += "| type | branch | image AUROC | pixel AUROC | pixel AP | AU-PRO (0.3) |\n|---|---|---|---|---|---|\n";
     for (t, per) in &eval.per_defect_type {
         for b in BRANCHES {
-            s += &format!("| {t} {}", row(b, &per[b]).trim_start_matches('|'));
+            s += &format!("| {t} {}", row(b, &per[b]));
         }
     }
     s += &format!(

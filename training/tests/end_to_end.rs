@@ -107,6 +107,20 @@ fn train_resume_evaluate_report_on_demo_category() {
         serde_json::from_slice(&std::fs::read(dir.path().join("report/report.json")).unwrap())
             .unwrap();
     assert!(json["branches"]["fused"]["au_pro"].is_number());
+    // every Markdown table row has as many cells as its header
+    let md = std::fs::read_to_string(dir.path().join("report/report.md")).unwrap();
+    let mut columns = 0;
+    for line in md.lines().filter(|l| l.starts_with('|')) {
+        let cells = line.matches('|').count();
+        if line.contains("image AUROC") {
+            columns = cells;
+        }
+        assert_eq!(cells, columns, "row does not fit its header: {line}");
+    }
+    assert!(
+        md.contains("| fused |") && columns == 7,
+        "per-type table: type | branch | 4 metrics"
+    );
 }
 
 #[test]
