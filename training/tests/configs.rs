@@ -86,34 +86,23 @@ fn command_line_overrides_win_and_are_validated() {
     let bad = Cli::parse_from(["x", "--input-size", "100"]);
     let err = bad.o.apply(&mut c).unwrap_err();
     assert!(format!("{err:#}").contains("multiple of 32"), "{err:#}");
+    let err = load_edited_default("fiber_batch", "fibre_batch");
+    assert!(err.contains("fibre_batch"), "unknown keys are named: {err}");
+}
+
+/// Loads `configs/cpu-fast.toml` with `from` replaced by `to`, expecting an error; returns it.
+fn load_edited_default(from: &str, to: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("typo.toml");
-    std::fs::write(
-        &p,
-        std::fs::read_to_string(configs().join("cpu-fast.toml"))
-            .unwrap()
-            .replace("fiber_batch", "fibre_batch"),
-    )
-    .unwrap();
-    let err = TrainConfig::load(&p).unwrap_err();
-    assert!(
-        format!("{err:#}").contains("fibre_batch"),
-        "unknown keys are named: {err:#}"
-    );
+    let p = dir.path().join("edited.toml");
+    let text = std::fs::read_to_string(configs().join("cpu-fast.toml")).unwrap();
+    assert!(text.contains(from), "cpu-fast.toml has no {from:?}");
+    std::fs::write(&p, text.replace(from, to)).unwrap();
+    format!("{:#}", TrainConfig::load(&p).unwrap_err())
 }
 
 #[test]
 fn defect_kind_rates_must_leave_room_for_texture_blends() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("kinds.toml");
-    std::fs::write(
-        &p,
-        std::fs::read_to_string(configs().join("cpu-fast.toml"))
-            .unwrap()
-            .replace("line_probability = 0.2", "line_probability = 0.9"),
-    )
-    .unwrap();
-    let err = format!("{:#}", TrainConfig::load(&p).unwrap_err());
+    let err = load_edited_default("line_probability = 0.2", "line_probability = 0.9");
     assert!(
         err.contains("line_probability (0.9)") && err.contains("smooth_probability (0.2)"),
         "{err}"
