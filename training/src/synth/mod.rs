@@ -89,6 +89,19 @@ enum Change {
     Smooth(smooth::SmoothDefect),
 }
 
+impl Change {
+    /// The new value of channel `c` of pixel `i` (row-major), whose value is `orig`.
+    fn apply(&self, i: usize, c: usize, orig: f32) -> f32 {
+        match self {
+            Change::Blend { source, beta } => {
+                (1.0 - beta) * source.as_raw()[3 * i + c] as f32 + beta * orig
+            }
+            Change::Line(shade) => shade.apply(orig),
+            Change::Smooth(region) => region.apply(i, orig),
+        }
+    }
+}
+
 /// Draws of a line or smooth mask before a forced defect gives up (a line may start and run
 /// outside the foreground).
 const ATTEMPTS: usize = 4;
@@ -153,34 +166,10 @@ impl DefectSynthesizer {
         } else {
             ATTEMPTS
         };
-        let mut change_and_mask = None;
-        for _ in 0..attempts {
-            let (change, mut mask) = match kind {
-                DefectKind::Blend => self.blend_defect(image, others, rng),
-                DefectKind::Line => (
-                    Change::Line(scratch::LineShade::random(rng)),
-                    scratch::line_mask(w, h, rng),
-                ),
-                DefectKind::Smooth => {
-                    let d = smooth::SmoothDefect::random(w, h, rng);
-                    let mask = d.mask(w, h);
-                    (Change::Smooth(d), mask)
-                }
-            };
-            if let Some(fg) = foreground {
-                for (m, f) in mask.pixels_mut().zip(fg.pixels()) {
-                    if f[0] == 0 {
-                        *m = Luma([0]);
-                    }
-                }
-            }
-            let empty = mask.pixels().all(|m| m[0] == 0);
-            change_and_mask = Some((change, mask));
-            if !empty {
-                break;
-            }
-        }
-        let Some((change, mask)) = change_and_mask else {
+        let found = (0..attempts)
+            .map(|_| self.draw_defect(kind, image, others, foreground, rng))
+            .find(|(_, mask)| mask.pixels().any(|m| m[0] > 0));
+        let Some((change, mask)) = found else {
             return normal();
         };
         let mut out = image.clone();
@@ -189,18 +178,10 @@ impl DefectSynthesizer {
             if m[0] == 0 {
                 continue;
             }
-            let (x, y) = (i as u32 % w, i as u32 / w);
             let mut d = 0.0f32;
             for c in 0..3 {
                 let orig = o[c] as f32;
-                let changed = match &change {
-                    Change::Blend { source, beta } => {
-                        (1.0 - beta) * source.get_pixel(x, y)[c] as f32 + beta * orig
-                    }
-                    Change::Line(shade) => shade.apply(orig),
-                    Change::Smooth(region) => region.apply(i, orig),
-                };
-                let v = changed.round().clamp(0.0, 255.0);
+                let v = change.apply(i, c, orig).round().clamp(0.0, 255.0);
                 d += (v - orig) / 255.0 / 3.0;
                 o[c] = v as u8;
             }
@@ -211,9 +192,7 @@ impl DefectSynthesizer {
             label_sum += f64::from(sigmoid(5.0 * x));
             count += 1;
         }
-        if count == 0 {
-            return normal();
-        }
+        // count > 0: the mask has at least one defect pixel
         Sample {
             image: out,
             mask,
@@ -236,6 +215,38 @@ impl DefectSynthesizer {
         } else {
             DefectKind::Blend
         }
+    }
+
+    /// A defect of `kind` with its mask, restricted to the foreground.
+    fn draw_defect(
+        &self,
+        kind: DefectKind,
+        image: &RgbImage,
+        others: &[RgbImage],
+        foreground: Option<&GrayImage>,
+        rng: &mut impl Rng,
+    ) -> (Change, GrayImage) {
+        let (w, h) = image.dimensions();
+        let (change, mut mask) = match kind {
+            DefectKind::Blend => self.blend_defect(image, others, rng),
+            DefectKind::Line => (
+                Change::Line(scratch::LineShade::random(rng)),
+                scratch::line_mask(w, h, rng),
+            ),
+            DefectKind::Smooth => {
+                let d = smooth::SmoothDefect::random(w, h, rng);
+                let mask = d.mask(w, h);
+                (Change::Smooth(d), mask)
+            }
+        };
+        if let Some(fg) = foreground {
+            for (m, f) in mask.pixels_mut().zip(fg.pixels()) {
+                if f[0] == 0 {
+                    *m = Luma([0]);
+                }
+            }
+        }
+        (change, mask)
     }
 
     /// The method's defect: an augmented texture or good image, its opacity and a Perlin mask.
