@@ -27,7 +27,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if d.anomalous { "ANOMALOUS" } else { "normal" }
     );
     let out = args.get(2).cloned().unwrap_or_else(|| "heatmap.png".into());
-    // scale so that the threshold sits in the middle of the colormap
+    // scale so that the region threshold sits in the middle of the colormap
+    let threshold = detector.scoring().region_threshold;
     let map = d
         .fused
         .resized(image.width() as usize, image.height() as usize);

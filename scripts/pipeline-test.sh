@@ -33,7 +33,7 @@ done
 # the metadata is readable from C (examples/read_meta.c)
 gcc examples/read_meta.c -o "$work/read_meta" $(pkg-config --cflags --libs gstreamer-1.0 gstreamer-video-1.0)
 "$work/read_meta" "multifilesrc location=$work/demo/test/crack/%03d.png index=0 stop-index=1 caps=image/png,framerate=1/1 \
-  ! pngdec ! videoconvert ! anomalydetect name=detect model=$work/run/model.clsflow threshold=0 ! fakesink" > "$work/c.txt"
+  ! pngdec ! videoconvert ! anomalydetect name=detect model=$work/run/model.clsflow threshold=0 region-threshold=0 ! fakesink" > "$work/c.txt"
 [ "$(grep -c 'ANOMALOUS map 128x128.*region 0,0 256x256' "$work/c.txt")" -eq 2 ] \
   || { echo "pipeline-test: C reader output unexpected:" >&2; cat "$work/c.txt" >&2; exit 1; }
 echo "pipeline-test: 2 passed, 0 failed (gst-launch: 2 PNG frames in, 2 annotated PNG frames out; C metadata reader)"

@@ -42,7 +42,7 @@ pub struct Manifest {
     pub input_size: i64,
     /// Input normalisation.
     pub normalization: Normalization,
-    /// Flow reference maxima, fusion weight and threshold.
+    /// Flow reference maxima, weights and thresholds.
     pub scoring: Scoring,
     /// What training recorded (data, settings, timings, losses); free-form.
     #[serde(default)]
@@ -108,7 +108,7 @@ impl Manifest {
                 c.input_size
             ));
         }
-        if !(self.scoring.fusion_weight.is_finite() && self.scoring.threshold.is_finite()) {
+        if !self.scoring.is_finite() {
             return bad("scoring values must be finite".into());
         }
         c.validate()

@@ -107,48 +107,100 @@ fn conv1(p: &Path, c_in: i64, c_out: i64, bias: bool) -> Conv2d {
     Conv2d::new(p, c_in, c_out, 1, opts)
 }
 
-fn bn(p: &Path, c: i64) -> nn::BatchNorm {
-    nn::batch_norm2d(p, c, Default::default())
+/// The decoder's BatchNorm epsilon (tch's default, named so that folding uses the same value).
+const BN_EPS: f64 = 1e-5;
+
+/// A convolution and its trainable BatchNorm. Training and the classifier's calibration use both;
+/// [`ConvNorm::fold`] merges them into one convolution for inference (see
+/// [`crate::layers::ConvBn`], the extractor's frozen counterpart).
+#[derive(Debug)]
+struct ConvNorm {
+    conv: Conv2d,
+    bn: nn::BatchNorm,
+    folded: Option<Conv2d>,
+}
+
+impl ConvNorm {
+    fn new(conv: Conv2d, p: &Path, c: i64) -> Self {
+        let config = nn::BatchNormConfig {
+            eps: BN_EPS,
+            ..Default::default()
+        };
+        ConvNorm {
+            conv,
+            bn: nn::batch_norm2d(p, c, config),
+            folded: None,
+        }
+    }
+
+    fn fold(&mut self) {
+        let bn = &self.bn;
+        let (w, b) = (bn.ws.as_ref(), bn.bs.as_ref());
+        self.folded = Some(self.conv.folded_with_norm(
+            w.expect("affine BatchNorm"),
+            b.expect("affine BatchNorm"),
+            &bn.running_mean,
+            &bn.running_var,
+            BN_EPS,
+        ));
+    }
+
+    /// `train` uses batch statistics (and never the folded form).
+    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        match &self.folded {
+            Some(conv) if !train => conv.forward(x),
+            _ => self.bn.forward_t(&self.conv.forward(x), train),
+        }
+    }
 }
 
 /// Bottleneck of expansion 2: 1x1 reduce, 3x3, 1x1 expand, with a projected shortcut when the
 /// width changes.
 #[derive(Debug)]
 struct Bottleneck {
-    c1: Conv2d,
-    b1: nn::BatchNorm,
-    c2: Conv2d,
-    b2: nn::BatchNorm,
-    c3: Conv2d,
-    b3: nn::BatchNorm,
-    shortcut: Option<(Conv2d, nn::BatchNorm)>,
+    c1: ConvNorm,
+    c2: ConvNorm,
+    c3: ConvNorm,
+    shortcut: Option<ConvNorm>,
 }
 
 impl Bottleneck {
     fn new(p: &Path, c_in: i64, c_out: i64) -> Self {
         let planes = c_out / 2;
         Bottleneck {
-            c1: conv1(&(p / "conv1"), c_in, planes, false),
-            b1: bn(&(p / "bn1"), planes),
-            c2: conv3(&(p / "conv2"), planes, planes),
-            b2: bn(&(p / "bn2"), planes),
-            c3: conv1(&(p / "conv3"), planes, c_out, false),
-            b3: bn(&(p / "bn3"), c_out),
+            c1: ConvNorm::new(
+                conv1(&(p / "conv1"), c_in, planes, false),
+                &(p / "bn1"),
+                planes,
+            ),
+            c2: ConvNorm::new(conv3(&(p / "conv2"), planes, planes), &(p / "bn2"), planes),
+            c3: ConvNorm::new(
+                conv1(&(p / "conv3"), planes, c_out, false),
+                &(p / "bn3"),
+                c_out,
+            ),
             shortcut: (c_in != c_out).then(|| {
-                (
-                    conv1(&(p / "shortcut" / "0"), c_in, c_out, false),
-                    bn(&(p / "shortcut" / "1"), c_out),
-                )
+                let conv = conv1(&(p / "shortcut" / "0"), c_in, c_out, false);
+                ConvNorm::new(conv, &(p / "shortcut" / "1"), c_out)
             }),
         }
     }
 
+    fn fold(&mut self) {
+        for c in [&mut self.c1, &mut self.c2, &mut self.c3] {
+            c.fold();
+        }
+        if let Some(c) = &mut self.shortcut {
+            c.fold();
+        }
+    }
+
     fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        let h = self.b1.forward_t(&self.c1.forward(x), train).relu();
-        let h = self.b2.forward_t(&self.c2.forward(&h), train).relu();
-        let h = self.b3.forward_t(&self.c3.forward(&h), train);
+        let h = self.c1.forward(x, train).relu();
+        let h = self.c2.forward(&h, train).relu();
+        let h = self.c3.forward(&h, train);
         let s = match &self.shortcut {
-            Some((c, b)) => b.forward_t(&c.forward(x), train),
+            Some(c) => c.forward(x, train),
             None => x.shallow_clone(),
         };
         (h + s).relu()
@@ -162,8 +214,7 @@ pub struct Decoder {
     head1: Conv2d,
     head2: Conv2d,
     stages: Vec<Vec<Bottleneck>>,
-    out1: Conv2d,
-    out_bn: nn::BatchNorm,
+    out1: ConvNorm,
     out2: Conv2d,
     upsample: Upsample,
 }
@@ -198,8 +249,7 @@ impl Decoder {
             head1,
             head2,
             stages,
-            out1: conv3(&(p / "out" / "0"), c_in, 8),
-            out_bn: bn(&(p / "out" / "1"), 8),
+            out1: ConvNorm::new(conv3(&(p / "out" / "0"), c_in, 8), &(p / "out" / "1"), 8),
             out2: Conv2d::new(
                 &(p / "out" / "3"),
                 8,
@@ -213,6 +263,15 @@ impl Decoder {
             ),
             upsample: config.upsample,
         }
+    }
+
+    /// Folds every BatchNorm into its convolution for inference (forward with `train` false);
+    /// call again after the weights change. The variables are unchanged.
+    pub fn fold_batch_norms(&mut self) {
+        for block in self.stages.iter_mut().flatten() {
+            block.fold();
+        }
+        self.out1.fold();
     }
 
     fn up2(&self, x: &Tensor) -> Tensor {
@@ -254,7 +313,54 @@ impl Decoder {
             }
         }
         let h = self.up2(&h);
-        let h = self.out_bn.forward_t(&self.out1.forward(&h), train).relu();
+        let h = self.out1.forward(&h, train).relu();
         self.out2.forward(&h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::nn::VarStore;
+    use tch::{Device, Kind};
+
+    #[test]
+    fn folded_batch_norms_give_the_same_logits() {
+        tch::manual_seed(9);
+        let vs = VarStore::new(Device::Cpu);
+        let config = DecoderConfig::for_backbone(BackboneKind::EfficientnetLite0);
+        let mut dec = Decoder::new(&vs.root(), [40, 112, 320], &config);
+        // trained-looking statistics: every BatchNorm away from the identity
+        tch::no_grad(|| {
+            for (name, mut t) in vs.variables() {
+                let r = Tensor::rand_like(&t);
+                if name.ends_with("running_var") {
+                    t.copy_(&(r + 0.5));
+                } else if name.contains(".bn")
+                    || name.contains("shortcut.1.")
+                    || name.starts_with("out.1.")
+                {
+                    t.copy_(&(r - 0.5));
+                }
+            }
+        });
+        let f = (Kind::Float, Device::Cpu);
+        let taps = [
+            Tensor::randn([2, 40, 8, 8], f),
+            Tensor::randn([2, 112, 4, 4], f),
+            Tensor::randn([2, 320, 2, 2], f),
+        ];
+        let plain = tch::no_grad(|| dec.forward(&taps, false));
+        dec.fold_batch_norms();
+        let folded = tch::no_grad(|| dec.forward(&taps, false));
+        let diff = (&plain - &folded).abs().max().double_value(&[]);
+        let scale = plain.abs().max().double_value(&[]);
+        assert!(
+            diff <= 1e-4 * scale.max(1.0),
+            "max difference {diff} (scale {scale})"
+        );
+        // training mode never uses the folded form (batch statistics)
+        let train = dec.forward(&taps, true);
+        assert!(!train.allclose(&folded, 1e-4, 1e-4, false));
     }
 }

@@ -199,19 +199,15 @@ impl Detector {
         &self.model
     }
 
-    /// Scoring in use (fusion weight, threshold, flow references).
+    /// Scoring in use (weights, thresholds, flow references).
     pub fn scoring(&self) -> &Scoring {
         &self.scoring
     }
 
-    /// Overrides the decision threshold.
-    pub fn set_threshold(&mut self, threshold: f64) {
-        self.scoring.threshold = threshold;
-    }
-
-    /// Overrides the fusion weight.
-    pub fn set_fusion_weight(&mut self, w: f64) {
-        self.scoring.fusion_weight = w;
+    /// Replaces the scoring (weights, thresholds), e.g. with user overrides of the calibrated
+    /// one; the flow references should stay those of the checkpoint.
+    pub fn set_scoring(&mut self, scoring: Scoring) {
+        self.scoring = scoring;
     }
 
     /// The device the model runs on.

@@ -53,6 +53,35 @@ impl Default for ConvOpts {
 }
 
 impl Conv2d {
+    /// This convolution followed by an eval-mode BatchNorm (per-channel `weight`, `bias`,
+    /// running `mean` and `var`, `eps`) as one convolution: the normalisation is a per-channel
+    /// affine map, so it folds into the kernel and bias. The result is detached (inference only).
+    pub fn folded_with_norm(
+        &self,
+        weight: &Tensor,
+        bias: &Tensor,
+        mean: &Tensor,
+        var: &Tensor,
+        eps: f64,
+    ) -> Conv2d {
+        tch::no_grad(|| {
+            let scale = weight * (var + eps).rsqrt();
+            let kernel = &self.weight * scale.reshape([-1, 1, 1, 1]);
+            let shift = bias - mean * &scale;
+            let bias = match &self.bias {
+                Some(b) => shift + b * &scale,
+                None => shift,
+            };
+            Conv2d {
+                weight: kernel.detach(),
+                bias: Some(bias.detach()),
+                stride: self.stride,
+                padding: self.padding,
+                groups: self.groups,
+            }
+        })
+    }
+
     /// Creates the convolution's variables under `p` with Kaiming-uniform initialisation.
     pub fn new(p: &Path, c_in: i64, c_out: i64, k: i64, opts: ConvOpts) -> Self {
         let fan_in = (c_in / opts.groups) * k * k;
@@ -192,24 +221,14 @@ impl ConvBn {
     /// Computes the folded convolution from the current weights. Call again after the weights
     /// change (training, precision conversion); until then the folded form is used.
     pub fn fold(&mut self) {
-        let folded = tch::no_grad(|| {
-            let bn = &self.bn;
-            let scale = &bn.weight * (&bn.running_var + bn.eps).rsqrt();
-            let weight = &self.conv.weight * scale.reshape([-1, 1, 1, 1]);
-            let shift = &bn.bias - &bn.running_mean * &scale;
-            let bias = match &self.conv.bias {
-                Some(b) => shift + b * &scale,
-                None => shift,
-            };
-            Conv2d {
-                weight: weight.detach(),
-                bias: Some(bias.detach()),
-                stride: self.conv.stride,
-                padding: self.conv.padding,
-                groups: self.conv.groups,
-            }
-        });
-        self.folded = Some(folded);
+        let bn = &self.bn;
+        self.folded = Some(self.conv.folded_with_norm(
+            &bn.weight,
+            &bn.bias,
+            &bn.running_mean,
+            &bn.running_var,
+            bn.eps,
+        ));
     }
 
     /// Convolution then normalisation of a (N, C, H, W) tensor.

@@ -123,12 +123,18 @@ impl ClsFlowModel {
     }
 
     /// Prepares a model whose weights are final for inference: folds the flows
-    /// ([`Self::fold_flows`]) and the extractor's BatchNorms into its convolutions. The
-    /// variables (and so checkpoints) are unchanged; do not train a folded model.
+    /// ([`Self::fold_flows`]) and the BatchNorms of the extractor and the decoder into their
+    /// convolutions. The variables (and so checkpoints) are unchanged; do not train a folded
+    /// model.
     pub fn fold_for_inference(&mut self) {
         self.fold_flows();
-        self.backbone.fold_batch_norms();
+        self.fold_batch_norms();
         self.bn_folded = true;
+    }
+
+    fn fold_batch_norms(&mut self) {
+        self.backbone.fold_batch_norms();
+        self.decoder.fold_batch_norms();
     }
 
     /// Folds the flows for fast inference at the model's input size. Call once the weights are
@@ -251,7 +257,7 @@ impl ClsFlowModel {
             self.fold_flows();
         }
         if self.bn_folded {
-            self.backbone.fold_batch_norms();
+            self.fold_batch_norms();
         }
     }
 }

@@ -15,7 +15,9 @@ fn saved_model(dir: &Path) -> (PathBuf, Detector) {
     let scoring = Scoring {
         tap_log_prob_max: [-1.0, -2.0, -3.0],
         fusion_weight: 0.5,
+        score_weight: 0.25,
         threshold: 2.5,
+        region_threshold: 3.5,
     };
     let det = Detector::from_model(model, scoring, "tiny");
     let path = dir.join("m.clsflow");

@@ -1,4 +1,5 @@
-//! Detector behaviour: any image size, scores are the fused maps' maxima, devices, regions.
+//! Detector behaviour: any image size, scores are the maxima of flow + w_s * classifier, devices,
+//! regions.
 mod common;
 
 use clsflow::detector::AnomalyMap;
@@ -45,6 +46,42 @@ fn detects_images_of_any_size() {
     let strict = detector(1e9);
     assert!(!strict.detect(&imgs[..1]).unwrap()[0].anomalous);
     assert!(det.detect(&[]).unwrap().is_empty());
+}
+
+#[test]
+fn the_image_score_has_its_own_weight() {
+    let imgs = vec![
+        RgbImage::from_fn(64, 64, |x, y| {
+            image::Rgb([(x * 4) as u8, (y * 3) as u8, 90])
+        }),
+        RgbImage::from_fn(64, 64, |x, _| image::Rgb([200, (x % 7 * 30) as u8, 10])),
+    ];
+    let mut det = detector(0.0);
+    det.set_scoring(Scoring {
+        fusion_weight: 8.0,
+        score_weight: 0.5,
+        ..det.scoring().clone()
+    });
+    for d in det.detect(&imgs).unwrap() {
+        let i = 333;
+        assert!(
+            (d.fused.data[i] - d.flow.data[i] - 8.0 * d.cls.data[i]).abs() < 1e-4,
+            "the fused map uses the fusion weight"
+        );
+        let expected = d
+            .flow
+            .data
+            .iter()
+            .zip(&d.cls.data)
+            .map(|(f, c)| f + 0.5 * c)
+            .fold(f32::NEG_INFINITY, f32::max);
+        assert!(
+            (d.score - expected).abs() < 1e-4,
+            "score {} is the max of flow + 0.5 cls ({expected})",
+            d.score
+        );
+        assert!(d.score < d.fused.max(), "w_s < w gives a lower score here");
+    }
 }
 
 #[test]

@@ -172,7 +172,7 @@ fn bare_detector(model: &Path, w: i64, h: i64, frames: usize, prep: Prep) -> Vec
                 }
             };
             let d = det.split(&maps).unwrap().remove(0);
-            let _ = find_regions(&d.fused, det.scoring().threshold as f32, 4);
+            let _ = find_regions(&d.fused, det.scoring().region_threshold as f32, 4);
             if i >= WARMUP {
                 v.push(t0.elapsed().as_secs_f64() * 1e3);
             }

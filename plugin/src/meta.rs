@@ -2,9 +2,12 @@
 //! Python or Rust read it without linking this crate:
 //!
 //! - a `GstCustomMeta` registered as [`ANOMALY_META`] whose structure ([`ANOMALY_STRUCT`]) holds
-//!   `score` (double), `anomalous` (boolean), `threshold` (double), `fusion-weight` (double),
-//!   `map-width`/`map-height` (uint), `map` (GBytes: map-width x map-height little-endian
-//!   float32, row-major, the fused anomaly map), `model` (string), `inference-ms` (double),
+//!   `score` (double: max of flow + score-weight x classifier), `anomalous` (boolean: score
+//!   above `threshold`), `threshold` (double), `score-weight` (double), `fusion-weight`
+//!   (double: the classifier's weight in the map), `region-threshold` (double: map values above
+//!   it form the regions), `map-width`/`map-height` (uint), `map` (GBytes: map-width x
+//!   map-height little-endian float32, row-major, the fused anomaly map), `model` (string),
+//!   `inference-ms` (double),
 //!   `fresh` (boolean: computed on this frame rather than repeated by `interval`),
 //!   `regions` (uint);
 //! - one `GstVideoRegionOfInterestMeta` of type [`REGION_TYPE`] per defect region, in frame
@@ -34,14 +37,18 @@ pub fn register() {
 /// What the detector found in one frame.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AnomalyInfo {
-    /// Image score (max of the fused map).
+    /// Image score (max of flow + score weight x classifier).
     pub score: f64,
     /// Score above threshold.
     pub anomalous: bool,
-    /// Threshold in use.
+    /// Image-score threshold in use.
     pub threshold: f64,
-    /// Fusion weight in use.
+    /// Weight of the classifier in the image score.
+    pub score_weight: f64,
+    /// Weight of the classifier in the fused map.
     pub fusion_weight: f64,
+    /// Fused-map value above which pixels form regions.
+    pub region_threshold: f64,
     /// Map columns.
     pub map_width: u32,
     /// Map rows.
@@ -68,7 +75,9 @@ impl AnomalyInfo {
         s.set("score", self.score);
         s.set("anomalous", self.anomalous);
         s.set("threshold", self.threshold);
+        s.set("score-weight", self.score_weight);
         s.set("fusion-weight", self.fusion_weight);
+        s.set("region-threshold", self.region_threshold);
         s.set("map-width", self.map_width);
         s.set("map-height", self.map_height);
         s.set("map", glib::Bytes::from_owned(bytes));
@@ -96,7 +105,9 @@ impl AnomalyInfo {
             score: s.get("score").ok()?,
             anomalous: s.get("anomalous").ok()?,
             threshold: s.get("threshold").ok()?,
+            score_weight: s.get("score-weight").ok()?,
             fusion_weight: s.get("fusion-weight").ok()?,
+            region_threshold: s.get("region-threshold").ok()?,
             map_width: s.get("map-width").ok()?,
             map_height: s.get("map-height").ok()?,
             map,

@@ -31,7 +31,8 @@ fn run(
 
 #[test]
 fn metas_have_model_shapes_and_frame_coordinates() {
-    let mut h = harness("threshold=0");
+    // one weight for map and score, so that the score is the map's maximum
+    let mut h = harness("threshold=0 region-threshold=0 fusion-weight=1 score-weight=1");
     let rgb = common::rgb_frame(320, 240);
     let (info, regions) = run(&mut h, VideoFormat::Rgb, 320, 240, &rgb);
     assert_eq!(
@@ -48,7 +49,7 @@ fn metas_have_model_shapes_and_frame_coordinates() {
     assert!(info.anomalous && info.fresh && info.inference_ms > 0.0);
     assert_eq!(info.threshold, 0.0);
     assert_eq!(info.model, "magnetic_tile");
-    // threshold 0: the whole map is one region covering the frame
+    // region threshold 0: the whole map is one region covering the frame
     assert_eq!(regions.len() as u32, info.regions);
     assert_eq!(regions.len(), 1);
     assert_eq!(regions[0].rect, (0, 0, 320, 240));
@@ -203,20 +204,37 @@ fn interval_repeats_results_and_messages_are_posted() {
 }
 
 #[test]
-fn clearing_an_override_restores_the_calibrated_threshold() {
-    let mut h = harness("name=detect threshold=0");
+fn clearing_overrides_restores_the_calibrated_scoring() {
+    let mut h =
+        harness("name=detect threshold=0 score-weight=0 fusion-weight=5 region-threshold=1e30");
     let rgb = common::rgb_frame(64, 48);
-    let (info, _) = run(&mut h, VideoFormat::Rgb, 64, 48, &rgb);
-    assert_eq!(info.threshold, 0.0);
+    let (info, regions) = run(&mut h, VideoFormat::Rgb, 64, 48, &rgb);
+    assert_eq!(
+        (info.threshold, info.score_weight, info.fusion_weight),
+        (0.0, 0.0, 5.0)
+    );
+    assert!(regions.is_empty(), "no map value is above 1e30");
+    assert!(info.anomalous, "the verdict has its own threshold");
+    // the map adds 5 x classifier, the score none of it
+    let max = info.map.iter().copied().fold(f32::MIN, f32::max) as f64;
+    assert!(info.score < max, "score {} vs map max {max}", info.score);
     // new_parse wraps the element in a bin
     let bin = h.element().unwrap().downcast::<gst::Bin>().unwrap();
-    bin.by_name("detect")
-        .unwrap()
-        .set_property("threshold", -1.0f64);
+    let detect = bin.by_name("detect").unwrap();
+    for p in [
+        "threshold",
+        "score-weight",
+        "fusion-weight",
+        "region-threshold",
+    ] {
+        detect.set_property(p, -1.0f64);
+    }
     let (info, _) = run(&mut h, VideoFormat::Rgb, 64, 48, &rgb);
     let calibrated = clsflow::checkpoint::read_manifest(&common::model())
         .unwrap()
-        .scoring
-        .threshold;
-    assert_eq!(info.threshold, calibrated);
+        .scoring;
+    assert_eq!(info.threshold, calibrated.threshold);
+    assert_eq!(info.score_weight, calibrated.score_weight);
+    assert_eq!(info.fusion_weight, calibrated.fusion_weight);
+    assert_eq!(info.region_threshold, calibrated.region_threshold);
 }

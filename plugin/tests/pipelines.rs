@@ -148,7 +148,7 @@ fn overlay_draws_and_respects_only_anomalous() {
     );
 
     let mut boxes = gst_check::Harness::new_parse(&format!(
-        "anomalydetect model={} threshold=0 ! anomalyoverlay mode=boxes text=false box-color=0xff00ff00",
+        "anomalydetect model={} threshold=0 region-threshold=0 ! anomalyoverlay mode=boxes text=false box-color=0xff00ff00",
         m.display()
     ));
     boxes.set_src_caps(common::caps(VideoFormat::Rgbx, 96, 64));

@@ -36,9 +36,10 @@ fn main() -> anyhow::Result<()> {
     let ds = Dataset::open(std::path::Path::new(&a[2]))?;
     let size = det.map_size() as i64;
     let mut sc = det.scoring().clone();
-    // optional 4th argument: a fusion weight instead of the checkpoint's
+    // optional 4th argument: one weight for map and score instead of the checkpoint's
     if let Some(w) = a.get(4).and_then(|v| v.parse().ok()) {
         sc.fusion_weight = w;
+        sc.score_weight = w;
     }
     let model = det.model();
     let norm = det.manifest().normalization;

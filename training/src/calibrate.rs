@@ -2,15 +2,19 @@
 //! come from held-out good training images and synthetic defects made from them, never from
 //! test labels.
 //!
-//! - fusion weight: the mean of image AUROC, pixel AUROC and AU-PRO on the synthetic validation
-//!   set (held-out good images + the same images with synthetic defects, made from textures kept
-//!   out of stage 1 when `holdout_textures` > 0) is computed for every
-//!   candidate; the SMALLEST weight within `fusion_tolerance` of the best objective wins. The
-//!   classifier was trained on defects from this very synthesiser, so the validation set flatters
-//!   it: a weight is raised only when the gain is clear, not for a tie;
-//! - threshold: max(largest held-out good score, mean + k std of held-out good scores), k = 3 by
-//!   default: with zero anomalies in a stream, a good frame is flagged only when it scores above
-//!   every good image seen in calibration.
+//! - weights: image AUROC, pixel AUROC and AU-PRO on the synthetic validation set (held-out good
+//!   images + the same images with synthetic defects, made from textures kept out of stage 1
+//!   when `holdout_textures` > 0) are computed for every candidate weight. The fused map's weight
+//!   is the SMALLEST one within `fusion_tolerance` of the best mean of the three; the image
+//!   score's weight the smallest one within the same tolerance of the best image AUROC, since the
+//!   score is judged at image level only (the pixel metrics reward classifier weight that costs
+//!   image AUROC on real good images, docs/accuracy.md items 10-15). The classifier was trained
+//!   on defects from this very synthesiser, so the validation set flatters it: a weight is raised
+//!   only when the gain is clear, not for a tie;
+//! - thresholds: max(largest held-out good value, mean + k std of held-out good values), k = 3 by
+//!   default, over the held-out good images' scores (the verdict) and their fused maps' maxima
+//!   (the regions): with zero anomalies in a stream, a good frame is flagged, or gets a region,
+//!   only when it goes above every good image seen in calibration.
 
 use crate::config::CalibrationConfig;
 use crate::stage2::image_batches;
@@ -49,7 +53,7 @@ pub struct Calibration {
     pub holdout_images: usize,
     /// Synthetic defective images used.
     pub synthetic_defects: usize,
-    /// Held-out good image scores under the chosen weight.
+    /// Held-out good image scores under the chosen score weight.
     pub holdout_scores: Vec<f32>,
     /// The threshold rule in words.
     pub threshold_rule: String,
@@ -77,11 +81,7 @@ pub fn branch_maps(
     tap_max: [f64; 3],
     norm: &Normalization,
 ) -> BranchMaps {
-    let scoring = Scoring {
-        tap_log_prob_max: tap_max,
-        fusion_weight: 0.0,
-        threshold: 0.0,
-    };
+    let scoring = Scoring::single(tap_max, 0.0, 0.0);
     let (mut flow, mut cls) = (Vec::new(), Vec::new());
     for x in image_batches(images, 16, norm) {
         let maps = compute_maps(model, &x.to_device(model.device()), &scoring);
@@ -99,11 +99,14 @@ fn fused(maps: &BranchMaps, w: f64) -> Vec<Vec<f32>> {
         .collect()
 }
 
-fn max_of(v: &[f32]) -> f32 {
-    v.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+fn maxima(maps: &BranchMaps, w: f64) -> Vec<f32> {
+    fused(maps, w)
+        .iter()
+        .map(|m| m.iter().copied().fold(f32::NEG_INFINITY, f32::max))
+        .collect()
 }
 
-/// Chooses the fusion weight and the threshold.
+/// Chooses the weights and the thresholds.
 #[allow(clippy::too_many_arguments)]
 pub fn calibrate(
     model: &ClsFlowModel,
@@ -120,14 +123,7 @@ pub fn calibrate(
     let good = branch_maps(model, holdout, tap_max, norm);
     let mut candidates = Vec::new();
     let mut synthetic_defects = 0;
-    let fusion_weight = if let Some(w) = cfg.fusion_weight {
-        w
-    } else if holdout.len() < 2 {
-        eprintln!(
-            "warning: fewer than 2 held-out images: fusion weight left at 1.0 (raise holdout_fraction)"
-        );
-        1.0
-    } else {
+    if cfg.fusion_weight.is_none() && holdout.len() >= 2 {
         // the fixed synthetic validation set: every held-out image once with a defect
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_ca1b);
         let mut defective = Vec::new();
@@ -169,39 +165,55 @@ pub fn calibrate(
                 objective,
             });
         }
-        pick_fusion_weight(&candidates, cfg.fusion_tolerance).unwrap_or(1.0)
-    };
-    let scores: Vec<f32> = fused(&good, fusion_weight)
-        .iter()
-        .map(|m| max_of(m))
-        .collect();
+    } else if cfg.fusion_weight.is_none() {
+        eprintln!(
+            "warning: fewer than 2 held-out images: fusion weights left at 1.0 (raise holdout_fraction)"
+        );
+    }
+    let fusion_weight = cfg
+        .fusion_weight
+        .or_else(|| pick_weight(&candidates, cfg.fusion_tolerance, |c| c.objective))
+        .unwrap_or(1.0);
+    let score_weight = cfg
+        .score_weight
+        .or(cfg.fusion_weight)
+        .or_else(|| pick_weight(&candidates, cfg.fusion_tolerance, |c| c.image_auroc))
+        .unwrap_or(fusion_weight);
+    let scores = maxima(&good, score_weight);
     let threshold = threshold_from_good(&scores, cfg.threshold_sigmas);
+    let region_threshold = threshold_from_good(&maxima(&good, fusion_weight), cfg.threshold_sigmas);
     Calibration {
         scoring: Scoring {
             tap_log_prob_max: tap_max,
             fusion_weight,
+            score_weight,
             threshold,
+            region_threshold,
         },
         candidates,
         holdout_images: holdout.len(),
         synthetic_defects,
         holdout_scores: scores,
         threshold_rule: format!(
-            "max(largest held-out good score, mean + {} std of held-out good scores)",
+            "max(largest held-out good value, mean + {} std of held-out good values), of image scores for the threshold and of fused-map maxima for the region threshold",
             cfg.threshold_sigmas
         ),
     }
 }
 
-/// The smallest candidate weight whose objective is within `tolerance` of the best one.
-pub fn pick_fusion_weight(candidates: &[Candidate], tolerance: f64) -> Option<f64> {
+/// The smallest candidate weight whose `metric` is within `tolerance` of the best one.
+pub fn pick_weight(
+    candidates: &[Candidate],
+    tolerance: f64,
+    metric: impl Fn(&Candidate) -> f64,
+) -> Option<f64> {
     let best = candidates
         .iter()
-        .map(|c| c.objective)
+        .map(&metric)
         .fold(f64::NEG_INFINITY, f64::max);
     candidates
         .iter()
-        .filter(|c| c.objective >= best - tolerance)
+        .filter(|c| metric(c) >= best - tolerance)
         .map(|c| c.fusion_weight)
         .min_by(f64::total_cmp)
 }
@@ -243,15 +255,34 @@ mod tests {
 
     #[test]
     fn fusion_weight_rises_only_for_a_clear_gain() {
+        let pick = |c: &[Candidate], tol| pick_weight(c, tol, |c| c.objective);
         // a flat objective (a classifier that adds nothing visible): the smallest weight
         let flat = candidates(&[(0.05, 0.8407), (0.3, 0.8406), (2.0, 0.8412), (8.0, 0.8156)]);
-        assert_eq!(pick_fusion_weight(&flat, 0.005), Some(0.05));
+        assert_eq!(pick(&flat, 0.005), Some(0.05));
         // a clear gain: the best weight, also when it is the largest
         let rising = candidates(&[(0.05, 0.848), (1.0, 0.860), (4.0, 0.881), (8.0, 0.895)]);
-        assert_eq!(pick_fusion_weight(&rising, 0.005), Some(8.0));
+        assert_eq!(pick(&rising, 0.005), Some(8.0));
         // tolerance 0: the plain arg max
-        assert_eq!(pick_fusion_weight(&flat, 0.0), Some(2.0));
-        assert_eq!(pick_fusion_weight(&[], 0.005), None);
+        assert_eq!(pick(&flat, 0.0), Some(2.0));
+        assert_eq!(pick(&[], 0.005), None);
+    }
+
+    #[test]
+    fn the_score_weight_follows_the_image_auroc_alone() {
+        // pixel metrics climb with the weight while image AUROC peaks early (runs I-K)
+        let mut c = candidates(&[
+            (0.05, 0.86),
+            (1.0, 0.88),
+            (2.0, 0.90),
+            (4.0, 0.92),
+            (8.0, 0.94),
+        ]);
+        for (cand, img) in c.iter_mut().zip([0.970, 0.980, 0.984, 0.981, 0.975]) {
+            cand.image_auroc = img;
+        }
+        assert_eq!(pick_weight(&c, 0.005, |c| c.objective), Some(8.0));
+        assert_eq!(pick_weight(&c, 0.005, |c| c.image_auroc), Some(1.0));
+        assert_eq!(pick_weight(&c, 0.0, |c| c.image_auroc), Some(2.0));
     }
 
     #[test]

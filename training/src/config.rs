@@ -113,6 +113,10 @@ pub struct CalibrationConfig {
     pub fusion_weights: Vec<f64>,
     /// A fixed fusion weight instead of the label-free choice (e.g. the paper's).
     pub fusion_weight: Option<f64>,
+    /// A fixed weight of the classifier in the image score. When absent it is chosen among
+    /// `fusion_weights` on the validation image AUROC alone, or equals a fixed `fusion_weight`
+    /// (the paper's single weight).
+    pub score_weight: Option<f64>,
     /// The smallest candidate within this much of the best validation objective is chosen (the
     /// synthetic validation set flatters the classifier, which was trained on such defects).
     pub fusion_tolerance: f64,
@@ -130,6 +134,7 @@ impl Default for CalibrationConfig {
             holdout_fraction: 0.1,
             fusion_weights: vec![0.05, 0.1, 0.15, 0.3, 0.5, 0.6, 1.0],
             fusion_weight: None,
+            score_weight: None,
             fusion_tolerance: 0.005,
             threshold_sigmas: 3.0,
             holdout_textures: 0.0,
@@ -214,6 +219,23 @@ impl TrainConfig {
                 c.fusion_tolerance
             );
         }
+        for (name, w) in [
+            ("fusion_weight", c.fusion_weight),
+            ("score_weight", c.score_weight),
+        ] {
+            if let Some(w) = w
+                && !(w.is_finite() && w >= 0.0)
+            {
+                bail!("calibration.{name} = {w}: must be a finite number >= 0");
+            }
+        }
+        if let Some(w) = c
+            .fusion_weights
+            .iter()
+            .find(|w| !(w.is_finite() && **w >= 0.0))
+        {
+            bail!("calibration.fusion_weights: {w} is not a finite number >= 0");
+        }
         if c.fusion_weight.is_none() && c.fusion_weights.is_empty() {
             bail!("calibration: give fusion_weights to choose from, or a fixed fusion_weight");
         }
@@ -291,9 +313,13 @@ pub struct Overrides {
     /// What to do with unreadable images.
     #[arg(long, value_enum)]
     pub on_bad_image: Option<OnBadImage>,
-    /// Fixed fusion weight (skips the label-free choice).
+    /// Fixed fusion weight of the maps (skips the label-free choice; also the score's weight
+    /// unless --score-weight or the config's score_weight is given).
     #[arg(long)]
     pub fusion_weight: Option<f64>,
+    /// Fixed weight of the classifier in the image score (skips the label-free choice).
+    #[arg(long)]
+    pub score_weight: Option<f64>,
     /// ImageNet weights file of the extractor.
     #[arg(long)]
     pub weights: Option<PathBuf>,
@@ -328,6 +354,9 @@ impl Overrides {
         }
         if self.fusion_weight.is_some() {
             cfg.calibration.fusion_weight = self.fusion_weight;
+        }
+        if self.score_weight.is_some() {
+            cfg.calibration.score_weight = self.score_weight;
         }
         if self.weights.is_some() {
             cfg.model.weights = self.weights.clone();

@@ -3,9 +3,9 @@
 
 use crate::data::{Dataset, OnBadImage, progress, read_mask, read_rgb, resize_rgb};
 use anyhow::{Result, bail};
-use clsflow::Detector;
 use clsflow::metrics::{self, Curve, MaskedMap};
 use clsflow::preprocess::rgb_to_tensor;
+use clsflow::{Detector, Scoring};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -26,7 +26,8 @@ pub struct ScoredItem {
     pub mask: Vec<bool>,
     /// Fused, flow and classifier maps at model resolution.
     pub maps: [Vec<f32>; 3],
-    /// Image scores (max of each map).
+    /// Image scores: the detector's score (max of flow + w_s * classifier) for the fused
+    /// branch, the maximum of the map for each branch alone.
     pub scores: [f32; 3],
 }
 
@@ -53,8 +54,10 @@ pub struct BranchMetrics {
 /// Decisions of the fused image score at the calibrated threshold.
 #[derive(Debug, Clone, Serialize)]
 pub struct Decisions {
-    /// The threshold.
+    /// The image-score threshold.
     pub threshold: f64,
+    /// The fused-map threshold of the regions (the sample sheet's outlines).
+    pub region_threshold: f64,
     /// Precision of "anomalous".
     pub precision: Option<f64>,
     /// Recall of defective images.
@@ -138,14 +141,17 @@ pub fn score_test_set(
         let maps = det.detect_batch(&Tensor::stack(&imgs, 0))?;
         let all = [&maps.fused, &maps.flow, &maps.cls]
             .map(|t| t.to_device(Device::Cpu).to_kind(Kind::Float));
+        let fused_scores =
+            Vec::<f32>::try_from(maps.scores.to_device(Device::Cpu).to_kind(Kind::Float))?;
         infer_secs += start.elapsed().as_secs_f64();
         for (i, (path, defect_type, mask)) in metas.into_iter().enumerate() {
             let m = all
                 .each_ref()
                 .map(|t| Vec::<f32>::try_from(t.get(i as i64).flatten(0, -1)).expect("map"));
-            let scores = m
+            let mut scores = m
                 .each_ref()
                 .map(|v| v.iter().copied().fold(f32::NEG_INFINITY, f32::max));
+            scores[0] = fused_scores[i];
             items.push(ScoredItem {
                 path,
                 defect_type,
@@ -207,8 +213,9 @@ pub fn branch_metrics(
     (m, curves)
 }
 
-/// All metrics for scored items at the detector's threshold.
-pub fn evaluate(items: &[ScoredItem], size: usize, threshold: f64, ms: f64) -> Evaluation {
+/// All metrics for scored items at the detector's thresholds.
+pub fn evaluate(items: &[ScoredItem], size: usize, scoring: &Scoring, ms: f64) -> Evaluation {
+    let threshold = scoring.threshold;
     let all: Vec<&ScoredItem> = items.iter().collect();
     let mut branches = BTreeMap::new();
     let mut curves = BTreeMap::new();
@@ -259,6 +266,7 @@ pub fn evaluate(items: &[ScoredItem], size: usize, threshold: f64, ms: f64) -> E
         per_defect_type,
         decisions: Decisions {
             threshold,
+            region_threshold: scoring.region_threshold,
             precision,
             recall,
             false_positive_rate: (good > 0).then(|| fp as f64 / good as f64),

@@ -163,12 +163,14 @@ fn run(cli: Cli) -> Result<()> {
                     .collect::<Vec<_>>()
             );
             println!(
-                "  calibration ({:.0} s, {} held-out + {} synthetic): fusion weight {}, threshold {:.4}",
+                "  calibration ({:.0} s, {} held-out + {} synthetic): weights {} (map) and {} (score), thresholds {:.4} (score) and {:.4} (regions)",
                 s.seconds[2],
                 r.calibration.holdout_images,
                 r.calibration.synthetic_defects,
                 r.calibration.scoring.fusion_weight,
-                r.calibration.scoring.threshold
+                r.calibration.scoring.score_weight,
+                r.calibration.scoring.threshold,
+                r.calibration.scoring.region_threshold
             );
             println!("  model:   {}", r.model.display());
             println!("  summary: {}", r.summary.display());
@@ -192,13 +194,14 @@ fn run(cli: Cli) -> Result<()> {
             )?;
             let ds = Dataset::open(&data)?;
             let (items, ms) = score_test_set(&det, &ds, on_bad_image, batch_size.max(1))?;
-            let thr = det.scoring().threshold;
-            let eval = evaluate(&items, det.map_size(), thr, ms);
+            let eval = evaluate(&items, det.map_size(), det.scoring(), ms);
             let extra = serde_json::json!({
                 "model": model.display().to_string(),
                 "data": data.display().to_string(),
                 "device": clsflow::device::device_name(det.device()),
                 "fusion_weight": det.scoring().fusion_weight,
+                "score_weight": det.scoring().score_weight,
+                "region_threshold": det.scoring().region_threshold,
                 "training": det.manifest().training.as_ref().map(|t| serde_json::json!({"seconds": t["seconds"], "config": t["config"]})),
                 "eval_seconds": t0.elapsed().as_secs_f64(),
             });

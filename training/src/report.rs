@@ -44,6 +44,14 @@ pub fn markdown(title: &str, eval: &Evaluation, extra: &serde_json::Value) -> St
     for b in BRANCHES {
         s += &row(b, &eval.branches[b]);
     }
+    if let (Some(w), Some(ws)) = (
+        extra["fusion_weight"].as_f64(),
+        extra["score_weight"].as_f64(),
+    ) {
+        s += &format!(
+            "\nFused: map = flow + {w} x classifier (pixel metrics, regions); image score = max of flow + {ws} x classifier.\n"
+        );
+    }
     let d = &eval.decisions;
     s += &format!(
         "\nAt the calibrated threshold {:.4} (fused image score): precision {}, recall {}, good images flagged {} ({} flagged in all).\n",
@@ -260,7 +268,7 @@ pub fn write_report(
     }
     let p = dir.join("samples.png");
     save_png(
-        &sample_sheet(items, size, eval.decisions.threshold as f32, 3)?,
+        &sample_sheet(items, size, eval.decisions.region_threshold as f32, 3)?,
         &p,
     )?;
     written.push(p);

@@ -90,6 +90,21 @@ fn command_line_overrides_win_and_are_validated() {
     assert!(err.contains("fibre_batch"), "unknown keys are named: {err}");
 }
 
+#[test]
+fn weights_are_chosen_unless_fixed_and_must_be_usable() {
+    let c = TrainConfig::load(&configs().join("cpu-fast.toml")).unwrap();
+    assert_eq!((c.calibration.fusion_weight, c.calibration.score_weight), (None, None));
+    let mut c2 = c.clone();
+    let cli = Cli::parse_from(["x", "--score-weight", "0.5"]);
+    cli.o.apply(&mut c2).unwrap();
+    assert_eq!(c2.calibration.score_weight, Some(0.5));
+    let bad = Cli::parse_from(["x", "--score-weight", "-2"]);
+    let err = format!("{:#}", bad.o.apply(&mut c2.clone()).unwrap_err());
+    assert!(err.contains("score_weight = -2"), "{err}");
+    let err = load_edited_default("fusion_weights = [0.05,", "fusion_weights = [nan,");
+    assert!(err.contains("fusion_weights: NaN"), "{err}");
+}
+
 /// Loads `configs/cpu-fast.toml` with `from` replaced by `to`, expecting an error; returns it.
 fn load_edited_default(from: &str, to: &str) -> String {
     let dir = tempfile::tempdir().unwrap();

@@ -59,6 +59,21 @@ fn train_resume_evaluate_report_on_demo_category() {
     assert!(
         cal.scoring.threshold >= cal.holdout_scores.iter().copied().fold(f32::MIN, f32::max) as f64
     );
+    // both weights are candidates, each chosen by its own rule from the scored candidates
+    let w: Vec<f64> = cal.candidates.iter().map(|c| c.fusion_weight).collect();
+    assert!(w.contains(&cal.scoring.fusion_weight) && w.contains(&cal.scoring.score_weight));
+    let best_image = cal
+        .candidates
+        .iter()
+        .map(|c| c.image_auroc)
+        .fold(f64::MIN, f64::max);
+    let chosen = cal
+        .candidates
+        .iter()
+        .find(|c| c.fusion_weight == cal.scoring.score_weight)
+        .unwrap();
+    assert!(chosen.image_auroc >= best_image - 0.005);
+    assert!(cal.scoring.region_threshold.is_finite());
 
     // resuming a finished run redoes no epoch and gives the same calibrated model
     let again = train(tiny(), &data, &out, true, stop).unwrap();
@@ -78,7 +93,7 @@ fn train_resume_evaluate_report_on_demo_category() {
     let (items, ms) = score_test_set(&det, &ds, OnBadImage::Fail, 4).unwrap();
     assert_eq!(items.len(), 10);
     assert!(ms > 0.0);
-    let eval = evaluate(&items, det.map_size(), det.scoring().threshold, ms);
+    let eval = evaluate(&items, det.map_size(), det.scoring(), ms);
     for b in ["fused", "flow", "classifier"] {
         let m = &eval.branches[b];
         for v in [m.image_auroc, m.pixel_auroc, m.pixel_ap, m.au_pro] {

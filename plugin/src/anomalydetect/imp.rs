@@ -5,7 +5,7 @@ use crate::meta::{AnomalyInfo, MESSAGE, RegionInfo};
 use clsflow::detector::AnomalyMap;
 use clsflow::regions::find_regions;
 use clsflow::resample::input_tensor;
-use clsflow::{Detection, Detector, DetectorOptions, Normalization, torch_thread};
+use clsflow::{Detection, Detector, DetectorOptions, Normalization, Scoring, torch_thread};
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
@@ -31,7 +31,9 @@ struct Settings {
     model: Option<String>,
     device: String,
     threshold: f64,
+    score_weight: f64,
     fusion_weight: f64,
+    region_threshold: f64,
     map_size: u32,
     interval: u32,
     post_messages: bool,
@@ -45,7 +47,9 @@ impl Default for Settings {
             model: None,
             device: DEFAULT_DEVICE.into(),
             threshold: -1.0,
+            score_weight: -1.0,
             fusion_weight: -1.0,
+            region_threshold: -1.0,
             map_size: 0,
             interval: DEFAULT_INTERVAL,
             post_messages: false,
@@ -118,17 +122,33 @@ impl ObjectImpl for AnomalyDetect {
                     .build(),
                 glib::ParamSpecDouble::builder("threshold")
                     .nick("Threshold")
-                    .blurb("Image score above which a frame is anomalous, also the region threshold; -1 = the checkpoint's calibrated value")
+                    .blurb("Image score above which a frame is anomalous; -1 = the checkpoint's calibrated value")
                     .minimum(-1.0)
                     .maximum(f64::MAX)
                     .default_value(-1.0)
                     .mutable_playing()
                     .build(),
-                glib::ParamSpecDouble::builder("fusion-weight")
-                    .nick("Fusion weight")
-                    .blurb("Weight of the classifier map in the fused map; -1 = the checkpoint's value")
+                glib::ParamSpecDouble::builder("score-weight")
+                    .nick("Score weight")
+                    .blurb("Weight of the classifier map in the image score (max of flow + weight x classifier); -1 = the checkpoint's value")
                     .minimum(-1.0)
                     .maximum(1000.0)
+                    .default_value(-1.0)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecDouble::builder("fusion-weight")
+                    .nick("Fusion weight")
+                    .blurb("Weight of the classifier map in the fused map (the attached map and the regions); -1 = the checkpoint's value")
+                    .minimum(-1.0)
+                    .maximum(1000.0)
+                    .default_value(-1.0)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecDouble::builder("region-threshold")
+                    .nick("Region threshold")
+                    .blurb("Fused-map value above which pixels form defect regions; -1 = the checkpoint's calibrated value")
+                    .minimum(-1.0)
+                    .maximum(f64::MAX)
                     .default_value(-1.0)
                     .mutable_playing()
                     .build(),
@@ -182,7 +202,9 @@ impl ObjectImpl for AnomalyDetect {
                     .unwrap_or_else(|| DEFAULT_DEVICE.into())
             }
             "threshold" => s.threshold = value.get().expect("type checked"),
+            "score-weight" => s.score_weight = value.get().expect("type checked"),
             "fusion-weight" => s.fusion_weight = value.get().expect("type checked"),
+            "region-threshold" => s.region_threshold = value.get().expect("type checked"),
             "map-size" => s.map_size = value.get().expect("type checked"),
             "interval" => s.interval = value.get().expect("type checked"),
             "post-messages" => s.post_messages = value.get().expect("type checked"),
@@ -199,7 +221,9 @@ impl ObjectImpl for AnomalyDetect {
             "model" => s.model.to_value(),
             "device" => s.device.to_value(),
             "threshold" => s.threshold.to_value(),
+            "score-weight" => s.score_weight.to_value(),
             "fusion-weight" => s.fusion_weight.to_value(),
+            "region-threshold" => s.region_threshold.to_value(),
             "map-size" => s.map_size.to_value(),
             "interval" => s.interval.to_value(),
             "post-messages" => s.post_messages.to_value(),
@@ -318,41 +342,53 @@ impl AnomalyDetect {
         let input = model_input(data, w, h, stride, info.format(), size, &norm)
             .map_err(|e| format!("frame does not match caps {info:?}: {e}"))?;
         drop(frame);
-        let (threshold, fusion_weight) = (settings.threshold, settings.fusion_weight);
-        let (d, threshold, fusion_weight, model): (Detection, f64, f64, String) =
+        let overrides = [
+            settings.threshold,
+            settings.score_weight,
+            settings.fusion_weight,
+            settings.region_threshold,
+        ];
+        let (d, scoring, model): (Detection, Scoring, String) =
             torch_thread::try_run(move || -> clsflow::Result<_> {
                 let mut detector = detector.lock().unwrap_or_else(|e| e.into_inner());
                 // -1 means "the checkpoint's value", also after an override was set and cleared
-                let calibrated = detector.manifest().scoring.clone();
+                let c = detector.manifest().scoring.clone();
                 let pick = |v: f64, default: f64| if v >= 0.0 { v } else { default };
-                detector.set_threshold(pick(threshold, calibrated.threshold));
-                detector.set_fusion_weight(pick(fusion_weight, calibrated.fusion_weight));
+                let [threshold, score_weight, fusion_weight, region_threshold] = overrides;
+                detector.set_scoring(Scoring {
+                    threshold: pick(threshold, c.threshold),
+                    score_weight: pick(score_weight, c.score_weight),
+                    fusion_weight: pick(fusion_weight, c.fusion_weight),
+                    region_threshold: pick(region_threshold, c.region_threshold),
+                    ..c
+                });
                 let maps = detector.detect_input(&input_tensor(&input, size))?;
                 let d = detector.split(&maps)?.remove(0);
-                let s = detector.scoring();
                 Ok((
                     d,
-                    s.threshold,
-                    s.fusion_weight,
+                    detector.scoring().clone(),
                     detector.manifest().name.clone(),
                 ))
             })
             .map_err(|e| e.to_string())?;
         let ms = t0.elapsed().as_secs_f64() * 1e3;
-        let regions: Vec<RegionInfo> =
-            find_regions(&d.fused, threshold as f32, settings.min_region_area)
-                .into_iter()
-                .map(|r| {
-                    let rect = r.scaled_box(d.fused.width, d.fused.height, w as u32, h as u32);
-                    let scale = (w * h) as f64 / (d.fused.width * d.fused.height) as f64;
-                    RegionInfo {
-                        rect,
-                        max_score: r.max_score.into(),
-                        mean_score: r.mean_score.into(),
-                        area: (r.area as f64 * scale).round() as u32,
-                    }
-                })
-                .collect();
+        let regions: Vec<RegionInfo> = find_regions(
+            &d.fused,
+            scoring.region_threshold as f32,
+            settings.min_region_area,
+        )
+        .into_iter()
+        .map(|r| {
+            let rect = r.scaled_box(d.fused.width, d.fused.height, w as u32, h as u32);
+            let scale = (w * h) as f64 / (d.fused.width * d.fused.height) as f64;
+            RegionInfo {
+                rect,
+                max_score: r.max_score.into(),
+                mean_score: r.mean_score.into(),
+                area: (r.area as f64 * scale).round() as u32,
+            }
+        })
+        .collect();
         let map: AnomalyMap = match settings.map_size {
             0 => d.fused,
             n => d.fused.resized(n as usize, n as usize),
@@ -360,8 +396,10 @@ impl AnomalyDetect {
         let info = AnomalyInfo {
             score: d.score.into(),
             anomalous: d.anomalous,
-            threshold,
-            fusion_weight,
+            threshold: scoring.threshold,
+            score_weight: scoring.score_weight,
+            fusion_weight: scoring.fusion_weight,
+            region_threshold: scoring.region_threshold,
             map_width: map.width as u32,
             map_height: map.height as u32,
             map: map.data,

@@ -282,9 +282,9 @@ impl VideoFilterImpl for AnomalyOverlay {
                 data: info.map.clone(),
             }
             .resized(w, h);
-            let thr = info.threshold as f32;
+            let thr = info.region_threshold as f32;
             if heatmap {
-                // the threshold sits at the middle of the colormap
+                // the region threshold sits at the middle of the colormap
                 let lo = map
                     .data
                     .iter()

@@ -9,7 +9,7 @@ use clap::Parser;
 use clsflow::preprocess::prepare_batch;
 use clsflow::reference::fiber_loop_log_prob_maps;
 use clsflow::regions::find_regions;
-use clsflow::scoring::{flow_map, fuse, image_scores};
+use clsflow::scoring::maps_from_heads;
 use clsflow::{ClsFlowModel, Detector, DetectorOptions, Scoring};
 use clsflow_train::config::TrainConfig;
 use std::path::PathBuf;
@@ -124,7 +124,7 @@ fn main() -> Result<()> {
                     Box::new(|| {
                         let maps = det.detect_batch(&frames).expect("detect");
                         for d in det.split(&maps).expect("split") {
-                            let _ = find_regions(&d.fused, scoring.threshold as f32, 4);
+                            let _ = find_regions(&d.fused, scoring.region_threshold as f32, 4);
                         }
                     }),
                 ),
@@ -146,15 +146,10 @@ fn main() -> Result<()> {
                         tch::no_grad(|| {
                             let x = prepare_batch(&frames, s, &norm, Kind::Float).expect("batch");
                             let taps = model.features(&x);
-                            let cls = model.cls_logits(&taps, false).sigmoid();
+                            let logits = model.cls_logits(&taps, false);
                             let lp = fiber_loop_log_prob_maps(model, &taps, 256);
-                            let fused = fuse(
-                                &flow_map(&lp, &scoring.tap_log_prob_max, s),
-                                &cls,
-                                scoring.fusion_weight,
-                            );
-                            let _ =
-                                Vec::<f32>::try_from(image_scores(&fused).to_device(Device::Cpu));
+                            let maps = maps_from_heads(&logits, &lp, &scoring, s);
+                            let _ = Vec::<f32>::try_from(maps.scores.to_device(Device::Cpu));
                         })
                     }),
                 ),
