@@ -93,7 +93,10 @@ fn command_line_overrides_win_and_are_validated() {
 #[test]
 fn weights_are_chosen_unless_fixed_and_must_be_usable() {
     let c = TrainConfig::load(&configs().join("cpu-fast.toml")).unwrap();
-    assert_eq!((c.calibration.fusion_weight, c.calibration.score_weight), (None, None));
+    assert_eq!(
+        (c.calibration.fusion_weight, c.calibration.score_weight),
+        (None, None)
+    );
     let mut c2 = c.clone();
     let cli = Cli::parse_from(["x", "--score-weight", "0.5"]);
     cli.o.apply(&mut c2).unwrap();
