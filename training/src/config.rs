@@ -290,7 +290,7 @@ pub struct Overrides {
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// Stage 1 learning rate.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
     /// Stage 1 epochs with the extractor frozen.
     #[arg(long)]
@@ -315,10 +315,10 @@ pub struct Overrides {
     pub on_bad_image: Option<OnBadImage>,
     /// Fixed fusion weight of the maps (skips the label-free choice; also the score's weight
     /// unless --score-weight or the config's score_weight is given).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub fusion_weight: Option<f64>,
     /// Fixed weight of the classifier in the image score (skips the label-free choice).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub score_weight: Option<f64>,
     /// ImageNet weights file of the extractor.
     #[arg(long)]
