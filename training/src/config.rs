@@ -278,13 +278,16 @@ impl TrainConfig {
 }
 
 /// Command-line overrides of config values.
+///
+/// Signed numbers take `allow_negative_numbers`, so that `--lr -1` reaches [`TrainConfig::validate`],
+/// which names the key and value, instead of clap reading `-1` as an unknown flag.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Overrides {
     /// Random seed.
     #[arg(long)]
     pub seed: Option<u64>,
     /// Network input side.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub input_size: Option<i64>,
     /// Stage 1 batch size.
     #[arg(long)]

@@ -86,6 +86,9 @@ fn command_line_overrides_win_and_are_validated() {
     let bad = Cli::parse_from(["x", "--input-size", "100"]);
     let err = bad.o.apply(&mut c).unwrap_err();
     assert!(format!("{err:#}").contains("multiple of 32"), "{err:#}");
+    let bad = Cli::parse_from(["x", "--input-size", "-64"]);
+    let err = bad.o.apply(&mut c).unwrap_err();
+    assert!(format!("{err:#}").contains("got -64"), "{err:#}");
     let err = load_edited_default("fiber_batch", "fibre_batch");
     assert!(err.contains("fibre_batch"), "unknown keys are named: {err}");
 }
