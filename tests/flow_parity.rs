@@ -46,6 +46,21 @@ fn coupling_block_matches_freia() {
 }
 
 #[test]
+fn folded_multiply_adds_count_the_folded_layers() {
+    // C = 7, P = 4: x1 has 4 channels, d = 8, hidden 16, output 2 * 3; the rotation 7 x 7
+    let vs = VarStore::new(Device::Cpu);
+    let block = CouplingBlock::new(&vs.root(), 7, 4, 1.9);
+    assert_eq!(block.folded_multiply_adds(), 4 * 16 + 16 * 6 + 7 * 7);
+    let cfg = FlowConfig {
+        blocks: 3,
+        condition_channels: 4,
+        clamp: 1.9,
+    };
+    let flow = ConditionalFlow::new(&(vs.root() / "flow"), 7, &cfg);
+    assert_eq!(flow.folded_multiply_adds(), 3 * (4 * 16 + 16 * 6 + 7 * 7));
+}
+
+#[test]
 fn fresh_block_has_unit_global_scale_and_orthogonal_rotation() {
     let vs = VarStore::new(Device::Cpu);
     let block = CouplingBlock::new(&vs.root(), 7, 4, 1.9);

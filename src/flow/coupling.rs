@@ -87,6 +87,12 @@ impl CouplingBlock {
         self.channels
     }
 
+    /// Multiply-adds per vector of the folded form: x1 W1x^T, hidden W2^T and the rotation.
+    pub fn folded_multiply_adds(&self) -> i64 {
+        let hidden = self.w1.size()[0];
+        self.split * hidden + hidden * self.w2.size()[0] + self.channels * self.channels
+    }
+
     fn global_gain(&self) -> Tensor {
         softplus_half(&self.global_scale) * 0.1
     }

@@ -61,6 +61,13 @@ impl ConditionalFlow {
         self.channels
     }
 
+    /// Multiply-adds per feature vector of the folded inference form ([`FoldedFlow`]): per
+    /// block the subnet's two layers without the condition's share, which folding precomputes,
+    /// and the rotation. Element-wise work (tanh, exp, sums) is not counted.
+    pub fn folded_multiply_adds(&self) -> i64 {
+        self.blocks.iter().map(CouplingBlock::folded_multiply_adds).sum()
+    }
+
     /// Element type of the weights.
     pub fn kind(&self) -> Kind {
         self.blocks[0].w1.kind()

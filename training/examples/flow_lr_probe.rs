@@ -15,6 +15,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use tch::{Device, Kind};
 
+fn env_f64(name: &str) -> f64 {
+    std::env::var(name).map_or(0.0, |v| v.parse().expect(name))
+}
+
 fn main() -> anyhow::Result<()> {
     let a: Vec<String> = std::env::args().collect();
     let run = Path::new(&a[1]);
@@ -70,6 +74,9 @@ fn main() -> anyhow::Result<()> {
             lr,
             fiber_batch: 256,
             vectors_per_epoch: None,
+            // regularisers under probe: CLSFLOW_PROBE_WD, CLSFLOW_PROBE_NOISE
+            weight_decay: env_f64("CLSFLOW_PROBE_WD"),
+            feature_noise: env_f64("CLSFLOW_PROBE_NOISE"),
         };
         let mut opt = stage2::optimizer(&model, tap, &cfg)?;
         let t0 = std::time::Instant::now();

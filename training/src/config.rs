@@ -101,6 +101,14 @@ pub struct Stage2Config {
     /// Feature vectors drawn per flow and epoch (all when absent).
     #[serde(default)]
     pub vectors_per_epoch: Option<usize>,
+    /// Adam's (L2) weight decay of the flows; 0 = none, as in the paper.
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Gaussian noise added to every training feature vector, as a fraction of each channel's
+    /// standard deviation over the training features; 0 = none, as in the paper. A regulariser
+    /// for taps with few vectors per position.
+    #[serde(default)]
+    pub feature_noise: f64,
 }
 
 /// Label-free calibration settings (METHOD.md section 8).
@@ -199,6 +207,18 @@ impl TrainConfig {
             || s2.warmup_epochs > s2.epochs
         {
             bail!("stage2: epochs, fiber_batch, lr must be positive and warmup_epochs <= epochs");
+        }
+        if !(s2.weight_decay >= 0.0 && s2.weight_decay.is_finite()) {
+            bail!(
+                "stage2.weight_decay must be >= 0, got {}",
+                s2.weight_decay
+            );
+        }
+        if !(0.0..=1.0).contains(&s2.feature_noise) {
+            bail!(
+                "stage2.feature_noise must be in [0, 1], got {}",
+                s2.feature_noise
+            );
         }
         let c = &self.calibration;
         if !(0.0..0.9).contains(&c.holdout_fraction) {

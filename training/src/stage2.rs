@@ -62,7 +62,11 @@ pub fn optimizer(
     tap: usize,
     cfg: &Stage2Config,
 ) -> anyhow::Result<Optimizer> {
-    Ok(tch::nn::Adam::default().build(model.flow_vars(tap), cfg.lr)?)
+    Ok(tch::nn::Adam {
+        wd: cfg.weight_decay,
+        ..Default::default()
+    }
+    .build(model.flow_vars(tap), cfg.lr)?)
 }
 
 /// Steps per epoch for `rows` vectors.
@@ -99,13 +103,22 @@ pub fn train_epoch(
     let warmup = steps * cfg.warmup_epochs;
     let (mut sum, mut count) = (0.0, 0usize);
     let dev = model.device();
+    // per-channel scale of the regularising noise (none when feature_noise = 0)
+    let noise_std = (cfg.feature_noise > 0.0).then(|| {
+        tch::no_grad(|| {
+            rows.std_dim(0, true, true).to_device(dev) * cfg.feature_noise
+        })
+    });
     for (i, chunk) in order.chunks(cfg.fiber_batch).enumerate() {
         if stop.load(Ordering::SeqCst) {
             return Ok(None);
         }
         opt.set_lr(warmup_cosine(epoch * steps + i, warmup, total, cfg.lr));
         let idx = Tensor::from_slice(chunk);
-        let x = rows.index_select(0, &idx).to_device(dev);
+        let mut x = rows.index_select(0, &idx).to_device(dev);
+        if let Some(std) = &noise_std {
+            x = &x + x.randn_like() * std;
+        }
         let c = cond_rows.index_select(0, &idx.remainder(hw)).to_device(dev);
         let loss = flow_loss(&flow.log_prob(&x, &c), flow.channels());
         opt.backward_step(&loss);

@@ -114,6 +114,16 @@ fn main() -> Result<()> {
             let x = prepare_batch(&frames, s, &norm, Kind::Float)?;
             let taps = tch::no_grad(|| model.features(&x));
             let n = batch as f64;
+            // The flows' arithmetic as one large matmul (K = N = 512), libtorch's best case on
+            // this device: how fast the flows could be at all without changing the model.
+            let flow_macs: i64 = (0..3)
+                .map(|t| {
+                    model.flows()[t].folded_multiply_adds() * model.condition_rows(t).size()[0]
+                })
+                .sum::<i64>()
+                * batch;
+            let dense_a = Tensor::rand([flow_macs / (512 * 512), 512], (Kind::Float, device));
+            let dense_b = Tensor::rand([512, 512], (Kind::Float, device));
             let mut rows: Vec<Row<'_>> = vec![
                 (
                     "backbone forward alone (floor)",
@@ -135,6 +145,10 @@ fn main() -> Result<()> {
                 (
                     "flows only, whole map (folded)",
                     Box::new(|| tch::no_grad(|| drop(model.flow_log_prob_maps(&taps)))),
+                ),
+                (
+                    "one dense matmul with the flows' multiply-adds",
+                    Box::new(|| drop(dense_a.matmul(&dense_b))),
                 ),
                 (
                     "flows only, CFlow-AD fiber loop (256)",
@@ -171,7 +185,12 @@ fn main() -> Result<()> {
             }
             println!(
                 "| {name} | {batch} | **whole-map flows vs fiber loop** | | | **{:.1}x faster** |",
-                ms[4] / ms[3]
+                ms[5] / ms[3]
+            );
+            println!(
+                "| {name} | {batch} | flows' multiply-adds per frame: {:.0} M, run at {:.0} % of the dense-matmul rate | | | |",
+                flow_macs as f64 / n / 1e6,
+                100.0 * ms[4] / ms[3]
             );
         }
     }
