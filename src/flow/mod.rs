@@ -65,7 +65,10 @@ impl ConditionalFlow {
     /// block the subnet's two layers without the condition's share, which folding precomputes,
     /// and the rotation. Element-wise work (tanh, exp, sums) is not counted.
     pub fn folded_multiply_adds(&self) -> i64 {
-        self.blocks.iter().map(CouplingBlock::folded_multiply_adds).sum()
+        self.blocks
+            .iter()
+            .map(CouplingBlock::folded_multiply_adds)
+            .sum()
     }
 
     /// Element type of the weights.

@@ -76,7 +76,7 @@ fn main() -> anyhow::Result<()> {
             vectors_per_epoch: None,
             // regularisers under probe: CLSFLOW_PROBE_WD, CLSFLOW_PROBE_NOISE
             weight_decay: env_f64("CLSFLOW_PROBE_WD"),
-            feature_noise: env_f64("CLSFLOW_PROBE_NOISE"),
+            feature_noise: [env_f64("CLSFLOW_PROBE_NOISE"); 3],
         };
         let mut opt = stage2::optimizer(&model, tap, &cfg)?;
         let t0 = std::time::Instant::now();

@@ -6,10 +6,10 @@ use clsflow_train::calibrate::branch_maps;
 use clsflow_train::data::{Dataset, read_rgb, resize_rgb};
 use clsflow_train::stage2;
 use indicatif::ProgressBar;
-use tch::Kind;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use tch::Device;
+use tch::Kind;
 
 fn stats(name: &str, v: &mut [f32]) {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -67,7 +67,10 @@ fn main() -> anyhow::Result<()> {
         );
     }
     let sc = &manifest.scoring;
-    for (name, imgs) in [("stage-1/2 training good", &train), ("held-out good", &held)] {
+    for (name, imgs) in [
+        ("stage-1/2 training good", &train),
+        ("held-out good", &held),
+    ] {
         let maps = tch::no_grad(|| {
             branch_maps(&model, imgs, sc.tap_log_prob_max, &manifest.normalization)
         });

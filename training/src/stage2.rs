@@ -104,11 +104,9 @@ pub fn train_epoch(
     let (mut sum, mut count) = (0.0, 0usize);
     let dev = model.device();
     // per-channel scale of the regularising noise (none when feature_noise = 0)
-    let noise_std = (cfg.feature_noise > 0.0).then(|| {
-        tch::no_grad(|| {
-            rows.std_dim(0, true, true).to_device(dev) * cfg.feature_noise
-        })
-    });
+    let noise = cfg.feature_noise[tap];
+    let noise_std =
+        (noise > 0.0).then(|| tch::no_grad(|| rows.std_dim(0, true, true).to_device(dev) * noise));
     for (i, chunk) in order.chunks(cfg.fiber_batch).enumerate() {
         if stop.load(Ordering::SeqCst) {
             return Ok(None);

@@ -138,14 +138,26 @@ fn defect_kind_rates_must_leave_room_for_texture_blends() {
 
 #[test]
 fn flow_regularisers_are_validated() {
-    let err = load_edited_default("fiber_batch = 256", "fiber_batch = 256\nfeature_noise = 1.5");
-    assert!(err.contains("stage2.feature_noise must be in [0, 1], got 1.5"), "{err}");
-    let err = load_edited_default("fiber_batch = 256", "fiber_batch = 256\nweight_decay = -1e-4");
-    assert!(err.contains("stage2.weight_decay must be >= 0, got -0.0001"), "{err}");
+    let err = load_edited_default(
+        "feature_noise = [0.0, 0.0, 0.1]",
+        "feature_noise = [0.0, 1.5, 0.1]",
+    );
+    assert!(
+        err.contains("stage2.feature_noise values must be in [0, 1], got 1.5"),
+        "{err}"
+    );
+    let err = load_edited_default(
+        "fiber_batch = 256",
+        "fiber_batch = 256\nweight_decay = -1e-4",
+    );
+    assert!(
+        err.contains("stage2.weight_decay must be >= 0, got -0.0001"),
+        "{err}"
+    );
     // the paper configs keep the paper's unregularised flows
     let paper = TrainConfig::load(&configs().join("paper/bottle.toml")).unwrap();
     assert_eq!(
         (paper.stage2.weight_decay, paper.stage2.feature_noise),
-        (0.0, 0.0)
+        (0.0, [0.0; 3])
     );
 }
