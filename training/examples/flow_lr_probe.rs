@@ -1,19 +1,19 @@
 //! Diagnostic: trains fresh flows of one tap on a trained run's (frozen) extractor at several
 //! learning rates and reports the mean -log p / C of the run's held-out good images: the flows'
 //! schedule is chosen on training images only (docs/accuracy.md).
-//! cargo run --release -p clsflow-train --example flow_lr_probe -- RUN_DIR DATA TAP EPOCHS LR...
+//! cargo run --release -p clsflow-train --example flow_lr_probe -- RUN_DIR TAP EPOCHS LR...
+//! (the images are those the run's state.json names)
 use clsflow::ClsFlowModel;
 use clsflow::checkpoint;
 use clsflow_train::config::Stage2Config;
-use clsflow_train::data::{Dataset, read_rgb, resize_rgb};
 use clsflow_train::stage2;
+use clsflow_train::train::TrainState;
 use indicatif::ProgressBar;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
-use tch::{Device, Kind};
+use tch::Device;
 
 fn env_f64(name: &str) -> f64 {
     std::env::var(name).map_or(0.0, |v| v.parse().expect(name))
@@ -22,27 +22,12 @@ fn env_f64(name: &str) -> f64 {
 fn main() -> anyhow::Result<()> {
     let a: Vec<String> = std::env::args().collect();
     let run = Path::new(&a[1]);
-    let ds = Dataset::open(Path::new(&a[2]))?;
-    let tap: usize = a[3].parse()?;
-    let epochs: usize = a[4].parse()?;
-    let lrs: Vec<f64> = a[5..].iter().map(|v| v.parse()).collect::<Result<_, _>>()?;
+    let tap: usize = a[2].parse()?;
+    let epochs: usize = a[3].parse()?;
+    let lrs: Vec<f64> = a[4..].iter().map(|v| v.parse()).collect::<Result<_, _>>()?;
     let (trained, manifest) = checkpoint::load(&run.join("model.clsflow"), Device::Cpu)?;
-    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("state.json"))?)?;
-    let hold: HashSet<PathBuf> = state["holdout"]
-        .as_array()
-        .expect("holdout list")
-        .iter()
-        .map(|v| PathBuf::from(v.as_str().unwrap()))
-        .collect();
-    let size = trained.config().input_size as u32;
-    let load = |paths: Vec<&PathBuf>| -> anyhow::Result<Vec<_>> {
-        paths
-            .into_iter()
-            .map(|p| Ok(resize_rgb(&read_rgb(p)?, size)))
-            .collect()
-    };
-    let train_imgs = load(ds.train.iter().filter(|p| !hold.contains(*p)).collect())?;
-    let hold_imgs = load(ds.train.iter().filter(|p| hold.contains(*p)).collect())?;
+    let state = TrainState::load(run)?;
+    let (train_imgs, hold_imgs) = state.good_images(trained.config().input_size as u32)?;
     let norm = manifest.normalization;
     let pb = ProgressBar::hidden();
     let feats = stage2::extract_features(&trained, &train_imgs, &norm, &pb);
@@ -55,15 +40,7 @@ fn main() -> anyhow::Result<()> {
         hrows.size()[0],
         hold_imgs.len()
     );
-    let held_out_nll = |model: &ClsFlowModel| {
-        tch::no_grad(|| {
-            let cond = model.condition_rows(tap);
-            let n = hrows.size()[0] / cond.size()[0];
-            let lp = model.flows()[tap].log_prob(&hrows, &cond.repeat([n, 1]));
-            -(lp.to_kind(Kind::Double).mean(Kind::Double)) / model.flows()[tap].channels() as f64
-        })
-        .double_value(&[])
-    };
+    let held_out_nll = |model: &ClsFlowModel| stage2::mean_nll_per_channel(model, tap, &hrows);
     println!("trained run's flow: hold {:.4}", held_out_nll(&trained));
     for lr in lrs {
         tch::manual_seed(0);

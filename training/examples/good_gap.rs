@@ -1,15 +1,14 @@
 //! Diagnostic: do the branches score the good images they were trained on lower than held-out
 //! good images of the same category (overfitting)? Training images only; no test image is read.
-//! cargo run --release -p clsflow-train --example good_gap -- RUN_DIR DATA
+//! cargo run --release -p clsflow-train --example good_gap -- RUN_DIR
+//! (the images are those the run's state.json names)
 use clsflow::checkpoint;
 use clsflow_train::calibrate::branch_maps;
-use clsflow_train::data::{Dataset, read_rgb, resize_rgb};
 use clsflow_train::stage2;
+use clsflow_train::train::TrainState;
 use indicatif::ProgressBar;
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tch::Device;
-use tch::Kind;
 
 fn stats(name: &str, v: &mut [f32]) {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -28,38 +27,13 @@ fn stats(name: &str, v: &mut [f32]) {
 fn main() -> anyhow::Result<()> {
     let a: Vec<String> = std::env::args().collect();
     let run = Path::new(&a[1]);
-    let ds = Dataset::open(Path::new(&a[2]))?;
     let (model, manifest) = checkpoint::load(&run.join("model.clsflow"), Device::Cpu)?;
-    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("state.json"))?)?;
-    let hold: HashSet<PathBuf> = state["holdout"]
-        .as_array()
-        .expect("holdout list")
-        .iter()
-        .map(|v| PathBuf::from(v.as_str().unwrap()))
-        .collect();
-    let size = model.config().input_size as u32;
-    let load = |paths: Vec<&PathBuf>| -> anyhow::Result<Vec<_>> {
-        paths
-            .into_iter()
-            .map(|p| Ok(resize_rgb(&read_rgb(p)?, size)))
-            .collect()
-    };
-    let train = load(ds.train.iter().filter(|p| !hold.contains(*p)).collect())?;
-    let held = load(ds.train.iter().filter(|p| hold.contains(*p)).collect())?;
+    let (train, held) = TrainState::load(run)?.good_images(model.config().input_size as u32)?;
     let pb = ProgressBar::hidden();
     let ft = stage2::extract_features(&model, &train, &manifest.normalization, &pb);
     let fh = stage2::extract_features(&model, &held, &manifest.normalization, &pb);
     for tap in 0..3 {
-        let nll = |f: &tch::Tensor| {
-            tch::no_grad(|| {
-                let rows = stage2::to_rows(f);
-                let cond = model.condition_rows(tap);
-                let n = rows.size()[0] / cond.size()[0];
-                let lp = model.flows()[tap].log_prob(&rows, &cond.repeat([n, 1]));
-                (-lp.to_kind(Kind::Double).mean(Kind::Double)).double_value(&[])
-                    / model.flows()[tap].channels() as f64
-            })
-        };
+        let nll = |f| stage2::mean_nll_per_channel(&model, tap, &stage2::to_rows(f));
         println!(
             "tap {tap}: -log p / C  training {:.4}  held-out {:.4}",
             nll(&ft[tap]),

@@ -12,8 +12,8 @@ use indicatif::ProgressBar;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tch::Tensor;
 use tch::nn::{Optimizer, OptimizerConfig};
+use tch::{Kind, Tensor};
 
 /// Normalised input batches of images, `batch` at a time.
 pub fn image_batches<'a>(
@@ -54,6 +54,20 @@ pub fn to_rows(features: &Tensor) -> Tensor {
         .permute([0, 2, 3, 1])
         .reshape([n * h * w, c])
         .contiguous()
+}
+
+/// Mean -log p / C of the flow of `tap` over feature rows (N * HW, C) laid out as [`to_rows`]
+/// does: the held-out criterion that chose the flows' schedule (docs/accuracy.md, items 9, 18).
+pub fn mean_nll_per_channel(model: &ClsFlowModel, tap: usize, rows: &Tensor) -> f64 {
+    tch::no_grad(|| {
+        let cond = model.condition_rows(tap);
+        let n = rows.size()[0] / cond.size()[0];
+        let lp = model.flows()[tap].log_prob(rows, &cond.repeat([n, 1]));
+        -lp.to_kind(Kind::Double)
+            .mean(Kind::Double)
+            .double_value(&[])
+            / model.flows()[tap].channels() as f64
+    })
 }
 
 /// Adam for the flow of one tap.

@@ -45,6 +45,33 @@ pub struct TrainState {
     pub seconds: [f64; 3],
 }
 
+impl TrainState {
+    /// Reads the state that a run saved in its output folder `out`.
+    pub fn load(out: &Path) -> Result<TrainState> {
+        let path = out.join(STATE);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{}: unreadable", path.display()))
+    }
+
+    /// The run's good images resized to `size`: those the stages trained on, and the held-out
+    /// ones (for diagnostics on training data, e.g. `training/examples/good_gap.rs`).
+    pub fn good_images(&self, size: u32) -> Result<(Vec<RgbImage>, Vec<RgbImage>)> {
+        let load = |paths: &[PathBuf], what: &str| -> Result<Vec<RgbImage>> {
+            Ok(
+                load_images(paths, size, self.config.data.on_bad_image, what)?
+                    .into_iter()
+                    .map(|(_, img)| img)
+                    .collect(),
+            )
+        };
+        Ok((
+            load(&self.train, "training images")?,
+            load(&self.holdout, "held-out images")?,
+        ))
+    }
+}
+
 /// What a finished run wrote.
 #[derive(Debug)]
 pub struct TrainOutcome {
@@ -144,15 +171,13 @@ pub fn train(
         .with_context(|| format!("cannot create output folder {}", out.display()))?;
     let ds = Dataset::open(data)?;
     let (mut state, model) = if resume {
-        let text = std::fs::read_to_string(out.join(STATE)).with_context(|| {
+        let state = TrainState::load(out).with_context(|| {
             format!(
-                "--resume: no {} in {} (nothing to resume)",
+                "--resume: no usable {} in {} (nothing to resume)",
                 STATE,
                 out.display()
             )
         })?;
-        let state: TrainState = serde_json::from_str(&text)
-            .with_context(|| format!("{}: unreadable", out.join(STATE).display()))?;
         if state.config != cfg {
             eprintln!(
                 "note: resuming with the configuration stored in {} (command-line settings ignored)",
