@@ -36,4 +36,19 @@ gcc examples/read_meta.c -o "$work/read_meta" $(pkg-config --cflags --libs gstre
   ! pngdec ! videoconvert ! anomalydetect name=detect model=$work/run/model.clsflow threshold=0 region-threshold=0 ! fakesink" > "$work/c.txt"
 [ "$(grep -c 'ANOMALOUS map 128x128.*region 0,0 256x256' "$work/c.txt")" -eq 2 ] \
   || { echo "pipeline-test: C reader output unexpected:" >&2; cat "$work/c.txt" >&2; exit 1; }
-echo "pipeline-test: 2 passed, 0 failed (gst-launch: 2 PNG frames in, 2 annotated PNG frames out; C metadata reader)"
+# half=true: bfloat16 flow matmuls on CPUs that have them, else a clear error naming what is missing
+if grep -qw -e avx512_bf16 -e amx_bf16 /proc/cpuinfo; then
+  "$work/read_meta" "multifilesrc location=$work/demo/test/crack/%03d.png index=0 stop-index=1 caps=image/png,framerate=1/1 \
+    ! pngdec ! videoconvert ! anomalydetect name=detect model=$work/run/model.clsflow threshold=0 region-threshold=0 half=true ! fakesink" > "$work/half.txt"
+  [ "$(grep -c 'ANOMALOUS map 128x128' "$work/half.txt")" -eq 2 ] \
+    || { echo "pipeline-test: half=true output unexpected:" >&2; cat "$work/half.txt" >&2; exit 1; }
+  half="half=true: 2 frames with bfloat16 flow matmuls"
+else
+  if gst-launch-1.0 -q multifilesrc location="$work/demo/test/crack/%03d.png" index=0 stop-index=1 caps="image/png,framerate=1/1" \
+    ! pngdec ! videoconvert ! anomalydetect model="$work/run/model.clsflow" half=true ! fakesink > "$work/half.txt" 2>&1; then
+    echo "pipeline-test: half=true ran on a CPU without bfloat16 matmuls" >&2; exit 1
+  fi
+  grep -q "AVX512-BF16" "$work/half.txt" || { echo "pipeline-test: half=true error unclear:" >&2; cat "$work/half.txt" >&2; exit 1; }
+  half="half=true: refused with a clear error (no bfloat16 matmuls on this CPU)"
+fi
+echo "pipeline-test: 3 passed, 0 failed (gst-launch: 2 PNG frames in, 2 annotated PNG frames out; C metadata reader; $half)"

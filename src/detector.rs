@@ -15,7 +15,8 @@ use tch::{Device, Kind, Tensor};
 pub struct DetectorOptions {
     /// `auto`, `cpu`, `cuda` or `cuda:N`.
     pub device: String,
-    /// Run in half precision (CUDA only).
+    /// Reduced precision: on CUDA the whole model in float16; on the CPU the flows' matrix
+    /// products in bfloat16 (CPUs with AVX512-BF16 or AMX-BF16 only), the rest in float32.
     pub half: bool,
 }
 
@@ -126,6 +127,20 @@ pub struct Detection {
     pub cls: AnomalyMap,
 }
 
+/// Half precision is float16 on CUDA, and bfloat16 matmuls on CPUs that have them natively
+/// (elsewhere they would be emulated, i.e. slower than float32).
+fn check_half(device: Device) -> Result<()> {
+    if device.is_cuda() || crate::device::cpu_has_native_bf16() {
+        return Ok(());
+    }
+    Err(Error::Device {
+        device: crate::device::device_name(device),
+        message: "half precision needs a CUDA device, or a CPU with AVX512-BF16 or AMX-BF16 \
+                  (bfloat16 matmuls for the flows); this CPU has neither"
+            .into(),
+    })
+}
+
 /// A trained model on its device. Holds no global state; use one instance per thread.
 #[derive(Debug)]
 pub struct Detector {
@@ -139,27 +154,35 @@ impl Detector {
     /// Loads a checkpoint (validated) onto the device of `options`.
     pub fn load(path: impl AsRef<Path>, options: &DetectorOptions) -> Result<Self> {
         let device = parse_device(&options.device)?;
-        if options.half && !device.is_cuda() {
-            return Err(Error::Device {
-                device: options.device.clone(),
-                message: "half precision needs a CUDA device".into(),
-            });
+        if options.half {
+            check_half(device)?;
         }
         let (mut model, manifest) = checkpoint::load(path.as_ref(), device)?;
-        if options.half {
-            model.to_half();
-        }
         model.fold_for_inference();
-        Ok(Detector {
+        let detector = Detector {
             scoring: manifest.scoring.clone(),
             model,
             manifest,
-            kind: if options.half {
-                Kind::Half
-            } else {
-                Kind::Float
-            },
-        })
+            kind: Kind::Float,
+        };
+        if options.half {
+            detector.with_half()
+        } else {
+            Ok(detector)
+        }
+    }
+
+    /// The same detector in reduced precision (see [`DetectorOptions::half`]).
+    pub fn with_half(mut self) -> Result<Self> {
+        let device = self.device();
+        check_half(device)?;
+        if device.is_cuda() {
+            self.model.to_half();
+            self.kind = Kind::Half;
+        } else {
+            self.model.set_flow_matmul_kind(Kind::BFloat16);
+        }
+        Ok(self)
     }
 
     /// Wraps an in-memory model (e.g. right after training) with its scoring.
@@ -208,6 +231,12 @@ impl Detector {
     /// one; the flow references should stay those of the checkpoint.
     pub fn set_scoring(&mut self, scoring: Scoring) {
         self.scoring = scoring;
+    }
+
+    /// The precision of the model's input and activations: `Half` on CUDA in half precision,
+    /// else `Float` (also on the CPU in half precision, where only the flows' matmuls change).
+    pub fn kind(&self) -> Kind {
+        self.kind
     }
 
     /// The device the model runs on.

@@ -46,3 +46,19 @@ pub fn device_name(device: Device) -> String {
         other => format!("{other:?}").to_lowercase(),
     }
 }
+
+/// Whether this CPU multiplies bfloat16 matrices natively (AVX512-BF16 or AMX-BF16): only then
+/// are libtorch's bfloat16 matmuls faster than float32 ones rather than emulated. Reads the
+/// flags of `/proc/cpuinfo`; false where there is none.
+pub fn cpu_has_native_bf16() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .map(|info| {
+            info.lines()
+                .find(|l| l.starts_with("flags"))
+                .is_some_and(|l| {
+                    l.split_whitespace()
+                        .any(|f| f == "avx512_bf16" || f == "amx_bf16")
+                })
+        })
+        .unwrap_or(false)
+}

@@ -93,6 +93,12 @@ fn device_strings() {
     if !tch::Cuda::is_available() {
         let e = parse_device("cuda:0").unwrap_err().to_string();
         assert!(e.contains("CUDA is not available"), "{e}");
+    }
+}
+
+#[test]
+fn half_on_the_cpu_is_bfloat16_flow_matmuls_or_a_clear_error() {
+    if !clsflow::device::cpu_has_native_bf16() {
         let e = Detector::load(
             "x",
             &DetectorOptions {
@@ -102,8 +108,39 @@ fn device_strings() {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("half precision needs a CUDA device"), "{e}");
+        assert!(e.contains("AVX512-BF16") && e.contains("\"cpu\""), "{e}");
+        eprintln!("skipped the bfloat16 comparison: this CPU has no native bfloat16 matmuls");
+        return;
     }
+    let img = vec![RgbImage::from_fn(96, 80, |x, y| {
+        image::Rgb([(x * 2) as u8, (y * 3) as u8, ((x + y) % 256) as u8])
+    })];
+    // one model for both (tests run in parallel and share libtorch's random generator)
+    let det = detector(0.0);
+    let full = det.detect(&img).unwrap().remove(0);
+    let half = det.with_half().unwrap();
+    assert_eq!(half.device(), Device::Cpu);
+    let half = half.detect(&img).unwrap().remove(0);
+    let range = full.flow.max() - full.flow.data.iter().copied().fold(f32::INFINITY, f32::min);
+    let worst = full
+        .flow
+        .data
+        .iter()
+        .zip(&half.flow.data)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        worst > 0.0,
+        "the bfloat16 path ran (maps are not bit-identical)"
+    );
+    assert!(
+        worst < 0.02 * range,
+        "bfloat16 flow map off by {worst} over a range of {range}"
+    );
+    assert_eq!(
+        full.cls.data, half.cls.data,
+        "the classifier stays in float32"
+    );
 }
 
 #[test]

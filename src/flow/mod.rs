@@ -161,6 +161,18 @@ impl FoldedFlow {
         (log_likelihood(&z, &log_det.expect("at least one block")) / c as f64).reshape([b, h, w])
     }
 
+    /// The same flow with its matmuls in `kind` and its latent rows in the input's precision.
+    pub fn with_matmul_kind(&self, kind: Kind) -> FoldedFlow {
+        FoldedFlow {
+            blocks: self
+                .blocks
+                .iter()
+                .map(|b| b.with_matmul_kind(kind))
+                .collect(),
+            positions: self.positions,
+        }
+    }
+
     /// Converts to another precision.
     pub fn to_kind(&self, kind: Kind) -> FoldedFlow {
         FoldedFlow {

@@ -68,6 +68,10 @@ enum Command {
         /// Unreadable test images: skip or fail.
         #[arg(long, value_enum, default_value = "skip")]
         on_bad_image: OnBadImage,
+        /// Reduced precision, as the element's `half`: float16 on CUDA, bfloat16 matmuls for the
+        /// flows on CPUs with AVX512-BF16 or AMX-BF16.
+        #[arg(long)]
+        half: bool,
     },
     /// Write N synthetic-defect samples as a PNG sheet (image, mask, label target).
     SynthSheet {
@@ -183,15 +187,10 @@ fn run(cli: Cli) -> Result<()> {
             device,
             batch_size,
             on_bad_image,
+            half,
         } => {
             let t0 = Instant::now();
-            let det = Detector::load(
-                &model,
-                &DetectorOptions {
-                    device,
-                    half: false,
-                },
-            )?;
+            let det = Detector::load(&model, &DetectorOptions { device, half })?;
             let ds = Dataset::open(&data)?;
             let (items, ms) = score_test_set(&det, &ds, on_bad_image, batch_size.max(1))?;
             let eval = evaluate(&items, det.map_size(), det.scoring(), ms);
@@ -199,6 +198,7 @@ fn run(cli: Cli) -> Result<()> {
                 "model": model.display().to_string(),
                 "data": data.display().to_string(),
                 "device": clsflow::device::device_name(det.device()),
+                "half": half,
                 "fusion_weight": det.scoring().fusion_weight,
                 "score_weight": det.scoring().score_weight,
                 "region_threshold": det.scoring().region_threshold,

@@ -182,7 +182,7 @@ impl ObjectImpl for AnomalyDetect {
                     .build(),
                 glib::ParamSpecBoolean::builder("half")
                     .nick("Half precision")
-                    .blurb("Run the model in float16 (CUDA devices only)")
+                    .blurb("Reduced precision: the model in float16 on CUDA; on the CPU the flows' matrix products in bfloat16 (CPUs with AVX512-BF16 or AMX-BF16 only)")
                     .default_value(false)
                     .mutable_ready()
                     .build(),

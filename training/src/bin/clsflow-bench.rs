@@ -86,23 +86,32 @@ fn main() -> Result<()> {
     println!("| device | batch | row | ms/frame | frames/s | x floor |");
     println!("|---|---|---|---|---|---|");
     for device in devices {
-        let det = match &args.model {
-            Some(m) => Detector::load(
-                m,
-                &DetectorOptions {
-                    device: clsflow::device::device_name(device),
-                    half: false,
-                },
-            )?,
-            None => {
-                tch::manual_seed(0);
-                let cfg = TrainConfig::load(&args.config)?;
-                Detector::from_model(
-                    ClsFlowModel::new(cfg.model_config(), device)?,
-                    Scoring::default(),
-                    "bench",
-                )
-            }
+        let make = |half: bool| -> Result<Detector> {
+            let det = match &args.model {
+                Some(m) => Detector::load(
+                    m,
+                    &DetectorOptions {
+                        device: clsflow::device::device_name(device),
+                        half: false,
+                    },
+                )?,
+                None => {
+                    tch::manual_seed(0);
+                    let cfg = TrainConfig::load(&args.config)?;
+                    Detector::from_model(
+                        ClsFlowModel::new(cfg.model_config(), device)?,
+                        Scoring::default(),
+                        "bench",
+                    )
+                }
+            };
+            Ok(if half { det.with_half()? } else { det })
+        };
+        let det = make(false)?;
+        // half precision rows where it is fast: float16 on CUDA, bfloat16 matmuls on such CPUs
+        let det_half = match device {
+            Device::Cpu if !clsflow::device::cpu_has_native_bf16() => None,
+            _ => Some(make(true)?),
         };
         let model = det.model();
         let s = model.config().input_size;
@@ -168,6 +177,28 @@ fn main() -> Result<()> {
                     }),
                 ),
             ];
+            if let Some(dh) = &det_half {
+                let taps_half: [Tensor; 3] = if dh.kind() == Kind::Half {
+                    tch::no_grad(|| dh.model().features(&x.to_kind(Kind::Half)))
+                } else {
+                    taps.each_ref().map(|t| t.shallow_clone())
+                };
+                rows.push((
+                    "flows only, whole map, half (CPU: bfloat16 matmuls)",
+                    Box::new(move || {
+                        tch::no_grad(|| drop(dh.model().flow_log_prob_maps(&taps_half)))
+                    }),
+                ));
+                rows.push((
+                    "full detector, half",
+                    Box::new(|| {
+                        let maps = dh.detect_batch(&frames).expect("detect");
+                        for d in dh.split(&maps).expect("split") {
+                            let _ = find_regions(&d.fused, scoring.region_threshold as f32, 4);
+                        }
+                    }),
+                ));
+            }
             let ms: Vec<f64> = time_rows(args.iters, device, &mut rows)
                 .into_iter()
                 .map(|t| t / n)
