@@ -55,6 +55,7 @@ fn main() -> anyhow::Result<()> {
             weight_decay: env_f64("CLSFLOW_PROBE_WD"),
             feature_noise: [env_f64("CLSFLOW_PROBE_NOISE"); 3],
         };
+        let data = stage2::FlowRows::new(rows.shallow_clone(), &cfg, tap, Device::Cpu);
         let mut opt = stage2::optimizer(&model, tap, &cfg)?;
         let t0 = std::time::Instant::now();
         let mut line = format!("lr {lr:e}:");
@@ -65,7 +66,7 @@ fn main() -> anyhow::Result<()> {
                 tap,
                 &mut opt,
                 &cfg,
-                &rows,
+                &data,
                 epoch,
                 &mut rng,
                 &AtomicBool::new(false),

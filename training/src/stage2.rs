@@ -91,15 +91,34 @@ pub fn steps_per_epoch(cfg: &Stage2Config, rows: usize) -> usize {
         .div_ceil(cfg.fiber_batch)
 }
 
-/// One epoch of the flow of `tap` on `rows` (N * HW, C) with positions cycling over `cond_rows`
-/// (HW, P). Returns the mean loss, or `None` when stopped.
+/// The training vectors of one flow, (N * HW, C), with the per-channel scale of its
+/// regularising noise (`feature_noise` x each channel's std; none when that is 0), computed once
+/// for all epochs.
+pub struct FlowRows {
+    /// The vectors, on the CPU.
+    pub rows: Tensor,
+    noise_std: Option<Tensor>,
+}
+
+impl FlowRows {
+    /// Wraps the vectors of `tap` for training on `device`.
+    pub fn new(rows: Tensor, cfg: &Stage2Config, tap: usize, device: tch::Device) -> Self {
+        let noise = cfg.feature_noise[tap];
+        let noise_std = (noise > 0.0)
+            .then(|| tch::no_grad(|| rows.std_dim(0, true, true).to_device(device) * noise));
+        FlowRows { rows, noise_std }
+    }
+}
+
+/// One epoch of the flow of `tap` on `data` with positions cycling over the tap's condition
+/// rows (HW, P). Returns the mean loss, or `None` when stopped.
 #[allow(clippy::too_many_arguments)]
 pub fn train_epoch(
     model: &ClsFlowModel,
     tap: usize,
     opt: &mut Optimizer,
     cfg: &Stage2Config,
-    rows: &Tensor,
+    data: &FlowRows,
     epoch: usize,
     rng: &mut ChaCha8Rng,
     stop: &AtomicBool,
@@ -108,6 +127,7 @@ pub fn train_epoch(
     let flow = &model.flows()[tap];
     let cond_rows = model.condition_rows(tap).to_device(tch::Device::Cpu);
     let hw = cond_rows.size()[0];
+    let rows = &data.rows;
     let n = rows.size()[0] as usize;
     let mut order: Vec<i64> = (0..n as i64).collect();
     order.shuffle(rng);
@@ -117,10 +137,6 @@ pub fn train_epoch(
     let warmup = steps * cfg.warmup_epochs;
     let (mut sum, mut count) = (0.0, 0usize);
     let dev = model.device();
-    // per-channel scale of the regularising noise (none when feature_noise = 0)
-    let noise = cfg.feature_noise[tap];
-    let noise_std =
-        (noise > 0.0).then(|| tch::no_grad(|| rows.std_dim(0, true, true).to_device(dev) * noise));
     for (i, chunk) in order.chunks(cfg.fiber_batch).enumerate() {
         if stop.load(Ordering::SeqCst) {
             return Ok(None);
@@ -128,7 +144,7 @@ pub fn train_epoch(
         opt.set_lr(warmup_cosine(epoch * steps + i, warmup, total, cfg.lr));
         let idx = Tensor::from_slice(chunk);
         let mut x = rows.index_select(0, &idx).to_device(dev);
-        if let Some(std) = &noise_std {
+        if let Some(std) = &data.noise_std {
             x = &x + x.randn_like() * std;
         }
         let c = cond_rows.index_select(0, &idx.remainder(hw)).to_device(dev);

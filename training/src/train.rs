@@ -350,11 +350,16 @@ pub fn train(
         if state.stage2_done[tap] >= cfg.stage2.epochs {
             continue;
         }
-        let rows = stage2::to_rows(tap_features);
+        let rows = stage2::FlowRows::new(
+            stage2::to_rows(tap_features),
+            &cfg.stage2,
+            tap,
+            model.device(),
+        );
         let mut opt = stage2::optimizer(&model, tap, &cfg.stage2)?;
         for epoch in state.stage2_done[tap]..cfg.stage2.epochs {
             let te = Instant::now();
-            let steps = stage2::steps_per_epoch(&cfg.stage2, rows.size()[0] as usize);
+            let steps = stage2::steps_per_epoch(&cfg.stage2, rows.rows.size()[0] as usize);
             let pb = progress(
                 steps as u64,
                 &format!("flow{tap} {}/{}", epoch + 1, cfg.stage2.epochs),
