@@ -45,13 +45,19 @@ fn main() -> anyhow::Result<()> {
             .zip(&sh)
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
-        let flips = sf
+        let threshold = full.scoring().threshold as f32;
+        let flipped: Vec<(f32, f32)> = sf
             .iter()
             .zip(&sh)
-            .filter(|(a, b)| {
-                (**a > full.scoring().threshold as f32) != (**b > full.scoring().threshold as f32)
-            })
-            .count();
+            .filter(|(a, b)| (**a > threshold) != (**b > threshold))
+            .map(|(a, b)| (*a, *b))
+            .collect();
+        let flips = flipped.len();
+        for (a, b) in &flipped {
+            println!(
+                "  verdict changed: score {a:.5} (float32) -> {b:.5} (half), threshold {threshold:.5}"
+            );
+        }
         println!(
             "{name}: {} images; fused map |half - full| mean {:.4} max {worst:.4} (largest map range {spread:.3}); image score max change {dscore:.4} against a score std of {std:.4}; verdicts changed {flips}",
             sf.len(),
