@@ -165,24 +165,28 @@ impl Detector {
             manifest,
             kind: Kind::Float,
         };
-        if options.half {
-            detector.with_half()
+        Ok(if options.half {
+            detector.into_half()
         } else {
-            Ok(detector)
-        }
+            detector
+        })
     }
 
     /// The same detector in reduced precision (see [`DetectorOptions::half`]).
-    pub fn with_half(mut self) -> Result<Self> {
-        let device = self.device();
-        check_half(device)?;
-        if device.is_cuda() {
+    pub fn with_half(self) -> Result<Self> {
+        check_half(self.device())?;
+        Ok(self.into_half())
+    }
+
+    /// [`Self::with_half`] once [`check_half`] has passed.
+    fn into_half(mut self) -> Self {
+        if self.device().is_cuda() {
             self.model.to_half();
             self.kind = Kind::Half;
         } else {
             self.model.set_flow_matmul_kind(Kind::BFloat16);
         }
-        Ok(self)
+        self
     }
 
     /// Wraps an in-memory model (e.g. right after training) with its scoring.
