@@ -154,7 +154,10 @@ impl FoldedFlow {
             let (y, j) = block.forward(&z);
             z = y;
             log_det = Some(match log_det {
-                Some(l) => l + j,
+                Some(mut l) => {
+                    let _ = l.g_add_(&j);
+                    l
+                }
                 None => j,
             });
         }

@@ -131,6 +131,10 @@ fn main() -> Result<()> {
                 })
                 .sum::<i64>()
                 * batch;
+            // the heads' outputs and the maps, so that the post-processing rows time only that
+            let logits = tch::no_grad(|| model.cls_logits(&taps, false));
+            let logp = tch::no_grad(|| model.flow_log_prob_maps(&taps));
+            let maps = tch::no_grad(|| maps_from_heads(&logits, &logp, &scoring, s));
             let dense_a = Tensor::rand([flow_macs / (512 * 512), 512], (Kind::Float, device));
             let dense_b = Tensor::rand([512, 512], (Kind::Float, device));
             let mut rows: Vec<Row<'_>> = vec![
@@ -174,6 +178,26 @@ fn main() -> Result<()> {
                             let maps = maps_from_heads(&logits, &lp, &scoring, s);
                             let _ = Vec::<f32>::try_from(maps.scores.to_device(Device::Cpu));
                         })
+                    }),
+                ),
+                (
+                    "  of which: input conversion (uint8 frames to the normalised batch)",
+                    Box::new(|| {
+                        drop(prepare_batch(&frames, s, &norm, Kind::Float).expect("batch"))
+                    }),
+                ),
+                (
+                    "  of which: maps from the heads (flow map, fusion, image scores)",
+                    Box::new(|| {
+                        tch::no_grad(|| drop(maps_from_heads(&logits, &logp, &scoring, s)))
+                    }),
+                ),
+                (
+                    "  of which: maps to Rust, regions",
+                    Box::new(|| {
+                        for d in det.split(&maps).expect("split") {
+                            let _ = find_regions(&d.fused, scoring.region_threshold as f32, 4);
+                        }
                     }),
                 ),
             ];
