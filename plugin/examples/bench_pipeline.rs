@@ -3,7 +3,7 @@
 //! as a libtorch tensor, and as a packed frame the way the element feeds it), in one run;
 //! then a long soak run that samples resident memory.
 //!
-//! cargo run --release -p gst-plugin-clsflow --example bench_pipeline -- [--model M] [--frames N] [--soak-frames N]
+//! cargo run --release -p gst-plugin-clsflow --example bench_pipeline -- [--model M] [--frames N] [--rounds R] [--soak-frames N]
 use clsflow::regions::find_regions;
 use clsflow::resample::{PackedFrame, input_tensor, packed_to_input};
 use clsflow::{ClsFlowModel, Detector, DetectorOptions, Scoring, torch_thread};
@@ -195,6 +195,10 @@ fn main() {
     let soak: usize = arg("--soak-frames")
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
+    let rounds: usize = arg("--rounds")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4)
+        .max(1);
     let dir = std::env::temp_dir().join(format!("clsflow-bench-{}", std::process::id()));
     let model = match arg("--model") {
         Some(m) => PathBuf::from(m),
@@ -222,32 +226,58 @@ fn main() {
     };
     let (w, h) = (1280, 720);
     let threads = torch_thread::run(tch::get_num_threads).unwrap();
-    println!("GStreamer path, {w}x{h} RGBx, {frames} frames per row, {threads} libtorch threads\n");
-    // half of the bare-detector frames before the pipelines and half after, pooled, so that a
-    // change of load on this shared machine hits both sides alike
-    let half = frames.div_ceil(2);
-    let mut bare = bare_detector(&model, w, h, half, Prep::Rust);
-    let mut bare_torch = bare_detector(&model, w, h, half, Prep::Libtorch);
+    println!(
+        "GStreamer path, {w}x{h} RGBx, {frames} frames per row in {rounds} rounds taken in turn, {threads} libtorch threads\n"
+    );
+    // The rows take turns in `rounds` rounds of frames / rounds frames each, so that the load
+    // of this shared machine, which moves the same detector by 15-25 % from one minute to the
+    // next, hits every row alike; the element overhead is the median of the rounds' overheads,
+    // each the element against the bare detector measured right before it.
+    let per_round = frames.div_ceil(rounds);
     let src = format!(
-        "videotestsrc num-buffers={frames} pattern=ball ! video/x-raw,format=RGBx,width={w},height={h},framerate=30/1"
+        "videotestsrc num-buffers={} pattern=ball ! video/x-raw,format=RGBx,width={w},height={h},framerate=30/1",
+        per_round + WARMUP
     );
     let m = model.display();
-    let (detect_ms, detect_lat, _, detect_inf) = run_pipeline(
-        &format!("{src} ! anomalydetect name=detect model={m} ! fakesink sync=false"),
-        None,
-    );
-    let (overlay_ms, overlay_lat, _, _) = run_pipeline(
-        &format!(
-            "{src} ! anomalydetect name=detect model={m} ! anomalyoverlay name=overlay ! fakesink sync=false"
-        ),
-        None,
-    );
-    let (src_ms, _, _, _) = run_pipeline(
-        &format!("{src} ! identity name=detect ! fakesink sync=false"),
-        None,
-    );
-    bare_torch.extend(bare_detector(&model, w, h, half, Prep::Libtorch));
-    bare.extend(bare_detector(&model, w, h, half, Prep::Rust));
+    let (mut bare, mut bare_torch) = (Vec::new(), Vec::new());
+    let (mut detect_lat, mut detect_inf, mut overlay_lat) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut detect_ms, mut overlay_ms, mut src_ms) = (Vec::new(), Vec::new(), Vec::new());
+    let mut round_overheads = Vec::new();
+    for _ in 0..rounds {
+        let b = bare_detector(&model, w, h, per_round, Prep::Rust);
+        bare_torch.extend(bare_detector(&model, w, h, per_round, Prep::Libtorch));
+        let (ms, lat, _, inf) = run_pipeline(
+            &format!("{src} ! anomalydetect name=detect model={m} ! fakesink sync=false"),
+            None,
+        );
+        let (b50, e50) = (
+            percentile(&summary(b.clone()).1, 0.5),
+            percentile(&lat, 0.5),
+        );
+        round_overheads.push(100.0 * (e50 - b50) / b50);
+        bare.extend(b);
+        detect_ms.push(ms);
+        detect_lat.extend(lat);
+        detect_inf.extend(inf);
+        let (ms, lat, _, _) = run_pipeline(
+            &format!(
+                "{src} ! anomalydetect name=detect model={m} ! anomalyoverlay name=overlay ! fakesink sync=false"
+            ),
+            None,
+        );
+        overlay_ms.push(ms);
+        overlay_lat.extend(lat);
+        let (ms, _, _, _) = run_pipeline(
+            &format!("{src} ! identity name=detect ! fakesink sync=false"),
+            None,
+        );
+        src_ms.push(ms);
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (detect_ms, overlay_ms, src_ms) = (mean(&detect_ms), mean(&overlay_ms), mean(&src_ms));
+    for v in [&mut detect_lat, &mut detect_inf, &mut overlay_lat] {
+        v.sort_by(f64::total_cmp);
+    }
     let (bare_ms, bare) = summary(bare);
     let (torch_ms, bare_torch) = summary(bare_torch);
     println!("| row | ms/frame | frames/s | latency p50 ms | latency p99 ms |");
@@ -281,14 +311,22 @@ fn main() {
         percentile(&overlay_lat, 0.99)
     );
     let (elem, b) = (percentile(&detect_lat, 0.5), percentile(&bare, 0.5));
+    round_overheads.sort_by(f64::total_cmp);
     println!(
-        "\nelement overhead (median latency through anomalydetect vs the median bare detector doing the same work): {:+.1} %",
+        "\nelement overhead (median latency through anomalydetect vs the median bare detector doing the same work): {:+.1} % (median of {rounds} rounds: {}; pooled: {:+.1} %)",
+        percentile(&round_overheads, 0.5),
+        round_overheads
+            .iter()
+            .map(|o| format!("{o:+.1}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         100.0 * (elem - b) / b
     );
     if !detect_inf.is_empty() {
+        let inf = percentile(&detect_inf, 0.5);
         println!(
-            "of the element's median latency, {:.1} ms are its frame conversion + detector job (inference-ms in the metadata)",
-            percentile(&detect_inf, 0.5)
+            "of the element's median latency, {inf:.1} ms are its frame conversion + detector job (inference-ms in the metadata), {:.1} ms the rest of the element",
+            elem - inf
         );
     }
     if soak > 0 {
