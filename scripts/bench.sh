@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: speed and memory, side by side in one run (release build).
 #   BENCH_ITERS (default 10)          timed iterations per detector row
-#   BENCH_FRAMES (default 60)         frames per GStreamer row at 1280x720
+#   BENCH_FRAMES (default 60)         frames per GStreamer row at 1280x720 (in 5 rounds taken in turn)
 #   BENCH_SOAK_FRAMES (default 10000) frames of the memory soak run (0 skips it)
 #   BENCH_TRAIN_RUN (default runs/magnetic_tile) training run whose stage times are reported
 set -euo pipefail

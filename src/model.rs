@@ -152,7 +152,7 @@ impl ClsFlowModel {
 
     /// Runs the folded flows' subnet matmuls in `kind` (bfloat16 on CPUs that multiply it
     /// natively) and keeps their latent rows, rotations, scales and log-determinants in float32:
-    /// 1.35-1.5x faster flows at batch 8 for maps that move by a thousandth of their range
+    /// about 1.6x faster flows at batch 8 for maps that move by a thousandth of their range
     /// (BENCHMARKS.md). Folds the flows first if they are not.
     pub fn set_flow_matmul_kind(&mut self, kind: Kind) {
         if self.folded.is_none() {

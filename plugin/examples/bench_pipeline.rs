@@ -35,6 +35,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// Median of sorted samples (the mean of the middle two for an even count).
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    (sorted[(n - 1) / 2] + sorted[n / 2]) / 2.0
+}
+
 /// Frames left out of latency and throughput figures (libtorch warms up on the first calls).
 const WARMUP: usize = 5;
 
@@ -197,7 +203,7 @@ fn main() {
         .unwrap_or(10_000);
     let rounds: usize = arg("--rounds")
         .and_then(|v| v.parse().ok())
-        .unwrap_or(4)
+        .unwrap_or(5)
         .max(1);
     let dir = std::env::temp_dir().join(format!("clsflow-bench-{}", std::process::id()));
     let model = match arg("--model") {
@@ -314,7 +320,7 @@ fn main() {
     round_overheads.sort_by(f64::total_cmp);
     println!(
         "\nelement overhead (median latency through anomalydetect vs the median bare detector doing the same work): {:+.1} % (median of {rounds} rounds: {}; pooled: {:+.1} %)",
-        percentile(&round_overheads, 0.5),
+        median(&round_overheads),
         round_overheads
             .iter()
             .map(|o| format!("{o:+.1}"))
