@@ -198,7 +198,7 @@ impl FoldedBlock {
     /// error for no measurable gain) in x's; the conversions are no-ops when the two agree.
     /// Intermediate results are updated in place and the rotation's bias and second half are
     /// accumulated into the first half's product (`addmm`), which saves five passes over rows
-    /// of 20-576 values per block: 8-11 % of the flows' float32 time (BENCHMARKS.md).
+    /// of 20-576 values per block: 5-11 % of the flows' float32 time (BENCHMARKS.md).
     pub fn forward(&self, x: &Tensor) -> (Tensor, Tensor) {
         let (b, hw, c) = x.size3().expect("rows (B, HW, C)");
         let x = x.reshape([b * hw, c]);
