@@ -18,8 +18,12 @@ grep -q "model" "$work/inspect-anomalydetect.txt"
   || { cat "$work/train.log"; exit 1; }
 
 mkdir -p "$work/out"
-gst-launch-1.0 -q multifilesrc location="$work/demo/test/crack/%03d.png" index=0 stop-index=1 caps="image/png,framerate=1/1" \
-  ! pngdec ! videoconvert ! anomalydetect model="$work/run/model.clsflow" threshold=0 \
+# the two crack images of the demo category, decoded to raw video; one pipeline description for
+# gst-launch (split into its arguments: the temporary path has no spaces) and the C reader alike
+src="multifilesrc location=$work/demo/test/crack/%03d.png index=0 stop-index=1 caps=image/png,framerate=1/1 ! pngdec ! videoconvert"
+case "$work" in *[[:space:]]*) echo "pipeline-test: temporary path $work has spaces" >&2; exit 1 ;; esac
+# shellcheck disable=SC2086
+gst-launch-1.0 -q $src ! anomalydetect model="$work/run/model.clsflow" threshold=0 \
   ! anomalyoverlay ! videoconvert ! pngenc ! multifilesink location="$work/out/frame-%03d.png"
 
 n=$(ls "$work/out" | wc -l)
@@ -32,20 +36,18 @@ done
 
 # the metadata is readable from C (examples/read_meta.c)
 gcc examples/read_meta.c -o "$work/read_meta" $(pkg-config --cflags --libs gstreamer-1.0 gstreamer-video-1.0)
-"$work/read_meta" "multifilesrc location=$work/demo/test/crack/%03d.png index=0 stop-index=1 caps=image/png,framerate=1/1 \
-  ! pngdec ! videoconvert ! anomalydetect name=detect model=$work/run/model.clsflow threshold=0 region-threshold=0 ! fakesink" > "$work/c.txt"
+"$work/read_meta" "$src ! anomalydetect name=detect model=$work/run/model.clsflow threshold=0 region-threshold=0 ! fakesink" > "$work/c.txt"
 [ "$(grep -c 'ANOMALOUS map 128x128.*region 0,0 256x256' "$work/c.txt")" -eq 2 ] \
   || { echo "pipeline-test: C reader output unexpected:" >&2; cat "$work/c.txt" >&2; exit 1; }
 # half=true: bfloat16 flow matmuls on CPUs that have them, else a clear error naming what is missing
 if grep -qw -e avx512_bf16 -e amx_bf16 /proc/cpuinfo; then
-  "$work/read_meta" "multifilesrc location=$work/demo/test/crack/%03d.png index=0 stop-index=1 caps=image/png,framerate=1/1 \
-    ! pngdec ! videoconvert ! anomalydetect name=detect model=$work/run/model.clsflow threshold=0 region-threshold=0 half=true ! fakesink" > "$work/half.txt"
+  "$work/read_meta" "$src ! anomalydetect name=detect model=$work/run/model.clsflow threshold=0 region-threshold=0 half=true ! fakesink" > "$work/half.txt"
   [ "$(grep -c 'ANOMALOUS map 128x128' "$work/half.txt")" -eq 2 ] \
     || { echo "pipeline-test: half=true output unexpected:" >&2; cat "$work/half.txt" >&2; exit 1; }
   half="half=true: 2 frames with bfloat16 flow matmuls"
 else
-  if gst-launch-1.0 -q multifilesrc location="$work/demo/test/crack/%03d.png" index=0 stop-index=1 caps="image/png,framerate=1/1" \
-    ! pngdec ! videoconvert ! anomalydetect model="$work/run/model.clsflow" half=true ! fakesink > "$work/half.txt" 2>&1; then
+  # shellcheck disable=SC2086
+  if gst-launch-1.0 -q $src ! anomalydetect model="$work/run/model.clsflow" half=true ! fakesink > "$work/half.txt" 2>&1; then
     echo "pipeline-test: half=true ran on a CPU without bfloat16 matmuls" >&2; exit 1
   fi
   grep -q "AVX512-BF16" "$work/half.txt" || { echo "pipeline-test: half=true error unclear:" >&2; cat "$work/half.txt" >&2; exit 1; }
