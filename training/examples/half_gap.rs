@@ -25,12 +25,16 @@ fn main() -> anyhow::Result<()> {
     ] {
         let (mut sf, mut sh, mut worst, mut sum, mut n, mut spread) =
             (vec![], vec![], 0f32, 0f64, 0usize, 0f32);
+        let mut cls_worst = 0f32;
         for chunk in imgs.chunks(8) {
             for (f, h) in full.detect(chunk)?.iter().zip(half.detect(chunk)?) {
                 sf.push(f.score);
                 sh.push(h.score);
                 let lo = f.fused.data.iter().copied().fold(f32::INFINITY, f32::min);
                 spread = spread.max(f.fused.max() - lo);
+                for (a, b) in f.cls.data.iter().zip(&h.cls.data) {
+                    cls_worst = cls_worst.max((a - b).abs());
+                }
                 for (a, b) in f.fused.data.iter().zip(&h.fused.data) {
                     worst = worst.max((a - b).abs());
                     sum += (a - b).abs() as f64;
@@ -59,7 +63,7 @@ fn main() -> anyhow::Result<()> {
             );
         }
         println!(
-            "{name}: {} images; fused map |half - full| mean {:.4} max {worst:.4} (largest map range {spread:.3}); image score max change {dscore:.4} against a score std of {std:.4}; verdicts changed {flips}",
+            "{name}: {} images; fused map |half - full| mean {:.4} max {worst:.4} (largest map range {spread:.3}); image score max change {dscore:.4} against a score std of {std:.4}; verdicts changed {flips}; classifier map |half - full| max {cls_worst:.2e}",
             sf.len(),
             sum / n as f64
         );
