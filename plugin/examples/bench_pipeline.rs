@@ -279,8 +279,7 @@ fn main() {
         );
         src_ms.push(ms);
     }
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let (detect_ms, overlay_ms, src_ms) = (mean(&detect_ms), mean(&overlay_ms), mean(&src_ms));
+    let [detect_ms, overlay_ms, src_ms] = [detect_ms, overlay_ms, src_ms].map(|v| summary(v).0);
     for v in [&mut detect_lat, &mut detect_inf, &mut overlay_lat] {
         v.sort_by(f64::total_cmp);
     }

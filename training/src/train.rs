@@ -350,7 +350,7 @@ pub fn train(
         if state.stage2_done[tap] >= cfg.stage2.epochs {
             continue;
         }
-        let rows = stage2::FlowRows::new(
+        let data = stage2::FlowRows::new(
             stage2::to_rows(tap_features),
             &cfg.stage2,
             tap,
@@ -359,7 +359,7 @@ pub fn train(
         let mut opt = stage2::optimizer(&model, tap, &cfg.stage2)?;
         for epoch in state.stage2_done[tap]..cfg.stage2.epochs {
             let te = Instant::now();
-            let steps = stage2::steps_per_epoch(&cfg.stage2, rows.rows.size()[0] as usize);
+            let steps = stage2::steps_per_epoch(&cfg.stage2, data.rows.size()[0] as usize);
             let pb = progress(
                 steps as u64,
                 &format!("flow{tap} {}/{}", epoch + 1, cfg.stage2.epochs),
@@ -370,7 +370,7 @@ pub fn train(
                 tap,
                 &mut opt,
                 &cfg.stage2,
-                &rows,
+                &data,
                 epoch,
                 &mut rng,
                 &stop,

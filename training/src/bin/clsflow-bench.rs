@@ -9,7 +9,7 @@ use clap::Parser;
 use clsflow::preprocess::prepare_batch;
 use clsflow::reference::fiber_loop_log_prob_maps;
 use clsflow::regions::find_regions;
-use clsflow::scoring::maps_from_heads;
+use clsflow::scoring::{BatchMaps, maps_from_heads};
 use clsflow::{ClsFlowModel, Detector, DetectorOptions, Scoring};
 use clsflow_train::config::TrainConfig;
 use std::path::PathBuf;
@@ -64,6 +64,14 @@ fn time_rows(iters: usize, device: Device, rows: &mut [Row<'_>]) -> Vec<f64> {
             t[t.len() / 2]
         })
         .collect()
+}
+
+/// The post-processing every detector row ends with: the maps copied to Rust, one detection per
+/// frame, and the regions of each fused map.
+fn regions(det: &Detector, maps: &BatchMaps) {
+    for d in det.split(maps).expect("split") {
+        let _ = find_regions(&d.fused, det.scoring().region_threshold as f32, 4);
+    }
 }
 
 fn main() -> Result<()> {
@@ -144,12 +152,7 @@ fn main() -> Result<()> {
                 ),
                 (
                     "full detector (whole-map flows, maps, regions)",
-                    Box::new(|| {
-                        let maps = det.detect_batch(&frames).expect("detect");
-                        for d in det.split(&maps).expect("split") {
-                            let _ = find_regions(&d.fused, scoring.region_threshold as f32, 4);
-                        }
-                    }),
+                    Box::new(|| regions(&det, &det.detect_batch(&frames).expect("detect"))),
                 ),
                 (
                     "decoder (classifier head) only",
@@ -194,11 +197,7 @@ fn main() -> Result<()> {
                 ),
                 (
                     "  of which: maps to Rust, regions",
-                    Box::new(|| {
-                        for d in det.split(&maps).expect("split") {
-                            let _ = find_regions(&d.fused, scoring.region_threshold as f32, 4);
-                        }
-                    }),
+                    Box::new(|| regions(&det, &maps)),
                 ),
             ];
             if let Some(dh) = &det_half {
@@ -215,12 +214,7 @@ fn main() -> Result<()> {
                 ));
                 rows.push((
                     "full detector, half",
-                    Box::new(|| {
-                        let maps = dh.detect_batch(&frames).expect("detect");
-                        for d in dh.split(&maps).expect("split") {
-                            let _ = find_regions(&d.fused, scoring.region_threshold as f32, 4);
-                        }
-                    }),
+                    Box::new(|| regions(dh, &dh.detect_batch(&frames).expect("detect"))),
                 ));
             }
             let ms: Vec<f64> = time_rows(args.iters, device, &mut rows)
