@@ -195,7 +195,8 @@ impl FoldedBlock {
     ///
     /// The subnet's two matmuls and its wide hidden layer run in the weights' precision, the rest
     /// (latent rows, scales, log-det, and the C x C rotation, which in bfloat16 would double the
-    /// error for no measurable gain) in x's; the conversions are no-ops when the two agree.
+    /// error to save about 0.015x of the backbone's time) in x's; the conversions are no-ops when
+    /// the two agree.
     /// Intermediate results are updated in place and the rotation's bias and second half are
     /// accumulated into the first half's product (`addmm`), which saves five passes over rows
     /// of 20-576 values per block: 5-11 % of the flows' float32 time (BENCHMARKS.md).
@@ -217,7 +218,10 @@ impl FoldedBlock {
             .mm(&self.w2_t)
             .to_kind(x.kind());
         let _ = a.g_add_(&self.b2);
-        let mut s = a.narrow(-1, 0, self.n2);
+        // A copy to contiguous rows pays for itself: on the strided half of `a`, libtorch's tanh
+        // and exp run a row at a time and compute each row's tail (20 of 40 values on the
+        // stride-8 tap) with scalar code (`flow_op_times`: 0.34 against 0.48 ms per block).
+        let mut s = a.narrow(-1, 0, self.n2).contiguous();
         let _ = s.tanh_();
         let _ = s.g_mul_scalar_(self.clamp);
         let mut x2 = s.exp();
