@@ -150,10 +150,11 @@ impl ClsFlowModel {
         self.folded = Some(folded);
     }
 
-    /// Runs the folded flows' subnet matmuls in `kind` (bfloat16 on CPUs that multiply it
-    /// natively) and keeps their latent rows, rotations, scales and log-determinants in float32:
-    /// about 1.6x faster flows at batch 8 for maps that move by a thousandth of their range
-    /// (BENCHMARKS.md). Folds the flows first if they are not.
+    /// Runs the folded flows' subnet matmuls, and the rotations of the wide taps, in `kind`
+    /// (bfloat16 on CPUs that multiply it natively) and keeps their latent rows, scales and
+    /// log-determinants in float32: about 2x faster flows at batch 8 for maps that move by a
+    /// few ten-thousandths of their range on average (BENCHMARKS.md). Folds the flows first if
+    /// they are not.
     pub fn set_flow_matmul_kind(&mut self, kind: Kind) {
         if self.folded.is_none() {
             self.fold_flows();

@@ -193,10 +193,9 @@ impl CouplingBlock {
 impl FoldedBlock {
     /// Forward on rows (B, HW, C) at the folded positions: (y, log|det J|) with log-det (B, HW).
     ///
-    /// The subnet's two matmuls and its wide hidden layer run in the weights' precision, the rest
-    /// (latent rows, scales, log-det, and the C x C rotation, which in bfloat16 would double the
-    /// error to save about 0.015x of the backbone's time) in x's; the conversions are no-ops when
-    /// the two agree.
+    /// The subnet's two matmuls and its wide hidden layer run in the weights' precision, and so
+    /// does the C x C rotation in blocks of [`WIDE_ROTATION`] channels or more; the rest (latent
+    /// rows, scales, log-det) in x's. The conversions are no-ops when the two agree.
     /// Intermediate results are updated in place and the rotation's bias and second half are
     /// accumulated into the first half's product (`addmm`), which saves five passes over rows
     /// of 20-576 values per block: 5-11 % of the flows' float32 time (BENCHMARKS.md).
@@ -227,8 +226,10 @@ impl FoldedBlock {
         let mut x2 = s.exp();
         let _ = x2.g_mul_(&x2_in);
         let _ = x2.g_add_(&a.narrow(-1, self.n2, self.n2));
-        let mut y = self.b_out.addmm(&x1, &self.w_out_t1);
-        let _ = y.addmm_(&x2, &self.w_out_t2);
+        let rot = self.w_out_t1.kind();
+        let mut y = self.b_out.addmm(&x1.to_kind(rot), &self.w_out_t1);
+        let _ = y.addmm_(&x2.to_kind(rot), &self.w_out_t2);
+        let y = y.to_kind(x.kind());
         let log_det = s.sum_dim_intlist(-1, false, Kind::Float) + self.log_gain;
         (y.reshape([b, hw, c]), log_det.reshape([b, hw]))
     }
@@ -247,21 +248,34 @@ impl FoldedBlock {
         }
     }
 
-    /// Converts only the subnet's weights and condition term to `kind` (bfloat16 on CPUs with
-    /// AVX512-BF16 or AMX-BF16); the forward then keeps the input's precision everywhere else.
+    /// Converts the subnet's weights and condition term to `kind` (bfloat16 on CPUs with
+    /// AVX512-BF16 or AMX-BF16), and the rotation too in blocks of [`WIDE_ROTATION`] channels or
+    /// more; the forward keeps the input's precision everywhere else.
     pub fn with_matmul_kind(&self, kind: Kind) -> FoldedBlock {
+        let n = self.split + self.n2;
+        let rot = if n >= WIDE_ROTATION {
+            kind
+        } else {
+            self.b_out.kind()
+        };
         FoldedBlock {
             cond_term: self.cond_term.to_kind(kind),
             w1x_t: self.w1x_t.to_kind(kind),
             w2_t: self.w2_t.to_kind(kind),
             b2: self.b2.shallow_clone(),
-            w_out_t1: self.w_out_t1.shallow_clone(),
-            w_out_t2: self.w_out_t2.shallow_clone(),
-            b_out: self.b_out.shallow_clone(),
+            w_out_t1: self.w_out_t1.to_kind(rot),
+            w_out_t2: self.w_out_t2.to_kind(rot),
+            b_out: self.b_out.to_kind(rot),
             ..*self
         }
     }
 }
+
+/// Channels from which [`FoldedBlock::with_matmul_kind`] runs the rotation in the lower
+/// precision as well. On the default taps (40, 112 and 320 channels) a bfloat16 rotation takes
+/// 0.6x / 0.4x of the float32 one on the two wide taps but 1.2x on the 40-channel one, where
+/// converting its inputs costs more than the matmul saves (`flow_op_times`, BENCHMARKS.md).
+pub const WIDE_ROTATION: i64 = 64;
 
 /// A random special-orthogonal matrix (Haar-distributed, determinant +1).
 fn random_rotation(n: i64, device: tch::Device) -> Tensor {

@@ -1,9 +1,10 @@
 //! Diagnostic: where one coupling block's inference time goes, op by op, for each tap of the
 //! default config (untrained weights: the time does not depend on them). The steps mirror
 //! `FoldedBlock::forward` one libtorch call at a time, each timed on its own (median of 30), with
-//! the subnet's matmuls in float32 and then in bfloat16 as `half` runs them on the CPU; plus two
-//! alternatives: the rotation in bfloat16 (not adopted) and the
-//! scale step on strided rows (the form before the copy to contiguous rows) (BENCHMARKS.md, "What remains").
+//! the subnet's matmuls in float32 and then in bfloat16 as `half` runs them on the CPU. The
+//! rotation is timed both ways: `half` runs it in bfloat16 on taps of `WIDE_ROTATION` channels
+//! or more; "block total" counts the float32 one. The last two rows time the scale step as it is
+//! and as it was, on the strided half of `a` (BENCHMARKS.md, "What remains").
 //! cargo run --release -p clsflow-train --example flow_op_times -- [BATCH]
 use clsflow::ClsFlowModel;
 use clsflow::flow::CouplingBlock;
@@ -25,7 +26,7 @@ const STEPS: [&str; 15] = [
     "x2 = exp(s) x2 + a_t",
     "rotation: 2 addmm (float32)",
     "log-det: sum of s",
-    "alternative: rotation in bfloat16, with conversions",
+    "rotation in bfloat16, with its conversions",
     "steps 7-10 and 12 on the strided half a_s (before)",
     "steps 7-10 and 12 with a_s copied to contiguous rows (now)",
 ];
@@ -131,7 +132,7 @@ fn main() -> anyhow::Result<()> {
         }
         for (name, row) in STEPS
             .iter()
-            .chain(&["**block total** (without the alternative)"])
+            .chain(&["**block total** (float32 rotation)"])
             .zip(&table)
         {
             println!("| {name} | {:.3} | {:.3} | {:.3} |", row[0], row[1], row[2]);
