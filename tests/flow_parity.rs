@@ -217,3 +217,41 @@ fn folded_flows_equal_the_training_form() {
         assert!(e > 0.0 && e < 3e-2, "bfloat16 matmuls differ by {e:.2e}");
     }
 }
+
+#[test]
+fn bfloat16_rotation_of_large_calls_stays_close() {
+    // 112 channels on a 16x16 grid: a batch of 1 has 3.2 M rotation multiply-adds per block
+    // (float32 rotation), a batch of 4 12.8 M, above LOW_ROTATION_MACS (bfloat16 rotation)
+    let c = 112;
+    assert!(c >= clsflow::flow::LOW_ROTATION_CHANNELS);
+    assert!(
+        256 * c * c < clsflow::flow::LOW_ROTATION_MACS
+            && 4 * 256 * c * c >= clsflow::flow::LOW_ROTATION_MACS
+    );
+    tch::manual_seed(5);
+    let vs = VarStore::new(Device::Cpu);
+    let cfg = FlowConfig {
+        blocks: 3,
+        condition_channels: 16,
+        clamp: 1.9,
+    };
+    let flow = ConditionalFlow::new(&vs.root(), c, &cfg);
+    let folded = flow.fold(&positional_rows(16, 16, 16, Device::Cpu));
+    let low = folded.with_matmul_kind(Kind::BFloat16);
+    let errors = [1, 4].map(|batch| {
+        let x = Tensor::randn([batch, c, 16, 16], (Kind::Float, Device::Cpu));
+        let (a, b) = tch::no_grad(|| (folded.log_prob_map(&x), low.log_prob_map(&x)));
+        let e = common::rel_err(&b, &a);
+        assert_eq!(b.kind(), Kind::Float);
+        assert!(
+            e > 0.0 && e < 2e-2,
+            "batch {batch}: bfloat16 differs by {e:.2e}"
+        );
+        e
+    });
+    // the rotation's rounding dominates once it runs in bfloat16 (about 25x here)
+    assert!(
+        errors[1] > 4.0 * errors[0],
+        "the batch of 4 should take the bfloat16 rotation: errors {errors:?}"
+    );
+}

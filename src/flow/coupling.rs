@@ -159,6 +159,9 @@ pub struct FoldedBlock {
     w_out_t1: Tensor,
     w_out_t2: Tensor,
     b_out: Tensor,
+    /// The rotation (W1, W2, bias) in the subnet's lower precision, for large calls
+    /// (`with_matmul_kind`, [`LOW_ROTATION_MACS`]).
+    low_rotation: Option<[Tensor; 3]>,
     log_gain: f64,
     split: i64,
     n2: i64,
@@ -181,6 +184,7 @@ impl CouplingBlock {
                 w_out_t1: w_out_t.narrow(0, 0, self.split).contiguous(),
                 w_out_t2: w_out_t.narrow(0, self.split, n2).contiguous(),
                 b_out: self.global_offset.matmul(&self.w_perm.tr()),
+                low_rotation: None,
                 log_gain: gain.log().sum(Kind::Float).double_value(&[]),
                 split: self.split,
                 n2,
@@ -194,8 +198,8 @@ impl FoldedBlock {
     /// Forward on rows (B, HW, C) at the folded positions: (y, log|det J|) with log-det (B, HW).
     ///
     /// The subnet's two matmuls and its wide hidden layer run in the weights' precision, and so
-    /// does the C x C rotation in blocks of [`WIDE_ROTATION`] channels or more; the rest (latent
-    /// rows, scales, log-det) in x's. The conversions are no-ops when the two agree.
+    /// does the C x C rotation where it is large enough to gain ([`LOW_ROTATION_MACS`]); the rest
+    /// (latent rows, scales, log-det) in x's. The conversions are no-ops when the two agree.
     /// Intermediate results are updated in place and the rotation's bias and second half are
     /// accumulated into the first half's product (`addmm`), which saves five passes over rows
     /// of 20-576 values per block: 5-11 % of the flows' float32 time (BENCHMARKS.md).
@@ -226,10 +230,18 @@ impl FoldedBlock {
         let mut x2 = s.exp();
         let _ = x2.g_mul_(&x2_in);
         let _ = x2.g_add_(&a.narrow(-1, self.n2, self.n2));
-        let rot = self.w_out_t1.kind();
-        let mut y = self.b_out.addmm(&x1.to_kind(rot), &self.w_out_t1);
-        let _ = y.addmm_(&x2.to_kind(rot), &self.w_out_t2);
-        let y = y.to_kind(x.kind());
+        let y = match &self.low_rotation {
+            Some([w1, w2, bias]) if b * hw * c * c >= LOW_ROTATION_MACS => {
+                let mut y = bias.addmm(&x1.to_kind(w1.kind()), w1);
+                let _ = y.addmm_(&x2.to_kind(w2.kind()), w2);
+                y.to_kind(x.kind())
+            }
+            _ => {
+                let mut y = self.b_out.addmm(&x1, &self.w_out_t1);
+                let _ = y.addmm_(&x2, &self.w_out_t2);
+                y
+            }
+        };
         let log_det = s.sum_dim_intlist(-1, false, Kind::Float) + self.log_gain;
         (y.reshape([b, hw, c]), log_det.reshape([b, hw]))
     }
@@ -244,38 +256,41 @@ impl FoldedBlock {
             w_out_t1: self.w_out_t1.to_kind(kind),
             w_out_t2: self.w_out_t2.to_kind(kind),
             b_out: self.b_out.to_kind(kind),
+            low_rotation: None,
             ..*self
         }
     }
 
     /// Converts the subnet's weights and condition term to `kind` (bfloat16 on CPUs with
-    /// AVX512-BF16 or AMX-BF16), and the rotation too in blocks of [`WIDE_ROTATION`] channels or
-    /// more; the forward keeps the input's precision everywhere else.
+    /// AVX512-BF16 or AMX-BF16), and keeps a copy of the rotation in `kind` for the calls where it
+    /// gains ([`LOW_ROTATION_MACS`]); the forward keeps the input's precision everywhere else.
     pub fn with_matmul_kind(&self, kind: Kind) -> FoldedBlock {
-        let n = self.split + self.n2;
-        let rot = if n >= WIDE_ROTATION {
-            kind
-        } else {
-            self.b_out.kind()
-        };
+        let wide = self.split + self.n2 >= LOW_ROTATION_CHANNELS;
         FoldedBlock {
             cond_term: self.cond_term.to_kind(kind),
             w1x_t: self.w1x_t.to_kind(kind),
             w2_t: self.w2_t.to_kind(kind),
             b2: self.b2.shallow_clone(),
-            w_out_t1: self.w_out_t1.to_kind(rot),
-            w_out_t2: self.w_out_t2.to_kind(rot),
-            b_out: self.b_out.to_kind(rot),
+            w_out_t1: self.w_out_t1.shallow_clone(),
+            w_out_t2: self.w_out_t2.shallow_clone(),
+            b_out: self.b_out.shallow_clone(),
+            low_rotation: wide
+                .then(|| [&self.w_out_t1, &self.w_out_t2, &self.b_out].map(|t| t.to_kind(kind))),
             ..*self
         }
     }
 }
 
-/// Channels from which [`FoldedBlock::with_matmul_kind`] runs the rotation in the lower
-/// precision as well. On the default taps (40, 112 and 320 channels) a bfloat16 rotation takes
-/// 0.6x / 0.4x of the float32 one on the two wide taps but 1.2x on the 40-channel one, where
-/// converting its inputs costs more than the matmul saves (`flow_op_times`, BENCHMARKS.md).
-pub const WIDE_ROTATION: i64 = 64;
+/// With [`FoldedBlock::with_matmul_kind`], the rotation runs in the lower precision as well in
+/// blocks of at least [`LOW_ROTATION_CHANNELS`] channels, for calls of at least this many of its
+/// multiply-adds (rows x C x C). A bfloat16 matmul pays for converting its inputs and a fixed
+/// cost per call; on the default taps (`flow_op_times`, BENCHMARKS.md) it takes 0.4-0.7x of the
+/// float32 rotation's time on the 112- and 320-channel taps from batch 4 on, but 1.0-1.6x at
+/// batch 1-2, and 1.2-1.3x on the 40-channel tap at any batch.
+pub const LOW_ROTATION_MACS: i64 = 12_000_000;
+
+/// See [`LOW_ROTATION_MACS`].
+pub const LOW_ROTATION_CHANNELS: i64 = 64;
 
 /// A random special-orthogonal matrix (Haar-distributed, determinant +1).
 fn random_rotation(n: i64, device: tch::Device) -> Tensor {

@@ -6,7 +6,7 @@
 mod coupling;
 mod positional;
 
-pub use coupling::{CouplingBlock, FoldedBlock, WIDE_ROTATION};
+pub use coupling::{CouplingBlock, FoldedBlock, LOW_ROTATION_CHANNELS, LOW_ROTATION_MACS};
 pub use positional::{positional_encoding_2d, positional_rows};
 
 use serde::{Deserialize, Serialize};

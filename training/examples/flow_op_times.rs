@@ -2,8 +2,8 @@
 //! default config (untrained weights: the time does not depend on them). The steps mirror
 //! `FoldedBlock::forward` one libtorch call at a time, each timed on its own (median of 30), with
 //! the subnet's matmuls in float32 and then in bfloat16 as `half` runs them on the CPU. The
-//! rotation is timed both ways: `half` runs it in bfloat16 on taps of `WIDE_ROTATION` channels
-//! or more; "block total" counts the float32 one. The last two rows time the scale step as it is
+//! rotation is timed both ways: `half` runs it in bfloat16 where it gains (`LOW_ROTATION_MACS`);
+//! "block total" counts the float32 one. The last two rows time the scale step as it is
 //! and as it was, on the strided half of `a` (BENCHMARKS.md, "What remains").
 //! cargo run --release -p clsflow-train --example flow_op_times -- [BATCH]
 use clsflow::ClsFlowModel;
