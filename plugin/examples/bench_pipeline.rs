@@ -189,6 +189,18 @@ fn bare_detector(model: &Path, w: i64, h: i64, frames: usize, prep: Prep) -> Vec
 }
 
 /// Mean and sorted samples.
+/// One row of the GStreamer table: mean ms per frame, frames/s and, where there are latencies
+/// (sorted), their p50 and p99.
+fn table_row(name: &str, ms: f64, latencies: &[f64]) {
+    let lat = if latencies.is_empty() {
+        " | |".to_string()
+    } else {
+        let (p50, p99) = (percentile(latencies, 0.5), percentile(latencies, 0.99));
+        format!(" {p50:.1} | {p99:.1} |")
+    };
+    println!("| {name} | {ms:.1} | {:.1} |{lat}", 1e3 / ms);
+}
+
 fn summary(mut v: Vec<f64>) -> (f64, Vec<f64>) {
     v.sort_by(f64::total_cmp);
     (v.iter().sum::<f64>() / v.len() as f64, v)
@@ -287,33 +299,26 @@ fn main() {
     let (torch_ms, bare_torch) = summary(bare_torch);
     println!("| row | ms/frame | frames/s | latency p50 ms | latency p99 ms |");
     println!("|---|---|---|---|---|");
-    println!(
-        "| bare detector, uint8 frame tensor resized in libtorch (detect_batch) | {torch_ms:.1} | {:.1} | {:.1} | {:.1} |",
-        1e3 / torch_ms,
-        percentile(&bare_torch, 0.5),
-        percentile(&bare_torch, 0.99)
+    table_row(
+        "bare detector, uint8 frame tensor resized in libtorch (detect_batch)",
+        torch_ms,
+        &bare_torch,
     );
-    println!(
-        "| bare detector, packed frame resized in Rust (as the element) | {bare_ms:.1} | {:.1} | {:.1} | {:.1} |",
-        1e3 / bare_ms,
-        percentile(&bare, 0.5),
-        percentile(&bare, 0.99)
+    table_row(
+        "bare detector, packed frame resized in Rust (as the element)",
+        bare_ms,
+        &bare,
     );
-    println!(
-        "| videotestsrc ! fakesink (source alone) | {src_ms:.1} | {:.1} | | |",
-        1e3 / src_ms
+    table_row("videotestsrc ! fakesink (source alone)", src_ms, &[]);
+    table_row(
+        "videotestsrc ! anomalydetect ! fakesink",
+        detect_ms,
+        &detect_lat,
     );
-    println!(
-        "| videotestsrc ! anomalydetect ! fakesink | {detect_ms:.1} | {:.1} | {:.1} | {:.1} |",
-        1e3 / detect_ms,
-        percentile(&detect_lat, 0.5),
-        percentile(&detect_lat, 0.99)
-    );
-    println!(
-        "| ... ! anomalydetect ! anomalyoverlay ! fakesink | {overlay_ms:.1} | {:.1} | {:.1} | {:.1} |",
-        1e3 / overlay_ms,
-        percentile(&overlay_lat, 0.5),
-        percentile(&overlay_lat, 0.99)
+    table_row(
+        "... ! anomalydetect ! anomalyoverlay ! fakesink",
+        overlay_ms,
+        &overlay_lat,
     );
     let (elem, b) = (percentile(&detect_lat, 0.5), percentile(&bare, 0.5));
     round_overheads.sort_by(f64::total_cmp);
