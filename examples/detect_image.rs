@@ -4,6 +4,8 @@
 use clsflow::{Detector, DetectorOptions, colormap};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // a program that scores many images on its main thread should do this (see clsflow::alloc)
+    clsflow::alloc::keep_tensor_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 2 {
         eprintln!("usage: detect_image MODEL.clsflow IMAGE [HEATMAP.png] [DEVICE]");

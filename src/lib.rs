@@ -12,6 +12,7 @@
 //! evaluates maps against ground truth.
 #![warn(missing_docs)]
 
+pub mod alloc;
 pub mod backbone;
 pub mod checkpoint;
 pub mod colormap;

@@ -37,6 +37,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    clsflow::alloc::keep_tensor_memory();
     let batch: i64 = std::env::args().nth(1).map_or(Ok(8), |b| b.parse())?;
     tch::manual_seed(0);
     let cfg = TrainConfig::load(Path::new("configs/cpu-fast.toml"))?;
