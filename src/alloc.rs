@@ -5,9 +5,10 @@
 //! a block beyond the mmap threshold gets its own mapping that is unmapped on `free`. A forward
 //! pass allocates and frees tens of megabytes of activations, so the next pass touches fresh
 //! pages again: a page fault and a zeroed 4 KiB page for every 4 KiB. On this project's 2-core
-//! machines that made the Lite0 backbone 2-2.6x slower at batch 8, and training's first stage
-//! 1.5x slower, when run from a program's main thread (BENCHMARKS.md, "Allocator"). Fixing both thresholds keeps the memory mapped and reused;
-//! the process's resident memory then stays at its peak instead of shrinking between passes.
+//! machines that made the Lite0 backbone 2.6-3x slower at batch 8, and training's first stage
+//! 2x slower, when run from a program's main thread (BENCHMARKS.md, "Large tensors kept in the
+//! heap"). Fixing both thresholds keeps the memory mapped and reused; the process's resident
+//! memory then stays at its peak instead of shrinking between passes.
 //!
 //! The setting is process-wide, so it is made by the programs (`clsflow-train`, `clsflow-bench`,
 //! the examples), not by the library on its own: the GStreamer element leaves its host
