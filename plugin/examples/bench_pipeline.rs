@@ -188,7 +188,6 @@ fn bare_detector(model: &Path, w: i64, h: i64, frames: usize, prep: Prep) -> Vec
     .unwrap()
 }
 
-/// Mean and sorted samples.
 /// One row of the GStreamer table: mean ms per frame, frames/s and, where there are latencies
 /// (sorted), their p50 and p99.
 fn table_row(name: &str, ms: f64, latencies: &[f64]) {
@@ -201,6 +200,7 @@ fn table_row(name: &str, ms: f64, latencies: &[f64]) {
     println!("| {name} | {ms:.1} | {:.1} |{lat}", 1e3 / ms);
 }
 
+/// Mean and sorted samples.
 fn summary(mut v: Vec<f64>) -> (f64, Vec<f64>) {
     v.sort_by(f64::total_cmp);
     (v.iter().sum::<f64>() / v.len() as f64, v)

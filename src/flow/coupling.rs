@@ -156,11 +156,11 @@ pub struct FoldedBlock {
     w1x_t: Tensor,
     w2_t: Tensor,
     b2: Tensor,
-    w_out_t1: Tensor,
-    w_out_t2: Tensor,
-    b_out: Tensor,
-    /// The rotation (W1, W2, bias) in the subnet's lower precision, for large calls
-    /// (`with_matmul_kind`, [`LOW_ROTATION_MACS`]).
+    /// The global affine and rotation as one affine map: W^T's rows for x1 and for x2, and the
+    /// bias; y = x1 W1 + x2 W2 + b.
+    rotation: [Tensor; 3],
+    /// The same in the subnet's lower precision, for large calls (`with_matmul_kind`,
+    /// [`LOW_ROTATION_MACS`]).
     low_rotation: Option<[Tensor; 3]>,
     log_gain: f64,
     split: i64,
@@ -181,9 +181,11 @@ impl CouplingBlock {
                 w1x_t: self.w1.narrow(1, 0, self.split).tr().contiguous(),
                 w2_t: (&self.w2 * 0.1).tr().contiguous(),
                 b2: &self.b2 * 0.1,
-                w_out_t1: w_out_t.narrow(0, 0, self.split).contiguous(),
-                w_out_t2: w_out_t.narrow(0, self.split, n2).contiguous(),
-                b_out: self.global_offset.matmul(&self.w_perm.tr()),
+                rotation: [
+                    w_out_t.narrow(0, 0, self.split).contiguous(),
+                    w_out_t.narrow(0, self.split, n2).contiguous(),
+                    self.global_offset.matmul(&self.w_perm.tr()),
+                ],
                 low_rotation: None,
                 log_gain: gain.log().sum(Kind::Float).double_value(&[]),
                 split: self.split,
@@ -230,18 +232,13 @@ impl FoldedBlock {
         let mut x2 = s.exp();
         let _ = x2.g_mul_(&x2_in);
         let _ = x2.g_add_(&a.narrow(-1, self.n2, self.n2));
-        let y = match &self.low_rotation {
-            Some([w1, w2, bias]) if b * hw * c * c >= LOW_ROTATION_MACS => {
-                let mut y = bias.addmm(&x1.to_kind(w1.kind()), w1);
-                let _ = y.addmm_(&x2.to_kind(w2.kind()), w2);
-                y.to_kind(x.kind())
-            }
-            _ => {
-                let mut y = self.b_out.addmm(&x1, &self.w_out_t1);
-                let _ = y.addmm_(&x2, &self.w_out_t2);
-                y
-            }
+        let [w1, w2, bias] = match &self.low_rotation {
+            Some(low) if b * hw * c * c >= LOW_ROTATION_MACS => low,
+            _ => &self.rotation,
         };
+        let mut y = bias.addmm(&x1.to_kind(w1.kind()), w1);
+        let _ = y.addmm_(&x2.to_kind(w1.kind()), w2);
+        let y = y.to_kind(x.kind());
         let log_det = s.sum_dim_intlist(-1, false, Kind::Float) + self.log_gain;
         (y.reshape([b, hw, c]), log_det.reshape([b, hw]))
     }
@@ -253,9 +250,7 @@ impl FoldedBlock {
             w1x_t: self.w1x_t.to_kind(kind),
             w2_t: self.w2_t.to_kind(kind),
             b2: self.b2.to_kind(kind),
-            w_out_t1: self.w_out_t1.to_kind(kind),
-            w_out_t2: self.w_out_t2.to_kind(kind),
-            b_out: self.b_out.to_kind(kind),
+            rotation: self.rotation.each_ref().map(|t| t.to_kind(kind)),
             low_rotation: None,
             ..*self
         }
@@ -271,11 +266,8 @@ impl FoldedBlock {
             w1x_t: self.w1x_t.to_kind(kind),
             w2_t: self.w2_t.to_kind(kind),
             b2: self.b2.shallow_clone(),
-            w_out_t1: self.w_out_t1.shallow_clone(),
-            w_out_t2: self.w_out_t2.shallow_clone(),
-            b_out: self.b_out.shallow_clone(),
-            low_rotation: wide
-                .then(|| [&self.w_out_t1, &self.w_out_t2, &self.b_out].map(|t| t.to_kind(kind))),
+            rotation: self.rotation.each_ref().map(|t| t.shallow_clone()),
+            low_rotation: wide.then(|| self.rotation.each_ref().map(|t| t.to_kind(kind))),
             ..*self
         }
     }
