@@ -108,8 +108,10 @@ impl Manifest {
                 c.input_size
             ));
         }
-        if !self.scoring.is_finite() {
-            return bad("scoring values must be finite".into());
+        if !self.scoring.is_valid() {
+            return bad(
+                "scoring values must be finite and every tap scale (tap_stats std) positive".into(),
+            );
         }
         c.validate()
             .map_err(|e| Error::checkpoint(path, e.to_string()))

@@ -3,7 +3,7 @@
 
 use crate::backbone::{Backbone, BackboneKind};
 use crate::decoder::{Decoder, DecoderConfig};
-use crate::flow::{ConditionalFlow, FlowConfig, FoldedFlow, positional_rows};
+use crate::flow::{ConditionalFlow, FlowConfig, FoldedFlow, pool_flow_input, positional_rows};
 use crate::weights;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -51,6 +51,12 @@ impl ModelConfig {
             return Err(Error::Config(format!(
                 "flows need at least one block and a condition width that is a positive multiple of 4, got {} blocks and {} channels",
                 self.flow.blocks, self.flow.condition_channels
+            )));
+        }
+        if self.flow.input_pool < 1 || self.flow.input_pool % 2 == 0 {
+            return Err(Error::Config(format!(
+                "flow input_pool must be an odd window side >= 1, got {}",
+                self.flow.input_pool
             )));
         }
         if !self.flow.clamp.is_finite() || self.flow.clamp <= 0.0 {
@@ -232,8 +238,23 @@ impl ClsFlowModel {
         &self.cond_rows[tap]
     }
 
-    /// log p / C per position for each tap, (N, h_l, w_l), whole maps at once.
+    /// What the flows model: the taps averaged over `flow.input_pool` windows (the taps
+    /// themselves for the paper's window of 1).
+    pub fn flow_inputs(&self, taps: &[Tensor; 3]) -> [Tensor; 3] {
+        let k = self.config.flow.input_pool;
+        std::array::from_fn(|i| pool_flow_input(&taps[i], k))
+    }
+
+    /// log p / C per position for each tap, (N, h_l, w_l), whole maps at once, from the taps
+    /// (pooled here as [`Self::flow_inputs`]).
     pub fn flow_log_prob_maps(&self, taps: &[Tensor; 3]) -> [Tensor; 3] {
+        let pooled;
+        let taps = if self.config.flow.input_pool > 1 {
+            pooled = self.flow_inputs(taps);
+            &pooled
+        } else {
+            taps
+        };
         if let Some(folded) = &self.folded {
             let maps: Vec<Tensor> = taps
                 .iter()

@@ -6,6 +6,10 @@
 //!   allows any fixed monotone inversion; the paper's max(S) - S saturates in float32 (every
 //!   position with all p below ~1e-7 gets the same value, so clearly anomalous images tie), the
 //!   logarithm computed in float64 keeps them apart;
+//!   the two other tap aggregations ([`TapAggregation`]) first put every tap on the same footing
+//!   (z-score of its anomaly d = max_train t - t against held-out good images), then take the
+//!   mean or the largest over taps: the paper's sum is a soft minimum of the taps' anomalies, so
+//!   a defect that only one tap sees is masked by the others (docs/accuracy.md, item 22);
 //! - classifier map: sigmoid of the decoder logits;
 //! - fused map: flow + w * classifier (what is shown and outlined);
 //! - image score: max of flow + w_s * classifier. The score has its own weight w_s because the
@@ -19,12 +23,68 @@ use crate::model::ClsFlowModel;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+/// How the three taps' likelihood maps become one flow map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TapAggregation {
+    /// The paper's: ln L - ln(sum over taps of exp(t - max_train t)), a soft minimum of the taps'
+    /// anomalies.
+    #[default]
+    Sum,
+    /// Mean over taps of each tap's z-scored anomaly.
+    Mean,
+    /// Largest of the taps' z-scored anomalies.
+    Max,
+}
+
+impl TapAggregation {
+    /// Every aggregation, the paper's first.
+    pub const ALL: [TapAggregation; 3] = [
+        TapAggregation::Sum,
+        TapAggregation::Mean,
+        TapAggregation::Max,
+    ];
+
+    /// The name used in configs and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            TapAggregation::Sum => "sum",
+            TapAggregation::Mean => "mean",
+            TapAggregation::Max => "max",
+        }
+    }
+}
+
+/// Mean and standard deviation of one tap's anomaly d = max_train t - t over the positions of
+/// held-out good images: the scale on which the `mean` and `max` aggregations compare taps.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TapStats {
+    /// Mean of d.
+    pub mean: f64,
+    /// Standard deviation of d (positive).
+    pub std: f64,
+}
+
+impl Default for TapStats {
+    /// The identity scale: z = d.
+    fn default() -> Self {
+        TapStats {
+            mean: 0.0,
+            std: 1.0,
+        }
+    }
+}
+
 /// Calibration stored with a model: how maps are scaled, fused and thresholded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(from = "StoredScoring")]
 pub struct Scoring {
     /// Per tap, the maximum over the training images of log p / C (the flow maps' reference).
     pub tap_log_prob_max: [f64; 3],
+    /// How the taps are combined into the flow map.
+    pub tap_aggregation: TapAggregation,
+    /// Per tap, the scale of its anomaly on held-out good images (used by `mean` and `max`).
+    pub tap_stats: [TapStats; 3],
     /// Weight w of the classifier map in the fused map (the map that is shown and outlined).
     pub fusion_weight: f64,
     /// Weight w_s of the classifier map in the image score, max of flow + w_s * classifier.
@@ -36,11 +96,16 @@ pub struct Scoring {
 }
 
 /// The stored form: checkpoints written before the score had its own weight and threshold
-/// have only `fusion_weight` and `threshold`, which then serve both uses, as they did.
+/// have only `fusion_weight` and `threshold`, which then serve both uses, as they did; those
+/// written before the taps' aggregation was chosen use the paper's sum.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StoredScoring {
     tap_log_prob_max: [f64; 3],
+    #[serde(default)]
+    tap_aggregation: TapAggregation,
+    #[serde(default)]
+    tap_stats: [TapStats; 3],
     fusion_weight: f64,
     score_weight: Option<f64>,
     threshold: f64,
@@ -51,6 +116,8 @@ impl From<StoredScoring> for Scoring {
     fn from(s: StoredScoring) -> Self {
         Scoring {
             tap_log_prob_max: s.tap_log_prob_max,
+            tap_aggregation: s.tap_aggregation,
+            tap_stats: s.tap_stats,
             fusion_weight: s.fusion_weight,
             score_weight: s.score_weight.unwrap_or(s.fusion_weight),
             threshold: s.threshold,
@@ -64,6 +131,8 @@ impl Scoring {
     pub fn single(tap_log_prob_max: [f64; 3], fusion_weight: f64, threshold: f64) -> Self {
         Scoring {
             tap_log_prob_max,
+            tap_aggregation: TapAggregation::Sum,
+            tap_stats: [TapStats::default(); 3],
             fusion_weight,
             score_weight: fusion_weight,
             threshold,
@@ -71,17 +140,22 @@ impl Scoring {
         }
     }
 
-    /// Whether every weight and threshold is a finite number.
-    pub fn is_finite(&self) -> bool {
-        [
-            self.fusion_weight,
-            self.score_weight,
-            self.threshold,
-            self.region_threshold,
-        ]
-        .iter()
-        .chain(&self.tap_log_prob_max)
-        .all(|v| v.is_finite())
+    /// Whether every weight and threshold is a finite number (and every tap scale positive).
+    pub fn is_valid(&self) -> bool {
+        let scales_ok = self
+            .tap_stats
+            .iter()
+            .all(|s| s.mean.is_finite() && s.std.is_finite() && s.std > 0.0);
+        scales_ok
+            && [
+                self.fusion_weight,
+                self.score_weight,
+                self.threshold,
+                self.region_threshold,
+            ]
+            .iter()
+            .chain(&self.tap_log_prob_max)
+            .all(|v| v.is_finite())
     }
 }
 
@@ -106,10 +180,25 @@ pub struct BatchMaps {
     pub cls: Tensor,
 }
 
-/// Turns per-tap log p / C maps (N, h, w) into the flow anomaly map (N, 1, size, size):
-/// ln(L) - ln(sum over taps of upsampled exp(t - max_train t)), in float64 so that nothing
-/// saturates; about 0 where every tap is as likely as the likeliest training position.
-pub fn flow_map(log_prob_maps: &[Tensor; 3], tap_max: &[f64; 3], size: i64) -> Tensor {
+/// Turns per-tap log p / C maps (N, h, w) into the flow anomaly map (N, 1, size, size) by the
+/// scoring's aggregation ([`sum_flow_map`] or [`zscore_flow_map`]).
+pub fn flow_map(log_prob_maps: &[Tensor; 3], scoring: &Scoring, size: i64) -> Tensor {
+    match scoring.tap_aggregation {
+        TapAggregation::Sum => sum_flow_map(log_prob_maps, &scoring.tap_log_prob_max, size),
+        agg => zscore_flow_map(
+            log_prob_maps,
+            &scoring.tap_log_prob_max,
+            &scoring.tap_stats,
+            agg,
+            size,
+        ),
+    }
+}
+
+/// The paper's aggregation: ln(L) - ln(sum over taps of upsampled exp(t - max_train t)), in
+/// float64 so that nothing saturates; about 0 where every tap is as likely as the likeliest
+/// training position.
+pub fn sum_flow_map(log_prob_maps: &[Tensor; 3], tap_max: &[f64; 3], size: i64) -> Tensor {
     let mut sum: Option<Tensor> = None;
     for (t, &m) in log_prob_maps.iter().zip(tap_max) {
         let p = (t.to_kind(Kind::Double) - m).exp().unsqueeze(1);
@@ -121,6 +210,50 @@ pub fn flow_map(log_prob_maps: &[Tensor; 3], tap_max: &[f64; 3], size: i64) -> T
     }
     let sum = sum.expect("three taps").clamp_min(f64::MIN_POSITIVE);
     ((sum.log() * -1.0) + (log_prob_maps.len() as f64).ln()).to_kind(Kind::Float)
+}
+
+/// The `mean` and `max` aggregations: per tap z = ((max_train t - t) - mean) / std with the
+/// tap's held-out good scale, upsampled bilinearly, then the mean or the largest over taps.
+pub fn zscore_flow_map(
+    log_prob_maps: &[Tensor; 3],
+    tap_max: &[f64; 3],
+    stats: &[TapStats; 3],
+    aggregation: TapAggregation,
+    size: i64,
+) -> Tensor {
+    let z: Vec<Tensor> = log_prob_maps
+        .iter()
+        .zip(tap_max.iter().zip(stats))
+        .map(|(t, (&m, s))| {
+            let d = (t.to_kind(Kind::Float) * -1.0 + m - s.mean) / s.std;
+            d.unsqueeze(1)
+                .upsample_bilinear2d([size, size], false, None, None)
+        })
+        .collect();
+    let stacked = Tensor::stack(&z, 0);
+    match aggregation {
+        TapAggregation::Mean => stacked.mean_dim(0, false, Kind::Float),
+        TapAggregation::Max => stacked.amax(0, false),
+        TapAggregation::Sum => unreachable!("the sum has its own map"),
+    }
+}
+
+/// Per tap, the mean and standard deviation of the anomaly d = max_train t - t over every
+/// position of `log_prob_maps` (per tap (N, h, w) maps of good images).
+pub fn tap_stats(log_prob_maps: &[Tensor; 3], tap_max: &[f64; 3]) -> [TapStats; 3] {
+    std::array::from_fn(|l| {
+        let d = (log_prob_maps[l].to_kind(Kind::Double) * -1.0 + tap_max[l]).flatten(0, -1);
+        let std = d.std(false).double_value(&[]);
+        TapStats {
+            mean: d.mean(Kind::Double).double_value(&[]),
+            // a constant map (one position, identical images) still needs a usable scale
+            std: if std.is_finite() && std > 1e-12 {
+                std
+            } else {
+                1.0
+            },
+        }
+    })
 }
 
 /// Fused map: flow + w * classifier.
@@ -157,7 +290,7 @@ pub fn maps_from_heads(
     size: i64,
 ) -> BatchMaps {
     let cls = cls_logits.to_kind(Kind::Float).sigmoid();
-    let flow = flow_map(log_prob_maps, &scoring.tap_log_prob_max, size);
+    let flow = flow_map(log_prob_maps, scoring, size);
     let fused = fuse(&flow, &cls, scoring.fusion_weight);
     let scores = if scoring.score_weight == scoring.fusion_weight {
         image_scores(&fused)
@@ -198,7 +331,8 @@ mod tests {
     fn flow_map_is_a_monotone_inversion_that_does_not_saturate() {
         // three taps of 1x1 maps: at the training maximum, far below it, and very far below it
         let t = |v: f64| Tensor::from_slice(&[v as f32]).view([1, 1, 1]);
-        let at = |d: f64| flow_map(&[t(d), t(d), t(d)], &[0.0; 3], 1).double_value(&[0, 0, 0, 0]);
+        let at =
+            |d: f64| sum_flow_map(&[t(d), t(d), t(d)], &[0.0; 3], 1).double_value(&[0, 0, 0, 0]);
         assert!(
             at(0.0).abs() < 1e-6,
             "ln 3 - ln 3 = 0 at the training maximum"
@@ -209,5 +343,79 @@ mod tests {
             "{a} {b} {c}"
         );
         assert!(a < b && b < c, "strongly anomalous positions stay ordered");
+    }
+
+    #[test]
+    fn zscore_aggregations_put_taps_on_one_scale() {
+        // tap 0 sees a defect at the second of two positions, taps 1 and 2 do not
+        let maps = [
+            Tensor::from_slice(&[-1.0f32, -9.0]).view([1, 1, 2]),
+            Tensor::from_slice(&[-2.0f32, -2.0]).view([1, 1, 2]),
+            Tensor::from_slice(&[-3.0f32, -3.0]).view([1, 1, 2]),
+        ];
+        let tap_max = [0.0, 0.0, 0.0];
+        let stats = [
+            TapStats {
+                mean: 1.0,
+                std: 2.0,
+            },
+            TapStats {
+                mean: 2.0,
+                std: 1.0,
+            },
+            TapStats {
+                mean: 3.0,
+                std: 1.0,
+            },
+        ];
+        let at = |agg, scoring: &Scoring| {
+            let s = Scoring {
+                tap_aggregation: agg,
+                tap_stats: stats,
+                ..scoring.clone()
+            };
+            let m = flow_map(&maps, &s, 2); // (1, 1, 2, 2): nearest columns of the 1x2 maps
+            (m.double_value(&[0, 0, 0, 0]), m.double_value(&[0, 0, 0, 1]))
+        };
+        let base = Scoring::single(tap_max, 0.0, 0.0);
+        // z of tap 0: (1 - 1) / 2 = 0 and (9 - 1) / 2 = 4; taps 1 and 2: 0 everywhere
+        let (n, d) = at(TapAggregation::Max, &base);
+        assert!(n.abs() < 1e-5 && (d - 4.0).abs() < 1e-5, "max {n} {d}");
+        let (n, d) = at(TapAggregation::Mean, &base);
+        assert!(
+            n.abs() < 1e-5 && (d - 4.0 / 3.0).abs() < 1e-5,
+            "mean {n} {d}"
+        );
+        // the paper's sum, a soft minimum: tap 0's anomaly rises by 8, the map by about 1.1,
+        // bounded by the other taps' anomalies (2 and 3)
+        let (n, d) = at(TapAggregation::Sum, &base);
+        assert!(d - n > 0.5 && d - n < 1.5, "sum {n} {d}");
+        // the scale comes from good maps: z of the maps' own positions has mean 0, std 1
+        let s = tap_stats(&maps, &tap_max);
+        assert!((s[0].mean - 5.0).abs() < 1e-9 && (s[0].std - 4.0).abs() < 1e-9);
+        assert_eq!(s[1].std, 1.0, "a constant tap gets the identity scale");
+    }
+
+    #[test]
+    fn scorings_without_an_aggregation_use_the_sum() {
+        let old: Scoring = serde_json::from_str(
+            r#"{"tap_log_prob_max":[1,2,3],"fusion_weight":4,"threshold":7.5}"#,
+        )
+        .unwrap();
+        assert_eq!(old.tap_aggregation, TapAggregation::Sum);
+        let max: Scoring = serde_json::from_str(
+            r#"{"tap_log_prob_max":[1,2,3],"tap_aggregation":"max","tap_stats":[{"mean":1,"std":2},{"mean":0,"std":1},{"mean":0,"std":1}],"fusion_weight":4,"threshold":7.5}"#,
+        )
+        .unwrap();
+        assert_eq!(max.tap_aggregation, TapAggregation::Max);
+        assert!(max.is_valid());
+        let bad = Scoring {
+            tap_stats: [TapStats {
+                mean: 0.0,
+                std: 0.0,
+            }; 3],
+            ..max
+        };
+        assert!(!bad.is_valid(), "a zero scale is refused");
     }
 }

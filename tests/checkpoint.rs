@@ -2,7 +2,7 @@
 mod common;
 
 use clsflow::checkpoint::{self, METADATA_KEY};
-use clsflow::{ClsFlowModel, Detector, DetectorOptions, Scoring};
+use clsflow::{ClsFlowModel, Detector, DetectorOptions, Scoring, TapAggregation, TapStats};
 use safetensors::SafeTensors;
 use safetensors::tensor::TensorView;
 use std::collections::HashMap;
@@ -14,6 +14,19 @@ fn saved_model(dir: &Path) -> (PathBuf, Detector) {
     let model = ClsFlowModel::new(common::tiny_config(), Device::Cpu).unwrap();
     let scoring = Scoring {
         tap_log_prob_max: [-1.0, -2.0, -3.0],
+        // a non-default aggregation and scale, so that the round trip covers them
+        tap_aggregation: TapAggregation::Max,
+        tap_stats: [
+            TapStats {
+                mean: 0.5,
+                std: 2.0,
+            },
+            TapStats::default(),
+            TapStats {
+                mean: -1.0,
+                std: 0.25,
+            },
+        ],
         fusion_weight: 0.5,
         score_weight: 0.25,
         threshold: 2.5,

@@ -16,9 +16,10 @@ use tch::{Kind, Tensor};
 /// log(2 pi) / 2.
 const HALF_LOG_2PI: f64 = 0.918_938_533_204_672_7;
 
-/// Hyper-parameters of the flows (METHOD.md section 4).
+/// Hyper-parameters of the flows (METHOD.md section 4). Fields left out take the paper's
+/// values (checkpoints written before `input_pool` existed read as the paper's 1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct FlowConfig {
     /// Coupling blocks per flow.
     pub blocks: usize,
@@ -26,6 +27,26 @@ pub struct FlowConfig {
     pub condition_channels: i64,
     /// Soft clamp alpha of the affine coupling.
     pub clamp: f64,
+    /// Side of the window over which each tap's feature vectors are averaged (stride 1) before
+    /// the flows see them, as PatchCore's locally aware features; 1 = the raw vectors (the
+    /// paper's). Odd. Border windows average the positions they hold.
+    pub input_pool: i64,
+}
+
+/// Averages a feature map (N, C, h, w) over `window` x `window` neighbourhoods at stride 1
+/// (the identity for a window of 1).
+pub fn pool_flow_input(features: &Tensor, window: i64) -> Tensor {
+    if window <= 1 {
+        return features.shallow_clone();
+    }
+    features.avg_pool2d(
+        [window, window],
+        [1, 1],
+        [window / 2, window / 2],
+        false,
+        false,
+        None,
+    )
 }
 
 impl Default for FlowConfig {
@@ -34,6 +55,7 @@ impl Default for FlowConfig {
             blocks: 6,
             condition_channels: 128,
             clamp: 1.9,
+            input_pool: 1,
         }
     }
 }

@@ -66,6 +66,7 @@ pub fn tiny_config() -> ModelConfig {
             blocks: 2,
             condition_channels: 8,
             clamp: 1.9,
+            input_pool: 1,
         },
     }
 }

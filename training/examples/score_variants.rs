@@ -131,7 +131,7 @@ fn main() -> anyhow::Result<()> {
                         .to_kind(Kind::Float)
                 })
                 .collect();
-            let sum_p = clsflow::scoring::flow_map(&logp, &sc.tap_log_prob_max, size);
+            let sum_p = clsflow::scoring::sum_flow_map(&logp, &sc.tap_log_prob_max, size);
             let mean_nll = (&nll[0] + &nll[1] + &nll[2]) / 3.0;
             let w = sc.fusion_weight;
             let z: Vec<Tensor> = logp

@@ -2,6 +2,10 @@
 //! come from held-out good training images and synthetic defects made from them, never from
 //! test labels.
 //!
+//! - tap aggregation (docs/accuracy.md, item 22): the paper's sum of likelihoods, or the mean or
+//!   the largest of the taps' anomalies z-scored on the held-out good images; a variant is taken
+//!   only when the flow map alone does clearly better (more than `fusion_tolerance`) on the
+//!   synthetic validation set below, which does not flatter the flows (they never saw a defect);
 //! - weights: image AUROC, pixel AUROC and AU-PRO on the synthetic validation set (held-out good
 //!   images + the same images with synthetic defects, made from textures kept out of stage 1
 //!   when `holdout_textures` > 0) are computed for every candidate weight. The fused map's weight
@@ -19,8 +23,9 @@
 use crate::config::CalibrationConfig;
 use crate::stage2::image_batches;
 use crate::synth::DefectSynthesizer;
+use clsflow::TapAggregation;
 use clsflow::metrics::map_metrics;
-use clsflow::scoring::{Scoring, compute_maps};
+use clsflow::scoring::{Scoring, flow_map, tap_stats};
 use clsflow::{ClsFlowModel, Normalization};
 use image::{GrayImage, RgbImage};
 use rand::SeedableRng;
@@ -42,6 +47,15 @@ pub struct Candidate {
     pub objective: f64,
 }
 
+/// How the flow branch alone did on the synthetic validation set under one tap aggregation.
+#[derive(Debug, Clone, Serialize)]
+pub struct AggregationCandidate {
+    /// The aggregation.
+    pub aggregation: TapAggregation,
+    /// Its figures (`fusion_weight` 0: the flow map alone).
+    pub flow: Candidate,
+}
+
 /// Result of calibration.
 #[derive(Debug, Clone, Serialize)]
 pub struct Calibration {
@@ -49,6 +63,8 @@ pub struct Calibration {
     pub scoring: Scoring,
     /// Every candidate weight with its validation figures (empty when the weight was fixed).
     pub candidates: Vec<Candidate>,
+    /// Every tap aggregation with the flow branch's validation figures (empty when forced).
+    pub aggregations: Vec<AggregationCandidate>,
     /// Held-out good images used.
     pub holdout_images: usize,
     /// Synthetic defective images used.
@@ -67,6 +83,15 @@ pub struct BranchMaps {
     pub cls: Vec<Vec<f32>>,
 }
 
+/// What the two heads give for a set of images, before the taps are combined: per tap log p / C
+/// maps (N, h, w) and classifier probability maps (N, 1, S, S), on the CPU.
+pub struct HeadOutputs {
+    /// Per tap log p / C.
+    pub log_prob: [Tensor; 3],
+    /// Classifier map (sigmoid of the logits).
+    pub cls: Tensor,
+}
+
 fn to_rows(t: &Tensor) -> Vec<Vec<f32>> {
     let t = t.to_device(Device::Cpu).to_kind(Kind::Float);
     (0..t.size()[0])
@@ -74,21 +99,54 @@ fn to_rows(t: &Tensor) -> Vec<Vec<f32>> {
         .collect()
 }
 
-/// Both branch maps of images at model resolution.
+/// Runs the extractor and both heads on images (batches of 16).
+pub fn head_outputs(
+    model: &ClsFlowModel,
+    images: &[RgbImage],
+    norm: &Normalization,
+) -> HeadOutputs {
+    let (mut logp, mut cls): ([Vec<Tensor>; 3], Vec<Tensor>) = Default::default();
+    tch::no_grad(|| {
+        for x in image_batches(images, 16, norm) {
+            let taps = model.features(&x.to_device(model.device()));
+            cls.push(
+                model
+                    .cls_logits(&taps, false)
+                    .to_kind(Kind::Float)
+                    .sigmoid()
+                    .to_device(Device::Cpu),
+            );
+            for (p, t) in logp.iter_mut().zip(model.flow_log_prob_maps(&taps)) {
+                p.push(t.to_kind(Kind::Float).to_device(Device::Cpu));
+            }
+        }
+    });
+    HeadOutputs {
+        log_prob: logp.map(|p| Tensor::cat(&p, 0)),
+        cls: Tensor::cat(&cls, 0),
+    }
+}
+
+impl HeadOutputs {
+    /// Both branch maps under a scoring's tap aggregation (its weights are not used).
+    pub fn maps(&self, scoring: &Scoring, size: i64) -> BranchMaps {
+        let flow = tch::no_grad(|| flow_map(&self.log_prob, scoring, size));
+        BranchMaps {
+            flow: to_rows(&flow),
+            cls: to_rows(&self.cls),
+        }
+    }
+}
+
+/// Both branch maps of images at model resolution, with the paper's tap aggregation.
 pub fn branch_maps(
     model: &ClsFlowModel,
     images: &[RgbImage],
     tap_max: [f64; 3],
     norm: &Normalization,
 ) -> BranchMaps {
-    let scoring = Scoring::single(tap_max, 0.0, 0.0);
-    let (mut flow, mut cls) = (Vec::new(), Vec::new());
-    for x in image_batches(images, 16, norm) {
-        let maps = compute_maps(model, &x.to_device(model.device()), &scoring);
-        flow.extend(to_rows(&maps.flow));
-        cls.extend(to_rows(&maps.cls));
-    }
-    BranchMaps { flow, cls }
+    let size = model.config().input_size;
+    head_outputs(model, images, norm).maps(&Scoring::single(tap_max, 0.0, 0.0), size)
 }
 
 fn fused(maps: &BranchMaps, w: f64) -> Vec<Vec<f32>> {
@@ -106,7 +164,58 @@ fn maxima(maps: &BranchMaps, w: f64) -> Vec<f32> {
         .collect()
 }
 
-/// Chooses the weights and the thresholds.
+/// The synthetic validation set: good images (no defect pixels) and defective ones with masks.
+struct Validation<'a> {
+    masks: &'a [Vec<bool>],
+    size: usize,
+}
+
+impl Validation<'_> {
+    /// Image AUROC, pixel AUROC, AU-PRO and their mean for the fused maps under weight `w`.
+    fn score(&self, good: &BranchMaps, bad: &BranchMaps, w: f64) -> Candidate {
+        let (g, b) = (fused(good, w), fused(bad, w));
+        let empty = vec![false; self.size * self.size];
+        let labels: Vec<bool> = (0..g.len())
+            .map(|_| false)
+            .chain((0..b.len()).map(|_| true))
+            .collect();
+        let all_masks: Vec<&[bool]> = (0..g.len())
+            .map(|_| empty.as_slice())
+            .chain(self.masks.iter().map(Vec::as_slice))
+            .collect();
+        let maps: Vec<&[f32]> = g.iter().chain(&b).map(Vec::as_slice).collect();
+        let (image_auroc, pixel_auroc, pro) =
+            map_metrics(&maps, &all_masks, &labels, self.size, self.size, 0.3);
+        let (image_auroc, pixel_auroc, au_pro) = (
+            image_auroc.unwrap_or(0.5),
+            pixel_auroc.unwrap_or(0.5),
+            pro.unwrap_or(0.0),
+        );
+        Candidate {
+            fusion_weight: w,
+            image_auroc,
+            pixel_auroc,
+            au_pro,
+            objective: (image_auroc + pixel_auroc + au_pro) / 3.0,
+        }
+    }
+}
+
+/// Item 22's rule: a variant replaces the paper's sum only if the flow branch's objective
+/// exceeds the sum's by more than `tolerance`; of several, the best.
+pub fn pick_aggregation(candidates: &[AggregationCandidate], tolerance: f64) -> TapAggregation {
+    let sum = candidates
+        .iter()
+        .find(|c| c.aggregation == TapAggregation::Sum)
+        .map_or(f64::NEG_INFINITY, |c| c.flow.objective);
+    candidates
+        .iter()
+        .filter(|c| c.aggregation != TapAggregation::Sum && c.flow.objective > sum + tolerance)
+        .max_by(|a, b| a.flow.objective.total_cmp(&b.flow.objective))
+        .map_or(TapAggregation::Sum, |c| c.aggregation)
+}
+
+/// Chooses the tap aggregation, the weights and the thresholds.
 #[allow(clippy::too_many_arguments)]
 pub fn calibrate(
     model: &ClsFlowModel,
@@ -120,10 +229,23 @@ pub fn calibrate(
     seed: u64,
 ) -> Calibration {
     let size = model.config().input_size as usize;
-    let good = branch_maps(model, holdout, tap_max, norm);
+    let good_out = head_outputs(model, holdout, norm);
+    let mut scoring = Scoring {
+        tap_stats: tap_stats(&good_out.log_prob, &tap_max),
+        ..Scoring::single(tap_max, 0.0, 0.0)
+    };
+    // with the paper's fixed weight, the paper's map; otherwise as configured
+    let forced = cfg
+        .tap_aggregation
+        .forced()
+        .or_else(|| cfg.fusion_weight.is_some().then_some(TapAggregation::Sum));
+    scoring.tap_aggregation = forced.unwrap_or(TapAggregation::Sum);
     let mut candidates = Vec::new();
+    let mut aggregations = Vec::new();
     let mut synthetic_defects = 0;
-    if cfg.fusion_weight.is_none() && holdout.len() >= 2 {
+    let choose_weights = cfg.fusion_weight.is_none();
+    let mut good = good_out.maps(&scoring, size as i64);
+    if (choose_weights || forced.is_none()) && holdout.len() >= 2 {
         // the fixed synthetic validation set: every held-out image once with a defect
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_ca1b);
         let mut defective = Vec::new();
@@ -136,38 +258,41 @@ pub fn calibrate(
             }
         }
         synthetic_defects = defective.len();
-        let bad = branch_maps(model, &defective, tap_max, norm);
-        let empty = vec![false; size * size];
-        for &w in &cfg.fusion_weights {
-            let (g, b) = (fused(&good, w), fused(&bad, w));
-            let labels: Vec<bool> = (0..g.len())
-                .map(|_| false)
-                .chain((0..b.len()).map(|_| true))
-                .collect();
-            let all_masks: Vec<&[bool]> = (0..g.len())
-                .map(|_| empty.as_slice())
-                .chain(masks.iter().map(Vec::as_slice))
-                .collect();
-            let maps: Vec<&[f32]> = g.iter().chain(&b).map(Vec::as_slice).collect();
-            let (image_auroc, pixel_auroc, pro) =
-                map_metrics(&maps, &all_masks, &labels, size, size, 0.3);
-            let (image_auroc, pixel_auroc, pro) = (
-                image_auroc.unwrap_or(0.5),
-                pixel_auroc.unwrap_or(0.5),
-                pro.unwrap_or(0.0),
-            );
-            let objective = (image_auroc + pixel_auroc + pro) / 3.0;
-            candidates.push(Candidate {
-                fusion_weight: w,
-                image_auroc,
-                pixel_auroc,
-                au_pro: pro,
-                objective,
-            });
+        let val = Validation {
+            masks: &masks,
+            size,
+        };
+        let bad_out = head_outputs(model, &defective, norm);
+        let mut bad = bad_out.maps(&scoring, size as i64);
+        if forced.is_none() {
+            for aggregation in TapAggregation::ALL {
+                let s = Scoring {
+                    tap_aggregation: aggregation,
+                    ..scoring.clone()
+                };
+                let (g, b) = (
+                    good_out.maps(&s, size as i64),
+                    bad_out.maps(&s, size as i64),
+                );
+                aggregations.push(AggregationCandidate {
+                    aggregation,
+                    flow: val.score(&g, &b, 0.0),
+                });
+            }
+            scoring.tap_aggregation = pick_aggregation(&aggregations, cfg.fusion_tolerance);
+            good = good_out.maps(&scoring, size as i64);
+            bad = bad_out.maps(&scoring, size as i64);
         }
-    } else if cfg.fusion_weight.is_none() {
+        if choose_weights {
+            candidates = cfg
+                .fusion_weights
+                .iter()
+                .map(|&w| val.score(&good, &bad, w))
+                .collect();
+        }
+    } else if choose_weights || forced.is_none() {
         eprintln!(
-            "warning: fewer than 2 held-out images: fusion weights left at 1.0 (raise holdout_fraction)"
+            "warning: fewer than 2 held-out images: fusion weights left at 1.0 and the taps summed (raise holdout_fraction)"
         );
     }
     let fusion_weight = cfg
@@ -184,13 +309,14 @@ pub fn calibrate(
     let region_threshold = threshold_from_good(&maxima(&good, fusion_weight), cfg.threshold_sigmas);
     Calibration {
         scoring: Scoring {
-            tap_log_prob_max: tap_max,
             fusion_weight,
             score_weight,
             threshold,
             region_threshold,
+            ..scoring
         },
         candidates,
+        aggregations,
         holdout_images: holdout.len(),
         synthetic_defects,
         holdout_scores: scores,
@@ -283,6 +409,39 @@ mod tests {
         assert_eq!(pick_weight(&c, 0.005, |c| c.objective), Some(8.0));
         assert_eq!(pick_weight(&c, 0.005, |c| c.image_auroc), Some(1.0));
         assert_eq!(pick_weight(&c, 0.0, |c| c.image_auroc), Some(2.0));
+    }
+
+    #[test]
+    fn a_tap_aggregation_replaces_the_sum_only_for_a_clear_gain() {
+        let agg = |objectives: [f64; 3]| -> Vec<AggregationCandidate> {
+            TapAggregation::ALL
+                .iter()
+                .zip(candidates(&[
+                    (0.0, objectives[0]),
+                    (0.0, objectives[1]),
+                    (0.0, objectives[2]),
+                ]))
+                .map(|(&aggregation, flow)| AggregationCandidate { aggregation, flow })
+                .collect()
+        };
+        // order: sum, mean, max
+        assert_eq!(
+            pick_aggregation(&agg([0.90, 0.904, 0.903]), 0.005),
+            TapAggregation::Sum
+        );
+        assert_eq!(
+            pick_aggregation(&agg([0.90, 0.91, 0.93]), 0.005),
+            TapAggregation::Max
+        );
+        assert_eq!(
+            pick_aggregation(&agg([0.90, 0.92, 0.89]), 0.005),
+            TapAggregation::Mean
+        );
+        assert_eq!(
+            pick_aggregation(&agg([0.95, 0.92, 0.89]), 0.0),
+            TapAggregation::Sum
+        );
+        assert_eq!(pick_aggregation(&[], 0.005), TapAggregation::Sum);
     }
 
     #[test]

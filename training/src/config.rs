@@ -6,7 +6,7 @@ use crate::synth::foreground::ForegroundMode;
 use anyhow::{Context, Result, bail};
 use clsflow::decoder::DecoderConfig;
 use clsflow::flow::FlowConfig;
-use clsflow::{BackboneKind, ModelConfig};
+use clsflow::{BackboneKind, ModelConfig, TapAggregation};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -135,6 +135,38 @@ pub struct CalibrationConfig {
     /// made from these alone, i.e. of a kind the classifier never saw. 0 = one synthesiser for
     /// both (the paper's way).
     pub holdout_textures: f64,
+    /// How the taps' likelihood maps are combined into the flow map: `auto` chooses between the
+    /// paper's `sum` and the z-scored `mean` and `max` on the flow branch's synthetic validation
+    /// objective (a variant needs a gain above `fusion_tolerance`; with a fixed `fusion_weight`,
+    /// made for the paper's map, `auto` is `sum`), or one of the three is forced.
+    pub tap_aggregation: AggregationChoice,
+}
+
+/// The `tap_aggregation` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AggregationChoice {
+    /// Chosen by calibration (docs/accuracy.md, item 22).
+    #[default]
+    Auto,
+    /// The paper's sum of likelihoods.
+    Sum,
+    /// Mean of the taps' z-scored anomalies.
+    Mean,
+    /// Largest of the taps' z-scored anomalies.
+    Max,
+}
+
+impl AggregationChoice {
+    /// The forced aggregation, or None for `auto`.
+    pub fn forced(self) -> Option<TapAggregation> {
+        match self {
+            AggregationChoice::Auto => None,
+            AggregationChoice::Sum => Some(TapAggregation::Sum),
+            AggregationChoice::Mean => Some(TapAggregation::Mean),
+            AggregationChoice::Max => Some(TapAggregation::Max),
+        }
+    }
 }
 
 impl Default for CalibrationConfig {
@@ -147,6 +179,7 @@ impl Default for CalibrationConfig {
             fusion_tolerance: 0.005,
             threshold_sigmas: 3.0,
             holdout_textures: 0.0,
+            tap_aggregation: AggregationChoice::Auto,
         }
     }
 }

@@ -48,8 +48,13 @@ pub fn markdown(title: &str, eval: &Evaluation, extra: &serde_json::Value) -> St
         extra["fusion_weight"].as_f64(),
         extra["score_weight"].as_f64(),
     ) {
+        let taps = match extra["tap_aggregation"].as_str() {
+            Some("mean") => "the mean of the taps' z-scored anomalies",
+            Some("max") => "the largest of the taps' z-scored anomalies",
+            _ => "the paper's sum of the taps' likelihoods",
+        };
         s += &format!(
-            "\nFused: map = flow + {w} x classifier (pixel metrics, regions); image score = max of flow + {ws} x classifier.\n"
+            "\nFlow map: {taps}. Fused: map = flow + {w} x classifier (pixel metrics, regions); image score = max of flow + {ws} x classifier.\n"
         );
     }
     let d = &eval.decisions;

@@ -26,7 +26,8 @@ pub fn image_batches<'a>(
         .map(move |chunk| images_to_batch(chunk, norm).expect("non-empty RGB batch"))
 }
 
-/// The three taps of every image, (N, C, h, w) each, on the CPU.
+/// What the flows model of every image, per tap (N, C, h, w) ([`ClsFlowModel::flow_inputs`]),
+/// on the CPU.
 pub fn extract_features(
     model: &ClsFlowModel,
     images: &[RgbImage],
@@ -37,7 +38,7 @@ pub fn extract_features(
     tch::no_grad(|| {
         for x in image_batches(images, 16, norm) {
             let n = x.size()[0] as u64;
-            let taps = model.features(&x.to_device(model.device()));
+            let taps = model.flow_inputs(&model.features(&x.to_device(model.device())));
             for (p, t) in parts.iter_mut().zip(taps) {
                 p.push(t.to_device(tch::Device::Cpu));
             }
