@@ -248,13 +248,7 @@ impl ClsFlowModel {
     /// log p / C per position for each tap, (N, h_l, w_l), whole maps at once, from the taps
     /// (pooled here as [`Self::flow_inputs`]).
     pub fn flow_log_prob_maps(&self, taps: &[Tensor; 3]) -> [Tensor; 3] {
-        let pooled;
-        let taps = if self.config.flow.input_pool > 1 {
-            pooled = self.flow_inputs(taps);
-            &pooled
-        } else {
-            taps
-        };
+        let taps = &self.flow_inputs(taps); // shallow copies for the paper's window of 1
         if let Some(folded) = &self.folded {
             let maps: Vec<Tensor> = taps
                 .iter()

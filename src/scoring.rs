@@ -181,7 +181,7 @@ pub struct BatchMaps {
 }
 
 /// Turns per-tap log p / C maps (N, h, w) into the flow anomaly map (N, 1, size, size) by the
-/// scoring's aggregation ([`sum_flow_map`] or [`zscore_flow_map`]).
+/// scoring's aggregation ([`sum_flow_map`], or the z-scored mean or max).
 pub fn flow_map(log_prob_maps: &[Tensor; 3], scoring: &Scoring, size: i64) -> Tensor {
     match scoring.tap_aggregation {
         TapAggregation::Sum => sum_flow_map(log_prob_maps, &scoring.tap_log_prob_max, size),
@@ -213,8 +213,9 @@ pub fn sum_flow_map(log_prob_maps: &[Tensor; 3], tap_max: &[f64; 3], size: i64) 
 }
 
 /// The `mean` and `max` aggregations: per tap z = ((max_train t - t) - mean) / std with the
-/// tap's held-out good scale, upsampled bilinearly, then the mean or the largest over taps.
-pub fn zscore_flow_map(
+/// tap's held-out good scale, upsampled bilinearly, then the mean or the largest over taps
+/// (called by [`flow_map`] for those two only).
+fn zscore_flow_map(
     log_prob_maps: &[Tensor; 3],
     tap_max: &[f64; 3],
     stats: &[TapStats; 3],

@@ -244,7 +244,8 @@ pub fn calibrate(
     let mut aggregations = Vec::new();
     let mut synthetic_defects = 0;
     let choose_weights = cfg.fusion_weight.is_none();
-    let mut good = good_out.maps(&scoring, size as i64);
+    // the held-out good maps under the chosen aggregation, once it is known
+    let mut good = None;
     if (choose_weights || forced.is_none()) && holdout.len() >= 2 {
         // the fixed synthetic validation set: every held-out image once with a defect
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_ca1b);
@@ -263,7 +264,6 @@ pub fn calibrate(
             size,
         };
         let bad_out = head_outputs(model, &defective, norm);
-        let mut bad = bad_out.maps(&scoring, size as i64);
         if forced.is_none() {
             for aggregation in TapAggregation::ALL {
                 let s = Scoring {
@@ -280,15 +280,18 @@ pub fn calibrate(
                 });
             }
             scoring.tap_aggregation = pick_aggregation(&aggregations, cfg.fusion_tolerance);
-            good = good_out.maps(&scoring, size as i64);
-            bad = bad_out.maps(&scoring, size as i64);
         }
         if choose_weights {
+            let (g, b) = (
+                good_out.maps(&scoring, size as i64),
+                bad_out.maps(&scoring, size as i64),
+            );
             candidates = cfg
                 .fusion_weights
                 .iter()
-                .map(|&w| val.score(&good, &bad, w))
+                .map(|&w| val.score(&g, &b, w))
                 .collect();
+            good = Some(g);
         }
     } else if choose_weights || forced.is_none() {
         eprintln!(
@@ -304,6 +307,7 @@ pub fn calibrate(
         .or(cfg.fusion_weight)
         .or_else(|| pick_weight(&candidates, cfg.fusion_tolerance, |c| c.image_auroc))
         .unwrap_or(fusion_weight);
+    let good = good.unwrap_or_else(|| good_out.maps(&scoring, size as i64));
     let scores = maxima(&good, score_weight);
     let threshold = threshold_from_good(&scores, cfg.threshold_sigmas);
     let region_threshold = threshold_from_good(&maxima(&good, fusion_weight), cfg.threshold_sigmas);
