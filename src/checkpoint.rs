@@ -3,7 +3,7 @@
 
 use crate::backbone::{BackboneKind, Normalization};
 use crate::model::{ClsFlowModel, ModelConfig};
-use crate::scoring::Scoring;
+use crate::scoring::{Scoring, TapReference};
 use crate::weights;
 use crate::{Error, Result};
 use safetensors::Dtype;
@@ -112,6 +112,18 @@ impl Manifest {
             return bad(
                 "scoring values must be finite and every tap scale (tap_stats std) positive".into(),
             );
+        }
+        if self.scoring.tap_reference() == TapReference::Position {
+            let sizes = c.tap_sizes();
+            for (l, (o, side)) in self.scoring.tap_offsets.iter().zip(sizes).enumerate() {
+                if o.len() as i64 != side * side {
+                    return bad(format!(
+                        "tap {l} has {} per-position offsets, its {side}x{side} map needs {}",
+                        o.len(),
+                        side * side
+                    ));
+                }
+            }
         }
         c.validate()
             .map_err(|e| Error::checkpoint(path, e.to_string()))

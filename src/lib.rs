@@ -36,7 +36,7 @@ pub use backbone::{BackboneKind, Normalization};
 pub use detector::{AnomalyMap, Detection, Detector, DetectorOptions};
 pub use error::{Error, Result};
 pub use model::{ClsFlowModel, ModelConfig};
-pub use scoring::{Scoring, TapAggregation, TapStats};
+pub use scoring::{Scoring, TapAggregation, TapReference, TapReferences, TapStats};
 pub use tch;
 
 /// Folder that holds converted ImageNet weights: `$CLSFLOW_MODELS_DIR`, else `models/` under the

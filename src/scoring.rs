@@ -10,6 +10,10 @@
 //!   (z-score of its anomaly d = max_train t - t against held-out good images), then take the
 //!   mean or the largest over taps: the paper's sum is a soft minimum of the taps' anomalies, so
 //!   a defect that only one tap sees is masked by the others (docs/accuracy.md, item 22);
+//!   with the per-position reference ([`TapReference::Position`]) every tap's map is first
+//!   centred position by position (the training images' mean log p / C at the position minus
+//!   their mean over all positions is subtracted), so that positions whose normal features are
+//!   merely less predictable (borders, irregular regions) do not look anomalous (item 24);
 //! - classifier map: sigmoid of the decoder logits;
 //! - fused map: flow + w * classifier (what is shown and outlined);
 //! - image score: max of flow + w_s * classifier. The score has its own weight w_s because the
@@ -55,6 +59,30 @@ impl TapAggregation {
     }
 }
 
+/// What each position's log p / C is compared with before the taps are combined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TapReference {
+    /// The paper's: one reference per tap, the same for every position.
+    #[default]
+    Global,
+    /// Every position first centred on the training images' mean at that position.
+    Position,
+}
+
+impl TapReference {
+    /// Both references, the paper's first.
+    pub const ALL: [TapReference; 2] = [TapReference::Global, TapReference::Position];
+
+    /// The name used in configs and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            TapReference::Global => "global",
+            TapReference::Position => "position",
+        }
+    }
+}
+
 /// Mean and standard deviation of one tap's anomaly d = max_train t - t over the positions of
 /// held-out good images: the scale on which the `mean` and `max` aggregations compare taps.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -85,6 +113,9 @@ pub struct Scoring {
     pub tap_aggregation: TapAggregation,
     /// Per tap, the scale of its anomaly on held-out good images (used by `mean` and `max`).
     pub tap_stats: [TapStats; 3],
+    /// Per tap, row-major offsets (one per position of its map) subtracted from log p / C
+    /// before the taps are combined: the per-position reference. Empty: the paper's global one.
+    pub tap_offsets: [Vec<f32>; 3],
     /// Weight w of the classifier map in the fused map (the map that is shown and outlined).
     pub fusion_weight: f64,
     /// Weight w_s of the classifier map in the image score, max of flow + w_s * classifier.
@@ -106,6 +137,8 @@ struct StoredScoring {
     tap_aggregation: TapAggregation,
     #[serde(default)]
     tap_stats: [TapStats; 3],
+    #[serde(default)]
+    tap_offsets: [Vec<f32>; 3],
     fusion_weight: f64,
     score_weight: Option<f64>,
     threshold: f64,
@@ -118,6 +151,7 @@ impl From<StoredScoring> for Scoring {
             tap_log_prob_max: s.tap_log_prob_max,
             tap_aggregation: s.tap_aggregation,
             tap_stats: s.tap_stats,
+            tap_offsets: s.tap_offsets,
             fusion_weight: s.fusion_weight,
             score_weight: s.score_weight.unwrap_or(s.fusion_weight),
             threshold: s.threshold,
@@ -133,6 +167,7 @@ impl Scoring {
             tap_log_prob_max,
             tap_aggregation: TapAggregation::Sum,
             tap_stats: [TapStats::default(); 3],
+            tap_offsets: Default::default(),
             fusion_weight,
             score_weight: fusion_weight,
             threshold,
@@ -140,13 +175,30 @@ impl Scoring {
         }
     }
 
-    /// Whether every weight and threshold is a finite number (and every tap scale positive).
+    /// The reference the flow map uses: per position when offsets are stored.
+    pub fn tap_reference(&self) -> TapReference {
+        if self.tap_offsets.iter().all(Vec::is_empty) {
+            TapReference::Global
+        } else {
+            TapReference::Position
+        }
+    }
+
+    /// Whether every weight and threshold is a finite number, every tap scale positive, and
+    /// the offsets finite and given for every tap or for none.
     pub fn is_valid(&self) -> bool {
+        let offsets_ok = self
+            .tap_offsets
+            .iter()
+            .all(|o| o.iter().all(|v| v.is_finite()))
+            && (self.tap_offsets.iter().all(Vec::is_empty)
+                || self.tap_offsets.iter().all(|o| !o.is_empty()));
         let scales_ok = self
             .tap_stats
             .iter()
             .all(|s| s.mean.is_finite() && s.std.is_finite() && s.std > 0.0);
-        scales_ok
+        offsets_ok
+            && scales_ok
             && [
                 self.fusion_weight,
                 self.score_weight,
@@ -181,8 +233,16 @@ pub struct BatchMaps {
 }
 
 /// Turns per-tap log p / C maps (N, h, w) into the flow anomaly map (N, 1, size, size) by the
-/// scoring's aggregation ([`sum_flow_map`], or the z-scored mean or max).
+/// scoring's reference and aggregation ([`sum_flow_map`], or the z-scored mean or max).
 pub fn flow_map(log_prob_maps: &[Tensor; 3], scoring: &Scoring, size: i64) -> Tensor {
+    let centred;
+    let log_prob_maps = match scoring.tap_reference() {
+        TapReference::Global => log_prob_maps,
+        TapReference::Position => {
+            centred = centre_taps(log_prob_maps, &scoring.tap_offsets);
+            &centred
+        }
+    };
     match scoring.tap_aggregation {
         TapAggregation::Sum => sum_flow_map(log_prob_maps, &scoring.tap_log_prob_max, size),
         agg => zscore_flow_map(
@@ -236,6 +296,67 @@ fn zscore_flow_map(
         TapAggregation::Mean => stacked.mean_dim(0, false, Kind::Float),
         TapAggregation::Max => stacked.amax(0, false),
         TapAggregation::Sum => unreachable!("the sum has its own map"),
+    }
+}
+
+/// Per tap, log p / C maps (N, h, w) minus the tap's per-position offsets (h * w, row-major;
+/// an empty list leaves the tap as it is).
+pub fn centre_taps(log_prob_maps: &[Tensor; 3], offsets: &[Vec<f32>; 3]) -> [Tensor; 3] {
+    std::array::from_fn(|l| {
+        let t = &log_prob_maps[l];
+        if offsets[l].is_empty() {
+            return t.shallow_clone();
+        }
+        let (h, w) = (t.size()[1], t.size()[2]);
+        let o = Tensor::from_slice(&offsets[l])
+            .view([1, h, w])
+            .to_device(t.device())
+            .to_kind(t.kind());
+        t - o
+    })
+}
+
+/// The references of the flow maps, from per-tap log p / C maps (N, h, w) of the training
+/// images: the paper's per-tap maximum, and for the per-position reference the centring offsets
+/// (each position's mean minus the mean over all positions, so that the taps keep their
+/// balance) with the maximum of the centred maps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TapReferences {
+    /// Per tap, the maximum of log p / C (the paper's reference).
+    pub max: [f64; 3],
+    /// Per tap, the row-major centring offsets.
+    pub offsets: [Vec<f32>; 3],
+    /// Per tap, the maximum of the centred maps.
+    pub centred_max: [f64; 3],
+}
+
+impl TapReferences {
+    /// Computes all three from the training images' maps.
+    pub fn from_maps(log_prob_maps: &[Tensor; 3]) -> Self {
+        let max = std::array::from_fn(|l| log_prob_maps[l].max().double_value(&[]));
+        let offsets: [Vec<f32>; 3] = std::array::from_fn(|l| {
+            let mean = log_prob_maps[l]
+                .to_kind(Kind::Double)
+                .mean_dim(0, false, Kind::Double);
+            let centred = (&mean - mean.mean(Kind::Double)).to_kind(Kind::Float);
+            Vec::<f32>::try_from(centred.flatten(0, -1).to_device(tch::Device::Cpu))
+                .expect("offsets")
+        });
+        let c = centre_taps(log_prob_maps, &offsets);
+        let centred_max = std::array::from_fn(|l| c[l].max().double_value(&[]));
+        TapReferences {
+            max,
+            offsets,
+            centred_max,
+        }
+    }
+
+    /// A scoring's reference fields for one choice: (tap_log_prob_max, tap_offsets).
+    pub fn for_reference(&self, reference: TapReference) -> ([f64; 3], [Vec<f32>; 3]) {
+        match reference {
+            TapReference::Global => (self.max, Default::default()),
+            TapReference::Position => (self.centred_max, self.offsets.clone()),
+        }
     }
 }
 
@@ -418,5 +539,45 @@ mod tests {
             ..max
         };
         assert!(!bad.is_valid(), "a zero scale is refused");
+    }
+
+    #[test]
+    fn the_position_reference_centres_each_position_on_its_training_mean() {
+        // tap 0: two training images of a 1x2 map whose second position is always 4 less likely
+        let maps = [
+            Tensor::from_slice(&[-1.0f32, -5.0, -3.0, -7.0]).view([2, 1, 2]),
+            Tensor::from_slice(&[-2.0f32; 4]).view([2, 1, 2]),
+            Tensor::from_slice(&[-1.0f32, -1.0, -3.0, -3.0]).view([2, 1, 2]),
+        ];
+        let r = TapReferences::from_maps(&maps);
+        assert_eq!(r.max, [-1.0, -2.0, -1.0]);
+        // position means -2 and -6 around the tap's mean -4; the other taps are level
+        assert_eq!(r.offsets, [vec![2.0, -2.0], vec![0.0, 0.0], vec![0.0, 0.0]]);
+        assert_eq!(r.centred_max, [-3.0, -2.0, -1.0]);
+        let at = |reference| {
+            let (tap_log_prob_max, tap_offsets) = r.for_reference(reference);
+            let s = Scoring {
+                tap_offsets,
+                ..Scoring::single(tap_log_prob_max, 0.0, 0.0)
+            };
+            assert_eq!(s.tap_reference(), reference);
+            assert!(s.is_valid());
+            let m = flow_map(&maps, &s, 2); // (2, 1, 2, 2)
+            (m.double_value(&[0, 0, 0, 0]), m.double_value(&[0, 0, 0, 1]))
+        };
+        // global: the less predictable position looks anomalous in a good image
+        let (a, b) = at(TapReference::Global);
+        assert!(b - a > 0.2, "{a} {b}");
+        // per position: both positions of the first image are equally normal
+        let (a, b) = at(TapReference::Position);
+        assert!((b - a).abs() < 1e-6, "{a} {b}");
+        let partial = Scoring {
+            tap_offsets: [vec![0.0, 0.0], vec![], vec![]],
+            ..Scoring::default()
+        };
+        assert!(
+            !partial.is_valid(),
+            "offsets for some taps only are refused"
+        );
     }
 }

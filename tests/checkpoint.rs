@@ -27,6 +27,9 @@ fn saved_model(dir: &Path) -> (PathBuf, Detector) {
                 std: 0.25,
             },
         ],
+        // per-position offsets for the 8x8, 4x4 and 2x2 taps of the 64-px tiny model
+        tap_offsets: [8usize, 4, 2]
+            .map(|side| (0..side * side).map(|i| i as f32 * 0.1 - 0.3).collect()),
         fusion_weight: 0.5,
         score_weight: 0.25,
         threshold: 2.5,
@@ -224,6 +227,19 @@ fn unknown_version_and_foreign_files_are_rejected() {
     let msg = load_err(&p);
     assert!(
         msg.contains("unknown checkpoint format version 99"),
+        "{msg}"
+    );
+
+    let p = dir.path().join("offsets.clsflow");
+    rewrite(
+        &path,
+        &p,
+        |_| {},
+        |m| m["scoring"]["tap_offsets"][1] = serde_json::json!([0.0, 1.0]),
+    );
+    let msg = load_err(&p);
+    assert!(
+        msg.contains("tap 1 has 2 per-position offsets, its 4x4 map needs 16"),
         "{msg}"
     );
 

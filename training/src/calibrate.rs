@@ -6,6 +6,9 @@
 //!   the largest of the taps' anomalies z-scored on the held-out good images; a variant is taken
 //!   only when the flow map alone does clearly better (more than `fusion_tolerance`) on the
 //!   synthetic validation set below, which does not flatter the flows (they never saw a defect);
+//!   the per-position reference (item 24) is chosen with it, by the same rule: every
+//!   combination of aggregation and reference is scored, and one other than the paper's (sum,
+//!   global) needs a gain above `fusion_tolerance`;
 //! - weights: image AUROC, pixel AUROC and AU-PRO on the synthetic validation set (held-out good
 //!   images + the same images with synthetic defects, made from textures kept out of stage 1
 //!   when `holdout_textures` > 0) are computed for every candidate weight. The fused map's weight
@@ -23,10 +26,10 @@
 use crate::config::CalibrationConfig;
 use crate::stage2::image_batches;
 use crate::synth::DefectSynthesizer;
-use clsflow::TapAggregation;
 use clsflow::metrics::map_metrics;
-use clsflow::scoring::{Scoring, flow_map, tap_stats};
+use clsflow::scoring::{Scoring, centre_taps, flow_map, tap_stats};
 use clsflow::{ClsFlowModel, Normalization};
+use clsflow::{TapAggregation, TapReference, TapReferences};
 use image::{GrayImage, RgbImage};
 use rand::SeedableRng;
 use serde::Serialize;
@@ -47,11 +50,14 @@ pub struct Candidate {
     pub objective: f64,
 }
 
-/// How the flow branch alone did on the synthetic validation set under one tap aggregation.
+/// How the flow branch alone did on the synthetic validation set under one tap aggregation and
+/// reference.
 #[derive(Debug, Clone, Serialize)]
 pub struct AggregationCandidate {
     /// The aggregation.
     pub aggregation: TapAggregation,
+    /// The reference.
+    pub reference: TapReference,
     /// Its figures (`fusion_weight` 0: the flow map alone).
     pub flow: Candidate,
 }
@@ -63,7 +69,8 @@ pub struct Calibration {
     pub scoring: Scoring,
     /// Every candidate weight with its validation figures (empty when the weight was fixed).
     pub candidates: Vec<Candidate>,
-    /// Every tap aggregation with the flow branch's validation figures (empty when forced).
+    /// Every tap aggregation and reference with the flow branch's validation figures (empty
+    /// when both are forced).
     pub aggregations: Vec<AggregationCandidate>,
     /// Held-out good images used.
     pub holdout_images: usize,
@@ -201,25 +208,64 @@ impl Validation<'_> {
     }
 }
 
-/// Item 22's rule: a variant replaces the paper's sum only if the flow branch's objective
-/// exceeds the sum's by more than `tolerance`; of several, the best.
-pub fn pick_aggregation(candidates: &[AggregationCandidate], tolerance: f64) -> TapAggregation {
-    let sum = candidates
-        .iter()
-        .find(|c| c.aggregation == TapAggregation::Sum)
-        .map_or(f64::NEG_INFINITY, |c| c.flow.objective);
+/// Items 22 and 24's rule: the first candidate (the paper's sum with the global reference,
+/// where it is a candidate) is replaced only by one whose flow objective exceeds it by more than
+/// `tolerance`; of several, the best. Returns the chosen candidate's index.
+pub fn pick_aggregation(candidates: &[AggregationCandidate], tolerance: f64) -> usize {
+    let Some(first) = candidates.first() else {
+        return 0;
+    };
+    let bar = first.flow.objective + tolerance;
     candidates
         .iter()
-        .filter(|c| c.aggregation != TapAggregation::Sum && c.flow.objective > sum + tolerance)
-        .max_by(|a, b| a.flow.objective.total_cmp(&b.flow.objective))
-        .map_or(TapAggregation::Sum, |c| c.aggregation)
+        .enumerate()
+        .skip(1)
+        .filter(|(_, c)| c.flow.objective > bar)
+        .max_by(|a, b| a.1.flow.objective.total_cmp(&b.1.flow.objective))
+        .map_or(0, |(i, _)| i)
+}
+
+/// Every (aggregation, reference) pair the settings allow, the paper's first: a forced value
+/// allows only itself, and a fixed fusion weight (made for the paper's map) forces both.
+fn allowed_combinations(cfg: &CalibrationConfig) -> Vec<(TapAggregation, TapReference)> {
+    let paper = cfg.fusion_weight.is_some();
+    let aggs: Vec<TapAggregation> = match cfg.tap_aggregation.forced() {
+        Some(a) => vec![a],
+        None if paper => vec![TapAggregation::Sum],
+        None => TapAggregation::ALL.to_vec(),
+    };
+    let refs: Vec<TapReference> = match cfg.tap_reference.forced() {
+        Some(r) => vec![r],
+        None if paper => vec![TapReference::Global],
+        None => TapReference::ALL.to_vec(),
+    };
+    refs.iter()
+        .flat_map(|&r| aggs.iter().map(move |&a| (a, r)))
+        .collect()
+}
+
+/// The scoring (references, tap scales, aggregation; no weights yet) of one combination.
+fn base_scoring(
+    refs: &TapReferences,
+    good: &HeadOutputs,
+    aggregation: TapAggregation,
+    reference: TapReference,
+) -> Scoring {
+    let (tap_max, tap_offsets) = refs.for_reference(reference);
+    let good_maps = centre_taps(&good.log_prob, &tap_offsets);
+    Scoring {
+        tap_aggregation: aggregation,
+        tap_stats: tap_stats(&good_maps, &tap_max),
+        tap_offsets,
+        ..Scoring::single(tap_max, 0.0, 0.0)
+    }
 }
 
 /// Chooses the tap aggregation, the weights and the thresholds.
 #[allow(clippy::too_many_arguments)]
 pub fn calibrate(
     model: &ClsFlowModel,
-    tap_max: [f64; 3],
+    refs: &TapReferences,
     holdout: &[RgbImage],
     holdout_fg: &[Option<GrayImage>],
     others: &[RgbImage],
@@ -230,23 +276,17 @@ pub fn calibrate(
 ) -> Calibration {
     let size = model.config().input_size as usize;
     let good_out = head_outputs(model, holdout, norm);
-    let mut scoring = Scoring {
-        tap_stats: tap_stats(&good_out.log_prob, &tap_max),
-        ..Scoring::single(tap_max, 0.0, 0.0)
-    };
-    // with the paper's fixed weight, the paper's map; otherwise as configured
-    let forced = cfg
-        .tap_aggregation
-        .forced()
-        .or_else(|| cfg.fusion_weight.is_some().then_some(TapAggregation::Sum));
-    scoring.tap_aggregation = forced.unwrap_or(TapAggregation::Sum);
+    let combinations = allowed_combinations(cfg);
+    let (agg0, ref0) = combinations[0];
+    let mut scoring = base_scoring(refs, &good_out, agg0, ref0);
+    let choose_combination = combinations.len() > 1;
     let mut candidates = Vec::new();
     let mut aggregations = Vec::new();
     let mut synthetic_defects = 0;
     let choose_weights = cfg.fusion_weight.is_none();
-    // the held-out good maps under the chosen aggregation, once it is known
+    // the held-out good maps under the chosen combination, once it is known
     let mut good = None;
-    if (choose_weights || forced.is_none()) && holdout.len() >= 2 {
+    if (choose_weights || choose_combination) && holdout.len() >= 2 {
         // the fixed synthetic validation set: every held-out image once with a defect
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_ca1b);
         let mut defective = Vec::new();
@@ -264,22 +304,20 @@ pub fn calibrate(
             size,
         };
         let bad_out = head_outputs(model, &defective, norm);
-        if forced.is_none() {
-            for aggregation in TapAggregation::ALL {
-                let s = Scoring {
-                    tap_aggregation: aggregation,
-                    ..scoring.clone()
-                };
-                let (g, b) = (
-                    good_out.maps(&s, size as i64),
-                    bad_out.maps(&s, size as i64),
-                );
+        if choose_combination {
+            let scorings: Vec<Scoring> = combinations
+                .iter()
+                .map(|&(a, r)| base_scoring(refs, &good_out, a, r))
+                .collect();
+            for (s, &(aggregation, reference)) in scorings.iter().zip(&combinations) {
+                let (g, b) = (good_out.maps(s, size as i64), bad_out.maps(s, size as i64));
                 aggregations.push(AggregationCandidate {
                     aggregation,
+                    reference,
                     flow: val.score(&g, &b, 0.0),
                 });
             }
-            scoring.tap_aggregation = pick_aggregation(&aggregations, cfg.fusion_tolerance);
+            scoring = scorings[pick_aggregation(&aggregations, cfg.fusion_tolerance)].clone();
         }
         if choose_weights {
             let (g, b) = (
@@ -293,9 +331,11 @@ pub fn calibrate(
                 .collect();
             good = Some(g);
         }
-    } else if choose_weights || forced.is_none() {
+    } else if choose_weights || choose_combination {
         eprintln!(
-            "warning: fewer than 2 held-out images: fusion weights left at 1.0 and the taps summed (raise holdout_fraction)"
+            "warning: fewer than 2 held-out images: fusion weights left at 1.0, taps combined by {} with the {} reference (raise holdout_fraction)",
+            agg0.name(),
+            ref0.name()
         );
     }
     let fusion_weight = cfg
@@ -417,35 +457,75 @@ mod tests {
 
     #[test]
     fn a_tap_aggregation_replaces_the_sum_only_for_a_clear_gain() {
-        let agg = |objectives: [f64; 3]| -> Vec<AggregationCandidate> {
-            TapAggregation::ALL
+        // the candidates in allowed_combinations' order: sum, mean, max with the global
+        // reference, then the same with the per-position one
+        let agg = |objectives: &[f64]| -> Vec<AggregationCandidate> {
+            let combos = allowed_combinations(&CalibrationConfig::default());
+            combos
                 .iter()
-                .zip(candidates(&[
-                    (0.0, objectives[0]),
-                    (0.0, objectives[1]),
-                    (0.0, objectives[2]),
-                ]))
-                .map(|(&aggregation, flow)| AggregationCandidate { aggregation, flow })
+                .zip(candidates(
+                    &objectives.iter().map(|&o| (0.0, o)).collect::<Vec<_>>(),
+                ))
+                .map(|(&(aggregation, reference), flow)| AggregationCandidate {
+                    aggregation,
+                    reference,
+                    flow,
+                })
                 .collect()
         };
-        // order: sum, mean, max
+        let pick = |o: &[f64], tol| {
+            let c = agg(o);
+            let i = pick_aggregation(&c, tol);
+            (c[i].aggregation, c[i].reference)
+        };
+        use TapAggregation::{Max, Mean, Sum};
+        use TapReference::{Global, Position};
         assert_eq!(
-            pick_aggregation(&agg([0.90, 0.904, 0.903]), 0.005),
-            TapAggregation::Sum
+            pick(&[0.90, 0.904, 0.903, 0.9049, 0.90, 0.90], 0.005),
+            (Sum, Global)
         );
+        assert_eq!(pick(&[0.90, 0.91, 0.93, 0.90], 0.005), (Max, Global));
+        assert_eq!(pick(&[0.90, 0.92, 0.89], 0.005), (Mean, Global));
         assert_eq!(
-            pick_aggregation(&agg([0.90, 0.91, 0.93]), 0.005),
-            TapAggregation::Max
+            pick(&[0.90, 0.91, 0.89, 0.915, 0.92, 0.80], 0.005),
+            (Mean, Position)
         );
+        assert_eq!(pick(&[0.95, 0.92, 0.89, 0.94], 0.0), (Sum, Global));
+        assert_eq!(pick_aggregation(&[], 0.005), 0);
+    }
+
+    #[test]
+    fn forced_settings_and_fixed_weights_narrow_the_combinations() {
+        let all = allowed_combinations(&CalibrationConfig::default());
+        assert_eq!(all.len(), 6);
+        assert_eq!(all[0], (TapAggregation::Sum, TapReference::Global));
+        let paper = CalibrationConfig {
+            fusion_weight: Some(0.3),
+            ..Default::default()
+        };
         assert_eq!(
-            pick_aggregation(&agg([0.90, 0.92, 0.89]), 0.005),
-            TapAggregation::Mean
+            allowed_combinations(&paper),
+            [(TapAggregation::Sum, TapReference::Global)]
         );
+        let forced = CalibrationConfig {
+            tap_reference: crate::config::ReferenceChoice::Position,
+            ..paper
+        };
         assert_eq!(
-            pick_aggregation(&agg([0.95, 0.92, 0.89]), 0.0),
-            TapAggregation::Sum
+            allowed_combinations(&forced),
+            [(TapAggregation::Sum, TapReference::Position)]
         );
-        assert_eq!(pick_aggregation(&[], 0.005), TapAggregation::Sum);
+        let one_free = CalibrationConfig {
+            tap_aggregation: crate::config::AggregationChoice::Max,
+            ..Default::default()
+        };
+        assert_eq!(
+            allowed_combinations(&one_free),
+            [
+                (TapAggregation::Max, TapReference::Global),
+                (TapAggregation::Max, TapReference::Position)
+            ]
+        );
     }
 
     #[test]

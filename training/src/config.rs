@@ -6,7 +6,7 @@ use crate::synth::foreground::ForegroundMode;
 use anyhow::{Context, Result, bail};
 use clsflow::decoder::DecoderConfig;
 use clsflow::flow::FlowConfig;
-use clsflow::{BackboneKind, ModelConfig, TapAggregation};
+use clsflow::{BackboneKind, ModelConfig, TapAggregation, TapReference};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -140,6 +140,11 @@ pub struct CalibrationConfig {
     /// objective (a variant needs a gain above `fusion_tolerance`; with a fixed `fusion_weight`,
     /// made for the paper's map, `auto` is `sum`), or one of the three is forced.
     pub tap_aggregation: AggregationChoice,
+    /// What each position's log p / C is compared with: `auto` chooses between the paper's
+    /// `global` reference and the `position` one (each position centred on the training
+    /// images' mean there) on the same objective and with the same rule as `tap_aggregation`
+    /// (docs/accuracy.md, item 24); `auto` is `global` with a fixed `fusion_weight`.
+    pub tap_reference: ReferenceChoice,
 }
 
 /// The `tap_aggregation` setting.
@@ -169,6 +174,30 @@ impl AggregationChoice {
     }
 }
 
+/// The `tap_reference` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReferenceChoice {
+    /// Chosen by calibration (docs/accuracy.md, item 24).
+    #[default]
+    Auto,
+    /// The paper's: one reference per tap.
+    Global,
+    /// Each position centred on the training images' mean there.
+    Position,
+}
+
+impl ReferenceChoice {
+    /// The forced reference, or None for `auto`.
+    pub fn forced(self) -> Option<TapReference> {
+        match self {
+            ReferenceChoice::Auto => None,
+            ReferenceChoice::Global => Some(TapReference::Global),
+            ReferenceChoice::Position => Some(TapReference::Position),
+        }
+    }
+}
+
 impl Default for CalibrationConfig {
     fn default() -> Self {
         CalibrationConfig {
@@ -180,6 +209,7 @@ impl Default for CalibrationConfig {
             threshold_sigmas: 3.0,
             holdout_textures: 0.0,
             tap_aggregation: AggregationChoice::Auto,
+            tap_reference: ReferenceChoice::Auto,
         }
     }
 }

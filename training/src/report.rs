@@ -53,8 +53,12 @@ pub fn markdown(title: &str, eval: &Evaluation, extra: &serde_json::Value) -> St
             Some("max") => "the largest of the taps' z-scored anomalies",
             _ => "the paper's sum of the taps' likelihoods",
         };
+        let reference = match extra["tap_reference"].as_str() {
+            Some("position") => ", each position first centred on the training images' mean there",
+            _ => "",
+        };
         s += &format!(
-            "\nFlow map: {taps}. Fused: map = flow + {w} x classifier (pixel metrics, regions); image score = max of flow + {ws} x classifier.\n"
+            "\nFlow map: {taps}{reference}. Fused: map = flow + {w} x classifier (pixel metrics, regions); image score = max of flow + {ws} x classifier.\n"
         );
     }
     let d = &eval.decisions;

@@ -13,7 +13,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tch::nn::{Optimizer, OptimizerConfig};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// Normalised input batches of images, `batch` at a time.
 pub fn image_batches<'a>(
@@ -166,26 +166,28 @@ pub fn train_epoch(
     Ok(Some(sum / count.max(1) as f64))
 }
 
-/// Per tap, the maximum of log p / C over the given features (N, C, h, w): the flow maps'
-/// reference (METHOD.md section 4, taken on training data, not test data).
-pub fn tap_maxima(model: &ClsFlowModel, features: &[Tensor; 3]) -> [f64; 3] {
-    let mut out = [f64::NEG_INFINITY; 3];
+/// Per tap, the log p / C maps (N, h, w, on the CPU) of the given features (N, C, h, w): the
+/// flow maps' references come from these (METHOD.md section 4, taken on training data, not
+/// test data; [`clsflow::TapReferences`]).
+pub fn tap_log_prob_maps(model: &ClsFlowModel, features: &[Tensor; 3]) -> [Tensor; 3] {
     tch::no_grad(|| {
-        for (tap, f) in features.iter().enumerate() {
+        std::array::from_fn(|tap| {
+            let f = &features[tap];
             let cond = model.condition_rows(tap);
             let n = f.size()[0];
-            let mut start = 0;
-            while start < n {
-                let len = (n - start).min(32);
-                let part = f.narrow(0, start, len).to_device(model.device());
-                let m = model.flows()[tap]
-                    .log_prob_map(&part, cond)
-                    .max()
-                    .double_value(&[]);
-                out[tap] = out[tap].max(m);
-                start += len;
-            }
-        }
-    });
-    out
+            let parts: Vec<Tensor> = (0..n)
+                .step_by(32)
+                .map(|start| {
+                    let part = f
+                        .narrow(0, start, (n - start).min(32))
+                        .to_device(model.device());
+                    model.flows()[tap]
+                        .log_prob_map(&part, cond)
+                        .to_kind(Kind::Float)
+                        .to_device(Device::Cpu)
+                })
+                .collect();
+            Tensor::cat(&parts, 0)
+        })
+    })
 }

@@ -11,7 +11,7 @@ use crate::synth::textures::load_textures;
 use crate::{stage1, stage2};
 use anyhow::{Context, Result, bail};
 use clsflow::checkpoint::{self, write_atomic};
-use clsflow::{ClsFlowModel, Scoring};
+use clsflow::{ClsFlowModel, Scoring, TapReferences};
 use image::{GrayImage, RgbImage};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -398,7 +398,7 @@ pub fn train(
         "calibrating on {} held-out good images and synthetic defects",
         hold_imgs.len()
     );
-    let tap_max = stage2::tap_maxima(&model, &features);
+    let references = TapReferences::from_maps(&stage2::tap_log_prob_maps(&model, &features));
     drop(features);
     let (cal_imgs, cal_fgs) = if hold_imgs.is_empty() {
         eprintln!(
@@ -410,7 +410,7 @@ pub fn train(
     };
     let calibration = calibrate(
         &model,
-        tap_max,
+        &references,
         cal_imgs,
         cal_fgs,
         &train_imgs,
