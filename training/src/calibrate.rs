@@ -278,7 +278,11 @@ pub fn calibrate(
     let good_out = head_outputs(model, holdout, norm);
     let combinations = allowed_combinations(cfg);
     let (agg0, ref0) = combinations[0];
-    let mut scoring = base_scoring(refs, &good_out, agg0, ref0);
+    let scorings: Vec<Scoring> = combinations
+        .iter()
+        .map(|&(a, r)| base_scoring(refs, &good_out, a, r))
+        .collect();
+    let mut scoring = scorings[0].clone();
     let choose_combination = combinations.len() > 1;
     let mut candidates = Vec::new();
     let mut aggregations = Vec::new();
@@ -305,10 +309,6 @@ pub fn calibrate(
         };
         let bad_out = head_outputs(model, &defective, norm);
         if choose_combination {
-            let scorings: Vec<Scoring> = combinations
-                .iter()
-                .map(|&(a, r)| base_scoring(refs, &good_out, a, r))
-                .collect();
             for (s, &(aggregation, reference)) in scorings.iter().zip(&combinations) {
                 let (g, b) = (good_out.maps(s, size as i64), bad_out.maps(s, size as i64));
                 aggregations.push(AggregationCandidate {
