@@ -3,8 +3,9 @@
 use crate::checkpoint::{self, Manifest};
 use crate::device::parse_device;
 use crate::model::ClsFlowModel;
-use crate::preprocess::{prepare_batch, rgb_to_tensor};
-use crate::scoring::{BatchMaps, Scoring, compute_maps};
+use crate::preprocess::{prepare_batch, prepare_batch_to, rgb_to_tensor};
+use crate::scoring::{BatchMaps, Scoring, branch_maps, combine, compute_maps};
+use crate::tiling::{self, InputResize, TileLayout};
 use crate::{Error, Result};
 use image::RgbImage;
 use std::path::Path;
@@ -248,46 +249,101 @@ impl Detector {
         self.model.device()
     }
 
-    /// Side of the square maps the detector produces.
+    /// Side of the network input; with [`InputResize::Stretch`] also of every map, with
+    /// [`InputResize::Tile`] the short side of every map ([`Self::input_dims`]).
     pub fn map_size(&self) -> usize {
         self.model.config().input_size as usize
     }
 
+    /// How the model takes images of other shapes than its square input.
+    pub fn resize(&self) -> InputResize {
+        self.model.config().resize
+    }
+
+    /// Size (width, height) of the network input, and of the maps, for an image of `width` x
+    /// `height`: the square input, or with tiling the image resized to a short side of it.
+    pub fn input_dims(&self, width: usize, height: usize) -> Result<(usize, usize)> {
+        let l = TileLayout::new(
+            self.resize(),
+            width as i64,
+            height as i64,
+            self.model.config().input_size,
+        )?;
+        Ok((l.width as usize, l.height as usize))
+    }
+
     /// Scores a batch (N, 3, H, W) of uint8 (0..255) or float (0..1) RGB images of any size,
-    /// on any device. Maps stay on the model's device.
+    /// on any device. Maps stay on the model's device; they are S x S, or with tiling of the
+    /// images' shape at a short side of S.
     pub fn detect_batch(&self, batch: &Tensor) -> Result<BatchMaps> {
         let cfg = self.model.config();
-        let x = prepare_batch(
+        let (_, _, h, w) = batch.size4().map_err(|_| {
+            Error::Input(format!(
+                "expected a (N, 3, H, W) batch, got shape {:?}",
+                batch.size()
+            ))
+        })?;
+        let layout = TileLayout::new(cfg.resize, w, h, cfg.input_size)?;
+        let x = prepare_batch_to(
             &batch.to_device(self.device()),
-            cfg.input_size,
+            layout.height,
+            layout.width,
             &self.manifest.normalization,
             self.kind,
         )?;
-        Ok(compute_maps(&self.model, &x, &self.scoring))
+        self.detect_laid_out(&x, &layout)
     }
 
-    /// Scores network input that is already resized and normalised: float (N, 3, S, S), S the
-    /// model's input size (from [`crate::preprocess::prepare_batch`] or
-    /// [`crate::resample::packed_to_input`]), on any device.
+    /// Scores network input that is already resized and normalised, on any device: float
+    /// (N, 3, S, S), S the model's input size, or with tiling (N, 3, H, W) of a short side S
+    /// ([`Self::input_dims`]; from [`crate::preprocess::prepare_batch_to`] or
+    /// [`crate::resample::packed_to_input`]).
     pub fn detect_input(&self, input: &Tensor) -> Result<BatchMaps> {
         let s = self.model.config().input_size;
+        let tile = self.resize() == InputResize::Tile;
         match input.size4() {
-            Ok((_, 3, h, w)) if h == s && w == s => {}
-            _ => {
-                return Err(Error::Input(format!(
-                    "expected normalised input (N, 3, {s}, {s}), got {:?}",
-                    input.size()
-                )));
+            Ok((_, 3, h, w)) if (h == s && w == s) || (tile && h.min(w) == s) => {
+                let x = input.to_device(self.device()).to_kind(self.kind);
+                self.detect_laid_out(&x, &TileLayout::of_resized(w, h, s))
             }
+            _ => Err(Error::Input(format!(
+                "expected normalised input (N, 3, {s}, {s}){}, got {:?}",
+                if tile {
+                    format!(" or with a short side of {s}")
+                } else {
+                    String::new()
+                },
+                input.size()
+            ))),
         }
-        let x = input.to_device(self.device()).to_kind(self.kind);
-        Ok(compute_maps(&self.model, &x, &self.scoring))
     }
 
-    /// Scores RGB images of any sizes (each is resized to the model input).
+    /// Both heads on every tile of `x` (N, 3, H, W), the branch maps stitched back to H x W.
+    fn detect_laid_out(&self, x: &Tensor, layout: &TileLayout) -> Result<BatchMaps> {
+        if layout.tiles() == 1 {
+            return Ok(compute_maps(&self.model, x, &self.scoring));
+        }
+        let (flow, cls) = branch_maps(&self.model, &tiling::cut(x, layout)?, &self.scoring);
+        Ok(combine(
+            tiling::stitch(&flow, layout)?,
+            tiling::stitch(&cls, layout)?,
+            &self.scoring,
+        ))
+    }
+
+    /// Scores RGB images of any sizes (each resized to the model input, or tiled).
     pub fn detect(&self, images: &[RgbImage]) -> Result<Vec<Detection>> {
         if images.is_empty() {
             return Ok(Vec::new());
+        }
+        if self.resize() == InputResize::Tile {
+            // every shape has its own layout: one image at a time
+            let mut out = Vec::with_capacity(images.len());
+            for img in images {
+                let maps = self.detect_batch(&rgb_to_tensor(img).unsqueeze(0))?;
+                out.extend(self.split(&maps)?);
+            }
+            return Ok(out);
         }
         let size = self.model.config().input_size;
         let batch = tch::no_grad(|| -> Result<Tensor> {

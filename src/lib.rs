@@ -6,7 +6,7 @@
 //! are fused.
 //!
 //! The flow of a frame through this crate:
-//! [`preprocess`] (image -> normalised tensor) -> [`backbone`] (three taps) -> [`decoder`] and
+//! [`preprocess`] (image -> normalised tensor; [`tiling`] for the aspect-keeping input) -> [`backbone`] (three taps) -> [`decoder`] and
 //! [`flow`] (the two heads) -> [`scoring`] (maps, fusion, image score) -> [`regions`] (defect
 //! regions). [`Detector`] wraps all of it; [`checkpoint`] stores a trained model; [`metrics`]
 //! evaluates maps against ground truth.
@@ -29,6 +29,7 @@ pub mod reference;
 pub mod regions;
 pub mod resample;
 pub mod scoring;
+pub mod tiling;
 pub mod torch_thread;
 pub mod weights;
 
@@ -38,6 +39,7 @@ pub use error::{Error, Result};
 pub use model::{ClsFlowModel, ModelConfig};
 pub use scoring::{Scoring, TapAggregation, TapReference, TapReferences, TapStats};
 pub use tch;
+pub use tiling::{InputResize, TileLayout};
 
 /// Folder that holds converted ImageNet weights: `$CLSFLOW_MODELS_DIR`, else `models/` under the
 /// current directory (where `scripts/setup.sh` puts them).

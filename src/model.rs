@@ -4,6 +4,7 @@
 use crate::backbone::{Backbone, BackboneKind};
 use crate::decoder::{Decoder, DecoderConfig};
 use crate::flow::{ConditionalFlow, FlowConfig, FoldedFlow, pool_flow_input, positional_rows};
+use crate::tiling::InputResize;
 use crate::weights;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,11 @@ pub struct ModelConfig {
     pub backbone: BackboneKind,
     /// Side of the square network input, a multiple of 32 (images are resized to it).
     pub input_size: i64,
+    /// How images of other shapes become that input: stretched to it (the paper's) or, with
+    /// their aspect ratio kept, cut into tiles of it ([`crate::tiling`]). Checkpoints written
+    /// before this setting stretch.
+    #[serde(default)]
+    pub resize: InputResize,
     /// The pixelwise classifier.
     pub decoder: DecoderConfig,
     /// The normalizing flows.
@@ -31,6 +37,7 @@ impl ModelConfig {
         ModelConfig {
             backbone,
             input_size: 256,
+            resize: InputResize::Stretch,
             decoder: DecoderConfig::for_backbone(backbone),
             flow: FlowConfig::default(),
         }

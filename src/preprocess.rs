@@ -64,6 +64,17 @@ pub fn prepare_batch(
     norm: &Normalization,
     kind: Kind,
 ) -> Result<Tensor> {
+    prepare_batch_to(batch, size, size, norm, kind)
+}
+
+/// [`prepare_batch`] to (N, 3, height, width), e.g. a [`crate::TileLayout`]'s resized image.
+pub fn prepare_batch_to(
+    batch: &Tensor,
+    height: i64,
+    width: i64,
+    norm: &Normalization,
+    kind: Kind,
+) -> Result<Tensor> {
     let (_, c, h, w) = batch.size4().map_err(|_| {
         Error::Input(format!(
             "expected a (N, 3, H, W) batch, got shape {:?}",
@@ -85,8 +96,8 @@ pub fn prepare_batch(
             )));
         }
     };
-    let x = if h != size || w != size {
-        x.internal_upsample_bilinear2d_aa([size, size], false, None, None)
+    let x = if h != height || w != width {
+        x.internal_upsample_bilinear2d_aa([height, width], false, None, None)
     } else {
         x
     };

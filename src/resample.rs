@@ -111,31 +111,42 @@ impl AxisWeights {
 /// The frame resized to `size` x `size` and normalised: (3, size, size) floats, planar RGB, as
 /// [`crate::preprocess::prepare_batch`] makes from the same pixels (to float rounding).
 pub fn packed_to_input(frame: &PackedFrame, size: usize, norm: &Normalization) -> Result<Vec<f32>> {
+    packed_to_input_dims(frame, size, size, norm)
+}
+
+/// [`packed_to_input`] to `width` x `height`: (3, height, width) floats, e.g. for the tiled
+/// input of [`crate::Detector::input_dims`].
+pub fn packed_to_input_dims(
+    frame: &PackedFrame,
+    width: usize,
+    height: usize,
+    norm: &Normalization,
+) -> Result<Vec<f32>> {
     frame.validate()?;
-    if size == 0 {
-        return Err(Error::Input("input size 0".into()));
+    if width == 0 || height == 0 {
+        return Err(Error::Input(format!("input size {width}x{height}")));
     }
     let (w, h) = (frame.width, frame.height);
-    let cols = AxisWeights::new(w, size);
-    let rows = AxisWeights::new(h, size);
-    // rows first (3, h, size), then columns: the order of libtorch and PIL
-    let mut tmp = vec![0f32; 3 * h * size];
+    let cols = AxisWeights::new(w, width);
+    let rows = AxisWeights::new(h, height);
+    // rows first (3, h, width), then columns: the order of libtorch and PIL
+    let mut tmp = vec![0f32; 3 * h * width];
     match frame.bytes_per_pixel {
-        4 => horizontal::<4>(frame, &cols, size, &mut tmp),
-        3 => horizontal::<3>(frame, &cols, size, &mut tmp),
-        _ => horizontal::<1>(frame, &cols, size, &mut tmp),
+        4 => horizontal::<4>(frame, &cols, width, &mut tmp),
+        3 => horizontal::<3>(frame, &cols, width, &mut tmp),
+        _ => horizontal::<1>(frame, &cols, width, &mut tmp),
     }
-    let mut out = vec![0f32; 3 * size * size];
+    let mut out = vec![0f32; 3 * height * width];
     for c in 0..3 {
-        let src = &tmp[c * h * size..(c + 1) * h * size];
-        let dst = &mut out[c * size * size..(c + 1) * size * size];
+        let src = &tmp[c * h * width..(c + 1) * h * width];
+        let dst = &mut out[c * height * width..(c + 1) * height * width];
         // v / 255 normalised: v * a + b
         let a = (1.0 / (255.0 * norm.std[c])) as f32;
         let b = (-norm.mean[c] / norm.std[c]) as f32;
-        for (y, out_row) in dst.chunks_exact_mut(size).enumerate() {
+        for (y, out_row) in dst.chunks_exact_mut(width).enumerate() {
             let (start, weights) = rows.taps(y);
             for (k, &wk) in weights.iter().enumerate() {
-                let in_row = &src[(start + k) * size..(start + k + 1) * size];
+                let in_row = &src[(start + k) * width..(start + k + 1) * width];
                 for (o, &v) in out_row.iter_mut().zip(in_row) {
                     *o += wk * v;
                 }
@@ -150,7 +161,12 @@ pub fn packed_to_input(frame: &PackedFrame, size: usize, norm: &Normalization) -
 /// that runs the model this copy alone starts a second OpenMP team (see
 /// [`crate::torch_thread`]): call it where the model runs.
 pub fn input_tensor(input: &[f32], size: usize) -> tch::Tensor {
-    tch::Tensor::from_slice(input).view([1, 3, size as i64, size as i64])
+    input_tensor_dims(input, size, size)
+}
+
+/// [`packed_to_input_dims`]'s output as a (1, 3, height, width) tensor (see [`input_tensor`]).
+pub fn input_tensor_dims(input: &[f32], width: usize, height: usize) -> tch::Tensor {
+    tch::Tensor::from_slice(input).view([1, 3, height as i64, width as i64])
 }
 
 /// Resizes every row of the frame to `size` columns into `tmp` (3, h, size).
@@ -189,7 +205,7 @@ fn horizontal<const BPP: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::preprocess::prepare_batch;
+    use crate::preprocess::prepare_batch_to;
     use tch::{Kind, Tensor};
 
     const NORM: Normalization = Normalization {
@@ -211,7 +227,7 @@ mod tests {
         d
     }
 
-    fn libtorch_input(data: &[u8], f: &PackedFrame, size: i64) -> Tensor {
+    fn libtorch_input(data: &[u8], f: &PackedFrame, height: i64, width: i64) -> Tensor {
         let (w, h, bpp) = (f.width as i64, f.height as i64, f.bytes_per_pixel as i64);
         let rows = Tensor::from_slice(data)
             .narrow(0, 0, f.stride as i64 * h)
@@ -220,7 +236,7 @@ mod tests {
             .view([h, w, bpp]);
         let idx = Tensor::from_slice(&f.rgb_offsets.map(|o| o as i64));
         let rgb = rows.index_select(2, &idx).permute([2, 0, 1]).unsqueeze(0);
-        prepare_batch(&rgb, size, &NORM, Kind::Float).unwrap()
+        prepare_batch_to(&rgb, height, width, &NORM, Kind::Float).unwrap()
     }
 
     #[test]
@@ -251,9 +267,19 @@ mod tests {
                 rgb_offsets: offsets,
             };
             let ours = input_tensor(&packed_to_input(&f, size, &NORM).unwrap(), size);
-            let theirs = libtorch_input(&data, &f, size as i64);
+            let theirs = libtorch_input(&data, &f, size as i64, size as i64);
             let diff = (&ours - &theirs).abs().max().double_value(&[]);
             assert!(diff < 2e-4, "{w}x{h} bpp {bpp} -> {size}: max diff {diff}");
+            // the tiled input of the same frame: its aspect kept, short side `size`
+            let (ow, oh) = crate::tiling::resized_dims(w as i64, h as i64, size as i64);
+            let (ow, oh) = (ow as usize, oh as usize);
+            let ours = input_tensor_dims(&packed_to_input_dims(&f, ow, oh, &NORM).unwrap(), ow, oh);
+            let theirs = libtorch_input(&data, &f, oh as i64, ow as i64);
+            let diff = (&ours - &theirs).abs().max().double_value(&[]);
+            assert!(
+                diff < 2e-4,
+                "{w}x{h} bpp {bpp} -> {ow}x{oh}: max diff {diff}"
+            );
         }
     }
 

@@ -21,7 +21,9 @@
 //!   defects (pixel metrics rise with w), while its occasional spikes on good images cost more
 //!   at image level than its detections gain (docs/accuracy.md, items 10-15). Both weights and
 //!   both thresholds are calibrated without test labels; old checkpoints, which have one weight
-//!   and one threshold, use them for both.
+//!   and one threshold, use them for both. Instead of the max, the score can be the mean of the
+//!   map's largest values, a fraction q of its pixels (`score_top_fraction`, item 25), which
+//!   averages single-pixel spikes away; old checkpoints use the max.
 
 use crate::model::ClsFlowModel;
 use serde::{Deserialize, Serialize};
@@ -118,8 +120,12 @@ pub struct Scoring {
     pub tap_offsets: [Vec<f32>; 3],
     /// Weight w of the classifier map in the fused map (the map that is shown and outlined).
     pub fusion_weight: f64,
-    /// Weight w_s of the classifier map in the image score, max of flow + w_s * classifier.
+    /// Weight w_s of the classifier map in the image score, max (or mean of the top fraction)
+    /// of flow + w_s * classifier.
     pub score_weight: f64,
+    /// Fraction q of a map's pixels whose largest values are averaged into the image score;
+    /// 0: the maximum (the paper's).
+    pub score_top_fraction: f64,
     /// Image score above which a frame is reported anomalous.
     pub threshold: f64,
     /// Fused-map value above which pixels belong to a defect region.
@@ -141,6 +147,8 @@ struct StoredScoring {
     tap_offsets: [Vec<f32>; 3],
     fusion_weight: f64,
     score_weight: Option<f64>,
+    #[serde(default)]
+    score_top_fraction: f64,
     threshold: f64,
     region_threshold: Option<f64>,
 }
@@ -154,6 +162,7 @@ impl From<StoredScoring> for Scoring {
             tap_offsets: s.tap_offsets,
             fusion_weight: s.fusion_weight,
             score_weight: s.score_weight.unwrap_or(s.fusion_weight),
+            score_top_fraction: s.score_top_fraction,
             threshold: s.threshold,
             region_threshold: s.region_threshold.unwrap_or(s.threshold),
         }
@@ -170,6 +179,7 @@ impl Scoring {
             tap_offsets: Default::default(),
             fusion_weight,
             score_weight: fusion_weight,
+            score_top_fraction: 0.0,
             threshold,
             region_threshold: threshold,
         }
@@ -184,8 +194,8 @@ impl Scoring {
         }
     }
 
-    /// Whether every weight and threshold is a finite number, every tap scale positive, and
-    /// the offsets finite and given for every tap or for none.
+    /// Whether every weight and threshold is a finite number, every tap scale positive, the
+    /// score's top fraction in [0, 1), and the offsets finite and given for every tap or for none.
     pub fn is_valid(&self) -> bool {
         let offsets_ok = self
             .tap_offsets
@@ -199,6 +209,7 @@ impl Scoring {
             .all(|s| s.mean.is_finite() && s.std.is_finite() && s.std > 0.0);
         offsets_ok
             && scales_ok
+            && (0.0..1.0).contains(&self.score_top_fraction)
             && [
                 self.fusion_weight,
                 self.score_weight,
@@ -222,13 +233,13 @@ impl Default for Scoring {
 /// All maps of a batch at the model's input resolution, on the model's device.
 #[derive(Debug)]
 pub struct BatchMaps {
-    /// Image scores (N): max of flow + w_s * classifier.
+    /// Image scores (N): max (or mean of the top fraction) of flow + w_s * classifier.
     pub scores: Tensor,
-    /// Fused map (N, 1, S, S).
+    /// Fused map (N, 1, H, W): S x S, or the tiled images' shape ([`crate::tiling`]).
     pub fused: Tensor,
-    /// Flow (density) map (N, 1, S, S).
+    /// Flow (density) map (N, 1, H, W).
     pub flow: Tensor,
-    /// Classifier map (N, 1, S, S), defect probability in 0..1.
+    /// Classifier map (N, 1, H, W), defect probability in 0..1.
     pub cls: Tensor,
 }
 
@@ -383,9 +394,35 @@ pub fn fuse(flow: &Tensor, cls: &Tensor, fusion_weight: f64) -> Tensor {
     flow + cls * fusion_weight
 }
 
-/// Image scores (N): the maximum of each map (N, 1, H, W).
-pub fn image_scores(map: &Tensor) -> Tensor {
-    map.flatten(1, -1).amax([1i64].as_slice(), false)
+/// How many of a map's `pixels` largest values the image score averages at top fraction `q`:
+/// ceil(q * pixels), at least one (q = 0: the maximum alone).
+pub fn top_count(pixels: usize, q: f64) -> usize {
+    ((q * pixels as f64).ceil() as usize).clamp(1, pixels.max(1))
+}
+
+/// Image scores (N) of maps (N, 1, H, W): the mean of each map's largest values, the fraction
+/// `q` of its pixels ([`top_count`]); the maximum for q = 0.
+pub fn image_scores(map: &Tensor, q: f64) -> Tensor {
+    let flat = map.flatten(1, -1);
+    let k = top_count(flat.size()[1] as usize, q);
+    if k == 1 {
+        flat.amax([1i64].as_slice(), false)
+    } else {
+        let (top, _) = flat.topk(k as i64, 1, true, false);
+        top.mean_dim([1i64].as_slice(), false, None)
+    }
+}
+
+/// [`image_scores`] of one map held as values on the host.
+pub fn image_score(values: &[f32], q: f64) -> f32 {
+    let k = top_count(values.len(), q);
+    if k == 1 || values.len() <= 1 {
+        return values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    }
+    let mut v = values.to_vec();
+    // the k largest end up in front, in no particular order
+    v.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+    (v[..k].iter().map(|&x| f64::from(x)).sum::<f64>() / k as f64) as f32
 }
 
 /// Resizes maps (N, 1, H, W) to (N, 1, height, width) bilinearly (e.g. to frame size).
@@ -395,11 +432,20 @@ pub fn resize_maps(maps: &Tensor, height: i64, width: i64) -> Tensor {
 
 /// Runs the whole detector on a normalised batch (N, 3, S, S): extractor once, both heads, maps.
 pub fn compute_maps(model: &ClsFlowModel, batch: &Tensor, scoring: &Scoring) -> BatchMaps {
+    let (flow, cls) = branch_maps(model, batch, scoring);
+    combine(flow, cls, scoring)
+}
+
+/// The two branch maps of a normalised batch (N, 3, S, S): flow and classifier, (N, 1, S, S).
+pub fn branch_maps(model: &ClsFlowModel, batch: &Tensor, scoring: &Scoring) -> (Tensor, Tensor) {
     tch::no_grad(|| {
         let taps = model.features(batch);
-        let logits = model.cls_logits(&taps, false);
+        let cls = model
+            .cls_logits(&taps, false)
+            .to_kind(Kind::Float)
+            .sigmoid();
         let logp = model.flow_log_prob_maps(&taps);
-        maps_from_heads(&logits, &logp, scoring, model.config().input_size)
+        (flow_map(&logp, scoring, model.config().input_size), cls)
     })
 }
 
@@ -412,12 +458,19 @@ pub fn maps_from_heads(
     size: i64,
 ) -> BatchMaps {
     let cls = cls_logits.to_kind(Kind::Float).sigmoid();
-    let flow = flow_map(log_prob_maps, scoring, size);
+    combine(flow_map(log_prob_maps, scoring, size), cls, scoring)
+}
+
+/// The fused map and the image scores from the two branch maps (N, 1, H, W) of any shape.
+pub fn combine(flow: Tensor, cls: Tensor, scoring: &Scoring) -> BatchMaps {
     let fused = fuse(&flow, &cls, scoring.fusion_weight);
     let scores = if scoring.score_weight == scoring.fusion_weight {
-        image_scores(&fused)
+        image_scores(&fused, scoring.score_top_fraction)
     } else {
-        image_scores(&fuse(&flow, &cls, scoring.score_weight))
+        image_scores(
+            &fuse(&flow, &cls, scoring.score_weight),
+            scoring.score_top_fraction,
+        )
     };
     BatchMaps {
         scores,
@@ -516,6 +569,38 @@ mod tests {
         let s = tap_stats(&maps, &tap_max);
         assert!((s[0].mean - 5.0).abs() < 1e-9 && (s[0].std - 4.0).abs() < 1e-9);
         assert_eq!(s[1].std, 1.0, "a constant tap gets the identity scale");
+    }
+
+    #[test]
+    fn the_image_score_averages_the_top_fraction_of_the_map() {
+        // one map of 10 pixels: 0..9, with a spike of 100 at the end
+        let mut v: Vec<f32> = (0..9).map(|i| i as f32).collect();
+        v.push(100.0);
+        let map = Tensor::from_slice(&v).view([1, 1, 2, 5]);
+        assert_eq!(top_count(10, 0.0), 1);
+        assert_eq!(top_count(10, 0.2), 2);
+        assert_eq!(top_count(10, 0.21), 3);
+        for (q, want) in [(0.0, 100.0), (0.2, 54.0), (0.3, 115.0 / 3.0)] {
+            let t = image_scores(&map, q).double_value(&[0]) as f32;
+            let h = image_score(&v, q);
+            assert!(
+                (t - want).abs() < 1e-4 && (h - want).abs() < 1e-4,
+                "q {q}: {t} {h}"
+            );
+        }
+        let old: Scoring = serde_json::from_str(
+            r#"{"tap_log_prob_max":[1,2,3],"fusion_weight":4,"threshold":7.5}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            old.score_top_fraction, 0.0,
+            "old checkpoints score by the max"
+        );
+        let bad = Scoring {
+            score_top_fraction: 1.0,
+            ..old
+        };
+        assert!(!bad.is_valid(), "a top fraction of 1 is refused");
     }
 
     #[test]

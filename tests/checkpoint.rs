@@ -32,6 +32,7 @@ fn saved_model(dir: &Path) -> (PathBuf, Detector) {
             .map(|side| (0..side * side).map(|i| i as f32 * 0.1 - 0.3).collect()),
         fusion_weight: 0.5,
         score_weight: 0.25,
+        score_top_fraction: 0.01,
         threshold: 2.5,
         region_threshold: 3.5,
     };

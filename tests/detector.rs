@@ -84,6 +84,56 @@ fn the_image_score_has_its_own_weight() {
     }
 }
 
+/// With `resize = tile` a 128 x 64 image is two 64 x 64 tiles side by side (no overlap): the
+/// maps keep its shape and each half is what that tile alone gives; the score is taken on the
+/// stitched map. A 150 x 64 image has three overlapping tiles; a square one is one tile.
+#[test]
+fn tiled_input_keeps_the_images_shape() {
+    tch::manual_seed(2);
+    let mut config = common::tiny_config();
+    config.resize = clsflow::InputResize::Tile;
+    let model = ClsFlowModel::new(config, Device::Cpu).unwrap();
+    let det = Detector::from_model(model, Scoring::default(), "tiny");
+    let wide = RgbImage::from_fn(128, 64, |x, y| {
+        image::Rgb([(x * 2) as u8, (y * 3) as u8, ((x * y) % 256) as u8])
+    });
+    let d = det.detect(std::slice::from_ref(&wide)).unwrap().remove(0);
+    assert_eq!((d.fused.width, d.fused.height), (128, 64));
+    assert!((d.score - d.fused.max()).abs() < 1e-5);
+    for (x0, half) in [(0u32, 0usize), (64, 1)] {
+        let tile = image::imageops::crop_imm(&wide, x0, 0, 64, 64).to_image();
+        let alone = det.detect(&[tile]).unwrap().remove(0);
+        assert_eq!((alone.fused.width, alone.fused.height), (64, 64));
+        let worst = (0..64 * 64)
+            .map(|i| {
+                let (x, y) = (i % 64, i / 64);
+                let j = y * 128 + half * 64 + x;
+                (d.flow.data[j] - alone.flow.data[i])
+                    .abs()
+                    .max((d.cls.data[j] - alone.cls.data[i]).abs())
+            })
+            .fold(0.0f32, f32::max);
+        assert!(worst < 1e-4, "tile {half}: {worst}");
+    }
+    assert_eq!(det.input_dims(150, 64).unwrap(), (150, 64));
+    assert_eq!(det.input_dims(300, 128).unwrap(), (150, 64));
+    let odd = RgbImage::from_fn(300, 128, |x, y| image::Rgb([x as u8, y as u8, 7]));
+    let d = det.detect(&[odd]).unwrap().remove(0);
+    assert_eq!((d.fused.width, d.fused.height), (150, 64));
+    // normalised input of the wrong short side is refused with the shapes it expects
+    let e = det
+        .detect_input(&tch::Tensor::zeros(
+            [1, 3, 60, 150],
+            (tch::Kind::Float, Device::Cpu),
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("short side of 64") && e.contains("60, 150"),
+        "{e}"
+    );
+}
+
 #[test]
 fn device_strings() {
     assert_eq!(parse_device("cpu").unwrap(), Device::Cpu);

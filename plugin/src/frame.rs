@@ -1,7 +1,7 @@
 //! Raw video frames to network input, for every packed format `anomalydetect` accepts.
 
 use clsflow::Normalization;
-use clsflow::resample::{PackedFrame, packed_to_input};
+use clsflow::resample::{PackedFrame, packed_to_input_dims};
 use gst_video::VideoFormat;
 
 /// Formats `anomalydetect` accepts.
@@ -33,8 +33,9 @@ pub fn layout(format: VideoFormat) -> Option<(usize, [usize; 3])> {
     })
 }
 
-/// A raw frame of one of [`DETECT_FORMATS`] as the model's normalised input (3, size, size),
-/// planar floats, resized and converted in one pass in plain Rust ([`clsflow::resample`]).
+/// A raw frame of one of [`DETECT_FORMATS`] as the model's normalised input (3, height, width)
+/// of `dims` = (width, height), planar floats, resized and converted in one pass in plain Rust
+/// ([`clsflow::resample`]).
 ///
 /// No libtorch here: this runs on the streaming thread, and even a tensor copy of this size
 /// starts an OpenMP team on the calling thread, which halves libtorch's speed on its own thread
@@ -46,7 +47,7 @@ pub fn model_input(
     height: usize,
     stride: usize,
     format: VideoFormat,
-    size: usize,
+    dims: (usize, usize),
     norm: &Normalization,
 ) -> Result<Vec<f32>, String> {
     let (bytes_per_pixel, rgb_offsets) =
@@ -59,7 +60,7 @@ pub fn model_input(
         bytes_per_pixel,
         rgb_offsets,
     };
-    packed_to_input(&frame, size, norm).map_err(|e| e.to_string())
+    packed_to_input_dims(&frame, dims.0, dims.1, norm).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -77,7 +78,10 @@ mod tests {
     /// the R, G and B bytes / 255.
     fn rgb(data: &[u8], w: usize, h: usize, stride: usize, f: VideoFormat) -> Vec<u8> {
         assert_eq!(w, h, "square frames only");
-        let t = input_tensor(&model_input(data, w, h, stride, f, w, &RAW).unwrap(), w);
+        let t = input_tensor(
+            &model_input(data, w, h, stride, f, (w, w), &RAW).unwrap(),
+            w,
+        );
         assert_eq!(t.size(), vec![1, 3, w as i64, w as i64]);
         Vec::<f32>::try_from(t.flatten(0, -1))
             .unwrap()
@@ -101,8 +105,8 @@ mod tests {
             rgb(&grey, 2, 2, 3, VideoFormat::Gray8),
             vec![5, 6, 7, 8, 5, 6, 7, 8, 5, 6, 7, 8]
         );
-        let err = model_input(&[0u8; 3], 2, 1, 3, VideoFormat::Rgb, 4, &RAW).unwrap_err();
+        let err = model_input(&[0u8; 3], 2, 1, 3, VideoFormat::Rgb, (4, 4), &RAW).unwrap_err();
         assert!(err.contains("do not hold"), "{err}");
-        assert!(model_input(&[0u8; 16], 2, 2, 6, VideoFormat::I420, 4, &RAW).is_err());
+        assert!(model_input(&[0u8; 16], 2, 2, 6, VideoFormat::I420, (4, 4), &RAW).is_err());
     }
 }

@@ -2,7 +2,8 @@
 //! Python or Rust read it without linking this crate:
 //!
 //! - a `GstCustomMeta` registered as [`ANOMALY_META`] whose structure ([`ANOMALY_STRUCT`]) holds
-//!   `score` (double: max of flow + score-weight x classifier), `anomalous` (boolean: score
+//!   `score` (double: max of flow + score-weight x classifier, or the mean of its largest
+//!   values where the checkpoint's calibration chose that), `anomalous` (boolean: score
 //!   above `threshold`), `threshold` (double), `score-weight` (double), `fusion-weight`
 //!   (double: the classifier's weight in the map), `region-threshold` (double: map values above
 //!   it form the regions), `map-width`/`map-height` (uint), `map` (GBytes: map-width x
@@ -37,7 +38,8 @@ pub fn register() {
 /// What the detector found in one frame.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AnomalyInfo {
-    /// Image score (max of flow + score weight x classifier).
+    /// Image score (max, or mean of the checkpoint's top fraction, of flow + score weight x
+    /// classifier).
     pub score: f64,
     /// Score above threshold.
     pub anomalous: bool,

@@ -56,6 +56,7 @@ pub fn tiny_config() -> ModelConfig {
     ModelConfig {
         backbone: BackboneKind::EfficientnetLite0,
         input_size: 64,
+        resize: clsflow::InputResize::Stretch,
         decoder: DecoderConfig {
             head_channels: 16,
             stage_channels: vec![16, 8, 4, 4],

@@ -6,7 +6,7 @@ use crate::synth::foreground::ForegroundMode;
 use anyhow::{Context, Result, bail};
 use clsflow::decoder::DecoderConfig;
 use clsflow::flow::FlowConfig;
-use clsflow::{BackboneKind, ModelConfig, TapAggregation, TapReference};
+use clsflow::{BackboneKind, InputResize, ModelConfig, TapAggregation, TapReference};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -43,6 +43,10 @@ pub struct ModelSection {
     /// Network input side (multiple of 32).
     #[serde(default = "default_input_size")]
     pub input_size: i64,
+    /// How images of other shapes become the square input: `stretch` (the paper's) or `tile`
+    /// (aspect ratio kept, short side = input_size, overlapping tiles; docs/accuracy.md item 26).
+    #[serde(default)]
+    pub resize: InputResize,
     /// ImageNet weights of the extractor; default `<models dir>/<backbone file name>`.
     #[serde(default)]
     pub weights: Option<PathBuf>,
@@ -145,6 +149,11 @@ pub struct CalibrationConfig {
     /// images' mean there) on the same objective and with the same rule as `tap_aggregation`
     /// (docs/accuracy.md, item 24); `auto` is `global` with a fixed `fusion_weight`.
     pub tap_reference: ReferenceChoice,
+    /// Candidate image scores, each the mean of that fraction of a map's largest values (0:
+    /// the maximum, the paper's). Calibration takes one other than the first only for a gain
+    /// above `fusion_tolerance` in validation image AUROC (docs/accuracy.md, item 25); with
+    /// fixed weights the first is used.
+    pub score_top_fractions: Vec<f64>,
 }
 
 /// The `tap_aggregation` setting.
@@ -210,6 +219,7 @@ impl Default for CalibrationConfig {
             holdout_textures: 0.0,
             tap_aggregation: AggregationChoice::Auto,
             tap_reference: ReferenceChoice::Auto,
+            score_top_fractions: vec![0.0],
         }
     }
 }
@@ -314,6 +324,16 @@ impl TrainConfig {
         {
             bail!("calibration.fusion_weights: {w} is not a finite number >= 0");
         }
+        if c.score_top_fractions.is_empty() {
+            bail!("calibration.score_top_fractions: give at least one (0 = the map's maximum)");
+        }
+        if let Some(q) = c
+            .score_top_fractions
+            .iter()
+            .find(|q| !(0.0..1.0).contains(*q))
+        {
+            bail!("calibration.score_top_fractions: {q} is not a fraction in [0, 1)");
+        }
         if c.fusion_weight.is_none() && c.fusion_weights.is_empty() {
             bail!("calibration: give fusion_weights to choose from, or a fixed fusion_weight");
         }
@@ -337,6 +357,7 @@ impl TrainConfig {
     pub fn model_config(&self) -> ModelConfig {
         let mut m = ModelConfig::new(self.model.backbone);
         m.input_size = self.model.input_size;
+        m.resize = self.model.resize;
         if let Some(d) = &self.model.decoder {
             m.decoder = d.clone();
         }

@@ -4,6 +4,7 @@
 
 use anyhow::{Context, Result, bail};
 use clsflow::preprocess::{rgb_to_tensor, tensor_to_rgb};
+use clsflow::tiling::{InputResize, TileLayout, resized_dims};
 use image::{GrayImage, RgbImage};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
@@ -156,12 +157,41 @@ impl Dataset {
 /// Resizes an RGB image to `size` x `size` with the detector's own resize (bilinear, antialiased),
 /// so that training sees exactly what inference sees.
 pub fn resize_rgb(img: &RgbImage, size: u32) -> RgbImage {
-    if img.dimensions() == (size, size) {
+    resize_rgb_to(img, size, size)
+}
+
+/// [`resize_rgb`] to `width` x `height`.
+pub fn resize_rgb_to(img: &RgbImage, width: u32, height: u32) -> RgbImage {
+    if img.dimensions() == (width, height) {
         return img.clone();
     }
     let t = rgb_to_tensor(img).unsqueeze(0).to_kind(Kind::Float) / 255.0;
-    let r = t.internal_upsample_bilinear2d_aa([size as i64, size as i64], false, None, None);
+    let r = t.internal_upsample_bilinear2d_aa([height as i64, width as i64], false, None, None);
     tensor_to_rgb(&r.squeeze_dim(0)).expect("resized image")
+}
+
+/// An image as the detector resizes it for input side `size`: to `size` x `size`, or with
+/// tiling to a short side of `size` ([`clsflow::tiling`]).
+pub fn resize_for(img: &RgbImage, size: u32, resize: InputResize) -> RgbImage {
+    match resize {
+        InputResize::Stretch => resize_rgb(img, size),
+        InputResize::Tile => {
+            let (w, h) = img.dimensions();
+            let (w, h) = resized_dims(w as i64, h as i64, size as i64);
+            resize_rgb_to(img, w as u32, h as u32)
+        }
+    }
+}
+
+/// The `size` x `size` tiles of an image from [`resize_for`], in [`TileLayout`] order (the image
+/// itself when it is square).
+pub fn cut_tiles(img: &RgbImage, size: u32) -> Vec<RgbImage> {
+    let (w, h) = img.dimensions();
+    TileLayout::of_resized(w as i64, h as i64, size as i64)
+        .origins
+        .iter()
+        .map(|&(x, y)| image::imageops::crop_imm(img, x as u32, y as u32, size, size).to_image())
+        .collect()
 }
 
 /// Reads an image of any format and channel count as RGB.
@@ -200,11 +230,22 @@ pub fn progress(len: u64, what: &str) -> ProgressBar {
     pb
 }
 
-/// Loads and resizes images; unreadable files are reported by path and skipped or fatal by
-/// `on_bad`. Returns the images with their paths.
+/// Loads and resizes images to `size` x `size`; unreadable files are reported by path and
+/// skipped or fatal by `on_bad`. Returns the images with their paths.
 pub fn load_images(
     paths: &[PathBuf],
     size: u32,
+    on_bad: OnBadImage,
+    what: &str,
+) -> Result<Vec<(PathBuf, RgbImage)>> {
+    load_images_for(paths, size, InputResize::Stretch, on_bad, what)
+}
+
+/// [`load_images`], each image resized as the detector does under `resize` ([`resize_for`]).
+pub fn load_images_for(
+    paths: &[PathBuf],
+    size: u32,
+    resize: InputResize,
     on_bad: OnBadImage,
     what: &str,
 ) -> Result<Vec<(PathBuf, RgbImage)>> {
@@ -212,7 +253,7 @@ pub fn load_images(
     let mut out = Vec::with_capacity(paths.len());
     for p in paths {
         match read_rgb(p) {
-            Ok(img) => out.push((p.clone(), resize_rgb(&img, size))),
+            Ok(img) => out.push((p.clone(), resize_for(&img, size, resize))),
             Err(e) if on_bad == OnBadImage::Skip => pb.println(format!("warning: skipping {e:#}")),
             Err(e) => return Err(e.context("use --on-bad-image skip to leave such files out")),
         }

@@ -1,11 +1,12 @@
 //! Evaluation on the test split with the official MVTec AD metrics, for the fused map and for
 //! each branch alone, overall and per defect type, plus decisions at the calibrated threshold.
 
-use crate::data::{Dataset, OnBadImage, progress, read_mask, read_rgb, resize_rgb};
+use crate::data::{Dataset, OnBadImage, progress, read_mask, read_rgb, resize_for};
 use anyhow::{Result, bail};
 use clsflow::metrics::{self, Curve, MaskedMap};
 use clsflow::preprocess::rgb_to_tensor;
-use clsflow::{Detector, Scoring};
+use clsflow::scoring::{image_scores, resize_maps};
+use clsflow::{Detector, InputResize, Scoring};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -26,8 +27,8 @@ pub struct ScoredItem {
     pub mask: Vec<bool>,
     /// Fused, flow and classifier maps at model resolution.
     pub maps: [Vec<f32>; 3],
-    /// Image scores: the detector's score (max of flow + w_s * classifier) for the fused
-    /// branch, the maximum of the map for each branch alone.
+    /// Image scores: the detector's score (max, or mean of the top fraction, of flow + w_s *
+    /// classifier) for the fused branch, the same reduction of the map for each branch alone.
     pub scores: [f32; 3],
 }
 
@@ -111,6 +112,7 @@ pub fn score_test_set(
         );
     }
     let size = det.map_size() as u32;
+    let q = det.scoring().score_top_fraction;
     let pb = progress(ds.test.len() as u64, "evaluating");
     let mut items = Vec::new();
     let mut infer_secs = 0.0;
@@ -130,7 +132,7 @@ pub fn score_test_set(
                 Some(m) => read_mask(m, size)?.pixels().map(|p| p[0] > 0).collect(),
                 None => vec![false; (size * size) as usize],
             };
-            imgs.push(rgb_to_tensor(&resize_rgb(&img, size)));
+            imgs.push(rgb_to_tensor(&resize_for(&img, size, det.resize())));
             metas.push((t.path.clone(), t.defect_type.clone(), mask));
         }
         pb.inc(chunk.len() as u64);
@@ -138,25 +140,23 @@ pub fn score_test_set(
             continue;
         }
         let start = Instant::now();
-        let maps = det.detect_batch(&Tensor::stack(&imgs, 0))?;
-        let all = [&maps.fused, &maps.flow, &maps.cls]
-            .map(|t| t.to_device(Device::Cpu).to_kind(Kind::Float));
-        let fused_scores =
-            Vec::<f32>::try_from(maps.scores.to_device(Device::Cpu).to_kind(Kind::Float))?;
+        let scored = if det.resize() == InputResize::Tile {
+            // each shape has its own tiles: one image at a time
+            let mut all = Vec::new();
+            for img in &imgs {
+                all.extend(scored_maps(det, &img.unsqueeze(0), q, size as i64)?);
+            }
+            all
+        } else {
+            scored_maps(det, &Tensor::stack(&imgs, 0), q, size as i64)?
+        };
         infer_secs += start.elapsed().as_secs_f64();
-        for (i, (path, defect_type, mask)) in metas.into_iter().enumerate() {
-            let m = all
-                .each_ref()
-                .map(|t| Vec::<f32>::try_from(t.get(i as i64).flatten(0, -1)).expect("map"));
-            let mut scores = m
-                .each_ref()
-                .map(|v| v.iter().copied().fold(f32::NEG_INFINITY, f32::max));
-            scores[0] = fused_scores[i];
+        for ((path, defect_type, mask), (maps, scores)) in metas.into_iter().zip(scored) {
             items.push(ScoredItem {
                 path,
                 defect_type,
                 mask,
-                maps: m,
+                maps,
                 scores,
             });
         }
@@ -164,6 +164,41 @@ pub fn score_test_set(
     pb.finish_and_clear();
     let ms = 1000.0 * infer_secs / items.len().max(1) as f64;
     Ok((items, ms))
+}
+
+/// One image's fused, flow and classifier maps and image scores.
+type MapsAndScores = ([Vec<f32>; 3], [f32; 3]);
+
+/// The detector on a batch of same-sized images: per image its fused, flow and classifier maps
+/// at `size` x `size` (the masks' grid; tiled images' maps are resized to it) and their image
+/// scores, the detector's for the fused map and the same reduction of each branch's map,
+/// computed before any resize.
+fn scored_maps(det: &Detector, batch: &Tensor, q: f64, size: i64) -> Result<Vec<MapsAndScores>> {
+    let maps = det.detect_batch(batch)?;
+    let all =
+        [&maps.fused, &maps.flow, &maps.cls].map(|t| t.to_device(Device::Cpu).to_kind(Kind::Float));
+    let scores = [
+        maps.scores.to_device(Device::Cpu).to_kind(Kind::Float),
+        image_scores(&all[1], q),
+        image_scores(&all[2], q),
+    ]
+    .map(|t| Vec::<f32>::try_from(t).expect("scores"));
+    let on_grid = all.map(|t| {
+        let (h, w) = (t.size()[2], t.size()[3]);
+        if (h, w) == (size, size) {
+            t
+        } else {
+            resize_maps(&t, size, size)
+        }
+    });
+    Ok((0..batch.size()[0])
+        .map(|i| {
+            let m = on_grid
+                .each_ref()
+                .map(|t| Vec::<f32>::try_from(t.get(i).flatten(0, -1)).expect("map"));
+            (m, [0, 1, 2].map(|b| scores[b][i as usize]))
+        })
+        .collect())
 }
 
 /// The four metrics of branch `b` over `items`; curves too when asked.

@@ -1,6 +1,7 @@
 //! clsflow-train: turns a folder of good images into a calibrated clsflow detector and measures it.
 //!
-//! The flow of training, by module: [`data`] (folders -> images) -> [`synth`] (samples with
+//! The flow of training, by module: [`data`] (folders -> images) -> [`tiles`] (images -> input-sized
+//! tiles, with `resize = "tile"`) -> [`synth`] (samples with
 //! synthetic defects) -> [`stage1`] (classifier fine-tunes the shared extractor) -> [`stage2`]
 //! (flows on the frozen extractor) -> [`calibrate`] (flow references, fusion weight, threshold,
 //! no test labels) -> checkpoint, all driven by [`train`]; then [`evaluate`] and [`report`] on the
@@ -16,4 +17,5 @@ pub mod schedule;
 pub mod stage1;
 pub mod stage2;
 pub mod synth;
+pub mod tiles;
 pub mod train;

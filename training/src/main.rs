@@ -169,7 +169,7 @@ fn run(cli: Cli) -> Result<()> {
                     .collect::<Vec<_>>()
             );
             println!(
-                "  calibration ({:.0} s, {} held-out + {} synthetic): taps combined by {} with the {} reference, weights {} (map) and {} (score), thresholds {:.4} (score) and {:.4} (regions)",
+                "  calibration ({:.0} s, {} held-out + {} synthetic): taps combined by {} with the {} reference, weights {} (map) and {} (score), image score {}, thresholds {:.4} (score) and {:.4} (regions)",
                 s.seconds[2],
                 r.calibration.holdout_images,
                 r.calibration.synthetic_defects,
@@ -177,6 +177,10 @@ fn run(cli: Cli) -> Result<()> {
                 r.calibration.scoring.tap_reference().name(),
                 r.calibration.scoring.fusion_weight,
                 r.calibration.scoring.score_weight,
+                match r.calibration.scoring.score_top_fraction {
+                    q if q > 0.0 => format!("mean of the top {} %", 100.0 * q),
+                    _ => "max".to_string(),
+                },
                 r.calibration.scoring.threshold,
                 r.calibration.scoring.region_threshold
             );
@@ -207,6 +211,7 @@ fn run(cli: Cli) -> Result<()> {
                 "tap_reference": det.scoring().tap_reference().name(),
                 "fusion_weight": det.scoring().fusion_weight,
                 "score_weight": det.scoring().score_weight,
+                "score_top_fraction": det.scoring().score_top_fraction,
                 "region_threshold": det.scoring().region_threshold,
                 "training": det.manifest().training.as_ref().map(|t| serde_json::json!({"seconds": t["seconds"], "config": t["config"]})),
                 "eval_seconds": t0.elapsed().as_secs_f64(),

@@ -57,8 +57,12 @@ pub fn markdown(title: &str, eval: &Evaluation, extra: &serde_json::Value) -> St
             Some("position") => ", each position first centred on the training images' mean there",
             _ => "",
         };
+        let reduce = match extra["score_top_fraction"].as_f64() {
+            Some(q) if q > 0.0 => format!("mean of the largest {} % of", 100.0 * q),
+            _ => "max of".into(),
+        };
         s += &format!(
-            "\nFlow map: {taps}{reference}. Fused: map = flow + {w} x classifier (pixel metrics, regions); image score = max of flow + {ws} x classifier.\n"
+            "\nFlow map: {taps}{reference}. Fused: map = flow + {w} x classifier (pixel metrics, regions); image score = {reduce} flow + {ws} x classifier (every branch's image score uses the same reduction).\n"
         );
     }
     let d = &eval.decisions;

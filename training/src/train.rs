@@ -4,10 +4,11 @@
 
 use crate::calibrate::{Calibration, calibrate};
 use crate::config::TrainConfig;
-use crate::data::{Dataset, load_images, progress};
+use crate::data::{Dataset, load_images, load_images_for, progress};
 use crate::synth::DefectSynthesizer;
 use crate::synth::foreground::{ForegroundRule, foreground_mask, rule_for_category};
 use crate::synth::textures::load_textures;
+use crate::tiles::TiledImages;
 use crate::{stage1, stage2};
 use anyhow::{Context, Result, bail};
 use clsflow::checkpoint::{self, write_atomic};
@@ -231,36 +232,54 @@ pub fn train(
     let cfg = state.config.clone();
     let size = cfg.model.input_size as u32;
     let norm = cfg.model.backbone.normalization();
-    let train_files: Vec<PathBuf> = ds
-        .train
-        .iter()
-        .filter(|p| !state.holdout.contains(p))
-        .cloned()
-        .collect();
+    // the run's own list: `max_train_images` and the held-out split are applied there
+    let train_files: Vec<PathBuf> = state.train.clone();
     eprintln!(
         "{}: {} training images, {} held out for calibration",
         ds.name,
         train_files.len(),
         state.holdout.len()
     );
-    let train_imgs: Vec<RgbImage> =
-        load_images(&train_files, size, cfg.data.on_bad_image, "loading train")?
-            .into_iter()
-            .map(|(_, i)| i)
-            .collect();
-    let hold_imgs: Vec<RgbImage> = if state.holdout.is_empty() {
-        Vec::new()
-    } else {
-        load_images(
-            &state.holdout,
+    let resize = cfg.model.resize;
+    let train_tiled = TiledImages::new(
+        load_images_for(
+            &train_files,
             size,
+            resize,
             cfg.data.on_bad_image,
-            "loading held-out",
+            "loading train",
         )?
         .into_iter()
         .map(|(_, i)| i)
-        .collect()
-    };
+        .collect(),
+        size,
+    );
+    let hold_tiled = TiledImages::new(
+        if state.holdout.is_empty() {
+            Vec::new()
+        } else {
+            load_images_for(
+                &state.holdout,
+                size,
+                resize,
+                cfg.data.on_bad_image,
+                "loading held-out",
+            )?
+            .into_iter()
+            .map(|(_, i)| i)
+            .collect()
+        },
+        size,
+    );
+    if train_tiled.is_tiled() {
+        eprintln!(
+            "tiles: {} of the training and {} of the held-out images, {:.2} per image",
+            train_tiled.tiles.len(),
+            hold_tiled.tiles.len(),
+            1.0 / train_tiled.image_share()
+        );
+    }
+    let (train_imgs, hold_imgs) = (&train_tiled.tiles, &hold_tiled.tiles);
     let mut rule = rule_for_category(&ds.name);
     if let Some(m) = cfg.data.foreground {
         rule = ForegroundRule { mode: m, ..rule };
@@ -297,13 +316,27 @@ pub fn train(
     let s1_total = cfg.stage1.frozen_epochs + cfg.stage1.joint_epochs;
     if state.stage1_done < s1_total {
         let mut opt = stage1::optimizer(&model, &cfg.stage1)?;
-        let data = stage1::Stage1Data {
-            images: &train_imgs,
-            foregrounds: &fgs,
-            synth: &synth,
-            norm,
-        };
         for epoch in state.stage1_done..s1_total {
+            // with tiles, one of each image's per epoch (its own stream: the stage's is unchanged)
+            let drawn: Option<(Vec<RgbImage>, Vec<Option<GrayImage>>)> =
+                train_tiled.is_tiled().then(|| {
+                    let idx = train_tiled.draw(&mut epoch_rng(cfg.seed, 10, epoch));
+                    (
+                        idx.iter().map(|&i| train_imgs[i].clone()).collect(),
+                        idx.iter().map(|&i| fgs[i].clone()).collect(),
+                    )
+                });
+            let (images, foregrounds) = drawn
+                .as_ref()
+                .map_or((train_imgs.as_slice(), fgs.as_slice()), |(i, f)| {
+                    (i.as_slice(), f.as_slice())
+                });
+            let data = stage1::Stage1Data {
+                images,
+                foregrounds,
+                synth: &synth,
+                norm,
+            };
             let t0 = Instant::now();
             let phase = if epoch < cfg.stage1.frozen_epochs {
                 "decoder only"
@@ -311,7 +344,7 @@ pub fn train(
                 "joint"
             };
             let pb = progress(
-                stage1::steps_per_epoch(&cfg.stage1, train_imgs.len()) as u64,
+                stage1::steps_per_epoch(&cfg.stage1, images.len()) as u64,
                 &format!("stage1 {}/{}", epoch + 1, s1_total),
             );
             let mut rng = epoch_rng(cfg.seed, 1, epoch);
@@ -344,37 +377,34 @@ pub fn train(
 
     // Stage 2
     let pb = progress(train_imgs.len() as u64, "features");
-    let features = stage2::extract_features(&model, &train_imgs, &norm, &pb);
+    let features = stage2::extract_features(&model, train_imgs, &norm, &pb);
+    // with tiles, an epoch draws as many vectors as one tile per image holds
+    let s2cfg = |rows: i64| {
+        let mut c = cfg.stage2.clone();
+        if train_tiled.is_tiled() && c.vectors_per_epoch.is_none() {
+            c.vectors_per_epoch = Some((rows as f64 * train_tiled.image_share()).round() as usize);
+        }
+        c
+    };
     pb.finish_and_clear();
     for (tap, tap_features) in features.iter().enumerate() {
         if state.stage2_done[tap] >= cfg.stage2.epochs {
             continue;
         }
-        let data = stage2::FlowRows::new(
-            stage2::to_rows(tap_features),
-            &cfg.stage2,
-            tap,
-            model.device(),
-        );
-        let mut opt = stage2::optimizer(&model, tap, &cfg.stage2)?;
+        let rows = stage2::to_rows(tap_features);
+        let s2 = s2cfg(rows.size()[0]);
+        let data = stage2::FlowRows::new(rows, &s2, tap, model.device());
+        let mut opt = stage2::optimizer(&model, tap, &s2)?;
         for epoch in state.stage2_done[tap]..cfg.stage2.epochs {
             let te = Instant::now();
-            let steps = stage2::steps_per_epoch(&cfg.stage2, data.rows.size()[0] as usize);
+            let steps = stage2::steps_per_epoch(&s2, data.rows.size()[0] as usize);
             let pb = progress(
                 steps as u64,
                 &format!("flow{tap} {}/{}", epoch + 1, cfg.stage2.epochs),
             );
             let mut rng = epoch_rng(cfg.seed, 2 + tap as u64, epoch);
             let loss = stage2::train_epoch(
-                &model,
-                tap,
-                &mut opt,
-                &cfg.stage2,
-                &data,
-                epoch,
-                &mut rng,
-                &stop,
-                &pb,
+                &model, tap, &mut opt, &s2, &data, epoch, &mut rng, &stop, &pb,
             )?;
             pb.finish_and_clear();
             state.seconds[1] += te.elapsed().as_secs_f64();
@@ -396,24 +426,25 @@ pub fn train(
     let tc = Instant::now();
     eprintln!(
         "calibrating on {} held-out good images and synthetic defects",
-        hold_imgs.len()
+        hold_tiled.groups.len()
     );
     let references = TapReferences::from_maps(&stage2::tap_log_prob_maps(&model, &features));
     drop(features);
-    let (cal_imgs, cal_fgs) = if hold_imgs.is_empty() {
+    let (cal_imgs, cal_layouts, cal_fgs) = if hold_imgs.is_empty() {
         eprintln!(
             "warning: no held-out images (holdout_fraction 0): calibrating on training images, thresholds will be optimistic"
         );
-        (&train_imgs, &fgs)
+        (train_imgs, &train_tiled.layouts, &fgs)
     } else {
-        (&hold_imgs, &hold_fgs)
+        (hold_imgs, &hold_tiled.layouts, &hold_fgs)
     };
     let calibration = calibrate(
         &model,
         &references,
         cal_imgs,
+        cal_layouts,
         cal_fgs,
-        &train_imgs,
+        train_imgs,
         val_synth.as_ref().unwrap_or(&synth),
         &cfg.calibration,
         &norm,
@@ -423,8 +454,11 @@ pub fn train(
     let summary = serde_json::json!({
         "dataset": ds.name,
         "data": data.display().to_string(),
-        "train_images": train_imgs.len(),
-        "holdout_images": hold_imgs.len(),
+        "train_images": train_tiled.groups.len(),
+        "holdout_images": hold_tiled.groups.len(),
+        "resize": resize.name(),
+        "train_tiles": train_imgs.len(),
+        "holdout_tiles": hold_imgs.len(),
         "config": cfg,
         "stage1_losses": state.stage1_losses,
         "stage2_losses": state.stage2_losses,

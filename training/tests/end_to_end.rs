@@ -246,3 +246,93 @@ fn real_images_of_any_channel_count_load() {
     assert!(m.pixels().any(|p| p[0] == 255));
     let _ = Path::new("");
 }
+
+/// `resize = "tile"` on real non-square images: the images become tiles, the stages keep their
+/// cost per epoch, calibration counts and thresholds whole images, and evaluation scores each
+/// test image stitched on the masks' grid.
+#[test]
+fn tiled_training_and_evaluation_on_real_non_square_images() {
+    let root = repo().join("../shared/data/magnetic_tile");
+    if !root.is_dir() {
+        eprintln!("skipping: {} absent", root.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = tiny();
+    cfg.model.input_size = 64;
+    cfg.model.resize = clsflow::InputResize::Tile;
+    cfg.data.max_train_images = Some(20);
+    cfg.calibration.holdout_fraction = 0.25;
+    cfg.stage2.vectors_per_epoch = None;
+    let out = dir.path().join("run");
+    let r = train(cfg, &root, &out, false, Arc::new(AtomicBool::new(false))).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&r.summary).unwrap()).unwrap();
+    let (images, tiles) = (
+        summary["train_images"].as_u64().unwrap(),
+        summary["train_tiles"].as_u64().unwrap(),
+    );
+    assert_eq!(images, 15);
+    assert!(tiles > images, "{tiles} tiles of {images} images");
+    assert_eq!(summary["resize"], "tile");
+    let cal = &r.calibration;
+    assert_eq!(cal.holdout_images, 5, "thresholds from whole images");
+    assert_eq!(cal.holdout_scores.len(), 5);
+    assert!(
+        cal.scoring.threshold >= cal.holdout_scores.iter().copied().fold(f32::MIN, f32::max) as f64
+    );
+    assert!(
+        cal.synthetic_defects as u64 > 5,
+        "the validation set is made of tiles"
+    );
+
+    let det = Detector::load(
+        out.join(MODEL),
+        &DetectorOptions {
+            device: "cpu".into(),
+            half: false,
+        },
+    )
+    .unwrap();
+    assert_eq!(det.resize(), clsflow::InputResize::Tile);
+    let mut ds = Dataset::open(&root).unwrap();
+    // three good and three defective test images
+    let good: Vec<_> = ds
+        .test
+        .iter()
+        .filter(|t| t.mask.is_none())
+        .take(3)
+        .cloned()
+        .collect();
+    let bad: Vec<_> = ds
+        .test
+        .iter()
+        .filter(|t| t.mask.is_some())
+        .take(3)
+        .cloned()
+        .collect();
+    ds.test = good.into_iter().chain(bad).collect();
+    let (items, _) = score_test_set(&det, &ds, OnBadImage::Fail, 4).unwrap();
+    assert_eq!(items.len(), 6);
+    let mut non_square = 0;
+    for it in &items {
+        assert!(
+            it.maps.iter().all(|m| m.len() == 64 * 64),
+            "on the masks' grid"
+        );
+        // the detector's score of the stitched map, at least the resized map's maximum
+        let resized_max = it.maps[0].iter().copied().fold(f32::MIN, f32::max);
+        assert!(it.scores[0] >= resized_max - 1e-4);
+        let img = clsflow_train::data::read_rgb(&it.path).unwrap();
+        let d = det.detect(std::slice::from_ref(&img)).unwrap().remove(0);
+        let (w, h) = det
+            .input_dims(img.width() as usize, img.height() as usize)
+            .unwrap();
+        assert_eq!((d.fused.width, d.fused.height), (w, h));
+        assert_eq!(w.min(h), 64, "{w}x{h}");
+        non_square += usize::from(w != h);
+    }
+    assert!(non_square > 0, "magnetic-tile images are mostly not square");
+    let eval = evaluate(&items, det.map_size(), det.scoring(), 1.0);
+    assert!(eval.branches["fused"].image_auroc.is_some());
+}

@@ -4,8 +4,9 @@ use crate::frame::{DETECT_FORMATS, model_input};
 use crate::meta::{AnomalyInfo, MESSAGE, RegionInfo};
 use clsflow::detector::AnomalyMap;
 use clsflow::regions::find_regions;
-use clsflow::resample::input_tensor;
+use clsflow::resample::input_tensor_dims;
 use clsflow::{Detection, Detector, DetectorOptions, Normalization, Scoring, torch_thread};
+use clsflow::{InputResize, TileLayout};
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
@@ -75,8 +76,10 @@ type LoadKey = (String, String, bool);
 struct Loaded {
     detector: SharedDetector,
     key: LoadKey,
-    /// The model's input size and normalisation: frames become input on the streaming thread.
+    /// The model's input size, resize and normalisation: frames become input on the streaming
+    /// thread.
     input_size: usize,
+    resize: InputResize,
     norm: Normalization,
 }
 
@@ -154,7 +157,7 @@ impl ObjectImpl for AnomalyDetect {
                     .build(),
                 glib::ParamSpecUInt::builder("map-size")
                     .nick("Map size")
-                    .blurb("Side of the square anomaly map attached as metadata; 0 = the model's resolution")
+                    .blurb("Side of the square anomaly map attached as metadata; 0 = the model's resolution (with a tiling model, the frame's shape at a short side of the model input)")
                     .maximum(4096)
                     .default_value(0)
                     .mutable_playing()
@@ -317,6 +320,7 @@ impl AnomalyDetect {
         );
         state.detector = Some(Loaded {
             input_size: detector.model().config().input_size as usize,
+            resize: detector.resize(),
             norm: detector.manifest().normalization,
             detector: Arc::new(Mutex::new(detector)),
             key,
@@ -332,14 +336,18 @@ impl AnomalyDetect {
         state: &mut State,
     ) -> Result<Found, String> {
         let loaded = state.detector.as_ref().ok_or("detector not loaded")?;
-        let (detector, size, norm) = (loaded.detector.clone(), loaded.input_size, loaded.norm);
+        let (detector, norm) = (loaded.detector.clone(), loaded.norm);
         let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info)
             .map_err(|_| "cannot map the frame for reading")?;
         let (w, h) = (info.width() as usize, info.height() as usize);
+        // the square input, or with tiling the frame at a short side of it
+        let layout = TileLayout::new(loaded.resize, w as i64, h as i64, loaded.input_size as i64)
+            .map_err(|e| format!("caps {info:?}: {e}"))?;
+        let dims = (layout.width as usize, layout.height as usize);
         let stride = frame.plane_stride()[0] as usize;
         let data = frame.plane_data(0).map_err(|_| "cannot read plane 0")?;
         let t0 = Instant::now();
-        let input = model_input(data, w, h, stride, info.format(), size, &norm)
+        let input = model_input(data, w, h, stride, info.format(), dims, &norm)
             .map_err(|e| format!("frame does not match caps {info:?}: {e}"))?;
         drop(frame);
         let overrides = [
@@ -362,7 +370,7 @@ impl AnomalyDetect {
                     region_threshold: pick(region_threshold, c.region_threshold),
                     ..c
                 });
-                let maps = detector.detect_input(&input_tensor(&input, size))?;
+                let maps = detector.detect_input(&input_tensor_dims(&input, dims.0, dims.1))?;
                 let d = detector.split(&maps)?.remove(0);
                 Ok((
                     d,
