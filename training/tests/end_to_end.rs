@@ -23,6 +23,18 @@ fn tiny() -> TrainConfig {
     cfg
 }
 
+/// The run's calibrated checkpoint, on the CPU.
+fn load_on_cpu(out: &Path) -> Detector {
+    Detector::load(
+        out.join(MODEL),
+        &DetectorOptions {
+            device: "cpu".into(),
+            half: false,
+        },
+    )
+    .unwrap()
+}
+
 #[test]
 fn train_resume_evaluate_report_on_demo_category() {
     let dir = tempfile::tempdir().unwrap();
@@ -79,14 +91,7 @@ fn train_resume_evaluate_report_on_demo_category() {
     let again = train(tiny(), &data, &out, true, stop).unwrap();
     assert_eq!(again.state.stage1_losses, r.state.stage1_losses);
 
-    let det = Detector::load(
-        out.join(MODEL),
-        &DetectorOptions {
-            device: "cpu".into(),
-            half: false,
-        },
-    )
-    .unwrap();
+    let det = load_on_cpu(&out);
     assert_eq!(det.manifest().name, "demo");
     assert!(det.manifest().training.is_some());
     let ds = Dataset::open(&data).unwrap();
@@ -286,14 +291,7 @@ fn tiled_training_and_evaluation_on_real_non_square_images() {
         "the validation set is made of tiles"
     );
 
-    let det = Detector::load(
-        out.join(MODEL),
-        &DetectorOptions {
-            device: "cpu".into(),
-            half: false,
-        },
-    )
-    .unwrap();
+    let det = load_on_cpu(&out);
     assert_eq!(det.resize(), clsflow::InputResize::Tile);
     let mut ds = Dataset::open(&root).unwrap();
     // three good and three defective test images
