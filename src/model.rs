@@ -25,6 +25,13 @@ pub struct ModelConfig {
     /// before this setting stretch.
     #[serde(default)]
     pub resize: InputResize,
+    /// Pixels of reflection padding added on every side of the input before the extractor and
+    /// cropped from its taps again, a multiple of the coarsest tap's stride (0: none, the
+    /// paper's). With it the outermost feature cells see mirrored surface instead of the
+    /// convolutions' zero padding, which otherwise makes them the least likely cells of good
+    /// images (docs/accuracy.md, item 27). Costs ((S + 2p) / S)^2 of the extractor's time.
+    #[serde(default)]
+    pub input_padding: i64,
     /// The pixelwise classifier.
     pub decoder: DecoderConfig,
     /// The normalizing flows.
@@ -38,6 +45,7 @@ impl ModelConfig {
             backbone,
             input_size: 256,
             resize: InputResize::Stretch,
+            input_padding: 0,
             decoder: DecoderConfig::for_backbone(backbone),
             flow: FlowConfig::default(),
         }
@@ -70,6 +78,21 @@ impl ModelConfig {
             return Err(Error::Config(format!(
                 "flow clamp must be positive, got {}",
                 self.flow.clamp
+            )));
+        }
+        let coarsest = *self
+            .backbone
+            .tap_strides()
+            .iter()
+            .max()
+            .expect("three taps");
+        if self.input_padding < 0
+            || self.input_padding % coarsest != 0
+            || self.input_padding >= self.input_size
+        {
+            return Err(Error::Config(format!(
+                "input_padding must be a multiple of {coarsest} (the coarsest tap's stride) from 0 to below input_size {}, got {}",
+                self.input_size, self.input_padding
             )));
         }
         self.decoder.validate()
@@ -221,8 +244,25 @@ impl ClsFlowModel {
     }
 
     /// The three taps for a normalised batch (N, 3, S, S).
+    ///
+    /// With [`ModelConfig::input_padding`] the batch is reflection-padded first and each tap
+    /// cropped back to the unpadded grid (kept channels-last, as the extractor leaves it).
     pub fn features(&self, x: &Tensor) -> [Tensor; 3] {
-        self.backbone.forward(x)
+        let p = self.config.input_padding;
+        if p == 0 {
+            return self.backbone.forward(x);
+        }
+        let taps = self.backbone.forward(&x.reflection_pad2d([p, p, p, p]));
+        let strides = self.config.backbone.tap_strides();
+        std::array::from_fn(|i| {
+            let (c, size) = (p / strides[i], taps[i].size());
+            taps[i]
+                .narrow(2, c, size[2] - 2 * c)
+                .narrow(3, c, size[3] - 2 * c)
+                .permute([0, 2, 3, 1])
+                .contiguous()
+                .permute([0, 3, 1, 2])
+        })
     }
 
     /// Classifier logits (N, 1, S, S) from the taps.

@@ -11,7 +11,12 @@ use tch::{Device, Kind, Tensor};
 
 fn saved_model(dir: &Path) -> (PathBuf, Detector) {
     tch::manual_seed(11);
-    let model = ClsFlowModel::new(common::tiny_config(), Device::Cpu).unwrap();
+    // reflection padding on, so that the round trip covers it
+    let config = clsflow::ModelConfig {
+        input_padding: 32,
+        ..common::tiny_config()
+    };
+    let model = ClsFlowModel::new(config, Device::Cpu).unwrap();
     let scoring = Scoring {
         tap_log_prob_max: [-1.0, -2.0, -3.0],
         // a non-default aggregation and scale, so that the round trip covers them
@@ -105,6 +110,7 @@ fn save_load_gives_identical_maps() {
     )
     .unwrap();
     assert_eq!(loaded.scoring(), det.scoring());
+    assert_eq!(loaded.model().config().input_padding, 32);
     assert_eq!(loaded.manifest().name, "tiny");
     assert_eq!(
         loaded.manifest().training,

@@ -229,6 +229,70 @@ fn regions_are_eight_connected_components_in_frame_coordinates() {
     );
 }
 
+/// With `input_padding` the extractor sees the batch reflection-padded and each tap is cropped
+/// back to the unpadded grid: the taps equal the unpadded model's taps of the padded batch at
+/// the offsets p / stride, keep the channels-last layout, and the detector's maps keep their
+/// size. Values that the taps cannot be cropped by are refused by name.
+#[test]
+fn reflection_padding_is_cropped_from_every_tap() {
+    let x = tch::Tensor::rand([2, 3, 64, 96], (tch::Kind::Float, Device::Cpu));
+    let plain = ClsFlowModel::new(common::tiny_config(), Device::Cpu).unwrap();
+    let padded_cfg = clsflow::ModelConfig {
+        input_padding: 32,
+        ..common::tiny_config()
+    };
+    let padded = ClsFlowModel::new(padded_cfg.clone(), Device::Cpu).unwrap();
+    // the same weights in both (not the same seed: other tests draw from tch's global generator)
+    tch::no_grad(|| {
+        for ((n, mut to), (m, from)) in padded
+            .named_variables()
+            .into_iter()
+            .zip(plain.named_variables())
+        {
+            assert_eq!(n, m);
+            to.copy_(&from);
+        }
+    });
+    let (a, b) = tch::no_grad(|| {
+        (
+            padded.features(&x),
+            plain.features(&x.reflection_pad2d([32, 32, 32, 32])),
+        )
+    });
+    let c = plain.features(&x);
+    for (i, stride) in [8i64, 16, 32].into_iter().enumerate() {
+        assert_eq!(a[i].size(), c[i].size(), "tap {i} keeps the unpadded grid");
+        assert_eq!(a[i].stride()[1], 1, "tap {i} stays channels-last");
+        let k = 32 / stride;
+        let (h, w) = (c[i].size()[2], c[i].size()[3]);
+        let expected = b[i].narrow(2, k, h).narrow(3, k, w);
+        let diff = (&a[i] - &expected).abs().max().double_value(&[]);
+        assert!(diff < 1e-5, "tap {i}: {diff}");
+        // and the padding changed what the outermost cells see
+        assert!(!a[i].allclose(&c[i], 1e-3, 1e-3, false), "tap {i}");
+    }
+    let det = Detector::from_model(padded, Scoring::default(), "padded");
+    let img = RgbImage::from_fn(100, 80, |x, y| image::Rgb([x as u8, y as u8, 9]));
+    let d = det.detect(&[img]).unwrap().remove(0);
+    assert_eq!((d.fused.width, d.fused.height), (64, 64));
+    assert!(d.fused.data.iter().all(|v| v.is_finite()));
+    for bad in [16, -32, 64] {
+        let e = ClsFlowModel::new(
+            clsflow::ModelConfig {
+                input_padding: bad,
+                ..padded_cfg.clone()
+            },
+            Device::Cpu,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("input_padding") && e.contains(&bad.to_string()),
+            "{e}"
+        );
+    }
+}
+
 #[test]
 fn shorter_decoders_give_full_size_maps() {
     for stages in 1..=4usize {

@@ -57,6 +57,7 @@ pub fn tiny_config() -> ModelConfig {
         backbone: BackboneKind::EfficientnetLite0,
         input_size: 64,
         resize: clsflow::InputResize::Stretch,
+        input_padding: 0,
         decoder: DecoderConfig {
             head_channels: 16,
             stage_channels: vec![16, 8, 4, 4],

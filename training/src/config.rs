@@ -47,6 +47,10 @@ pub struct ModelSection {
     /// (aspect ratio kept, short side = input_size, overlapping tiles; docs/accuracy.md item 26).
     #[serde(default)]
     pub resize: InputResize,
+    /// Reflection padding (px per side, a multiple of 32) around the input before the
+    /// extractor, cropped from its taps: 0 (the paper's) or e.g. 32 (docs/accuracy.md item 27).
+    #[serde(default)]
+    pub input_padding: i64,
     /// ImageNet weights of the extractor; default `<models dir>/<backbone file name>`.
     #[serde(default)]
     pub weights: Option<PathBuf>,
@@ -358,6 +362,7 @@ impl TrainConfig {
         let mut m = ModelConfig::new(self.model.backbone);
         m.input_size = self.model.input_size;
         m.resize = self.model.resize;
+        m.input_padding = self.model.input_padding;
         if let Some(d) = &self.model.decoder {
             m.decoder = d.clone();
         }
