@@ -30,5 +30,5 @@ print(f"| stage | seconds |\n|---|---|\n| stage 1 | {s['stage1']:.0f} |\n| stage
 print(f"peak resident memory of training: {d.get('peak_rss_mib') or float('nan'):.0f} MiB")
 PY
 else
-  echo "no $run/training.json: run 'make eval' first (trains configs/cpu-fast.toml on magnetic_tile, ~15 min)"
+  echo "no $run/training.json: run 'make eval' first (trains configs/cpu-fast.toml on magnetic_tile, ~25 min)"
 fi
