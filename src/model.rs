@@ -1,7 +1,7 @@
 //! The whole network of the method: one shared extractor, the pixelwise classifier decoder and
 //! one conditional flow per tap.
 
-use crate::backbone::{Backbone, BackboneKind};
+use crate::backbone::{Backbone, BackboneKind, channels_last};
 use crate::decoder::{Decoder, DecoderConfig};
 use crate::flow::{ConditionalFlow, FlowConfig, FoldedFlow, pool_flow_input, positional_rows};
 use crate::tiling::InputResize;
@@ -256,12 +256,11 @@ impl ClsFlowModel {
         let strides = self.config.backbone.tap_strides();
         std::array::from_fn(|i| {
             let (c, size) = (p / strides[i], taps[i].size());
-            taps[i]
-                .narrow(2, c, size[2] - 2 * c)
-                .narrow(3, c, size[3] - 2 * c)
-                .permute([0, 2, 3, 1])
-                .contiguous()
-                .permute([0, 3, 1, 2])
+            channels_last(
+                &taps[i]
+                    .narrow(2, c, size[2] - 2 * c)
+                    .narrow(3, c, size[3] - 2 * c),
+            )
         })
     }
 

@@ -93,6 +93,12 @@ pub enum Backbone {
     ResNet(ResNet),
 }
 
+/// The same (N, C, H, W) tensor laid out channels-last (NHWC strides), the layout every
+/// activation and tap of the extractor keeps.
+pub fn channels_last(x: &Tensor) -> Tensor {
+    x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+}
+
 impl Backbone {
     /// Creates the backbone's variables under `p` (randomly initialised; load weights afterwards).
     pub fn new(p: &Path, kind: BackboneKind) -> Self {
@@ -113,7 +119,7 @@ impl Backbone {
     /// convolutions, depthwise ones above all, run about a quarter faster on that layout, and
     /// every activation and tap keeps it (the flows then read their rows without a copy).
     pub fn forward(&self, x: &Tensor) -> [Tensor; 3] {
-        let x = x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]);
+        let x = channels_last(x);
         match self {
             Backbone::EfficientNetLite0(m) => m.forward_taps(&x),
             Backbone::ResNet(m) => m.forward_taps(&x),

@@ -2,8 +2,8 @@
 //! the borders (padding, cropping), the image score is set by an artefact, not by the surface.
 //! Training images only; no test image is read.
 //! cargo run --release -p clsflow-train --example max_positions -- RUN_DIR
-use clsflow::checkpoint;
-use clsflow_train::calibrate::{branch_maps, head_outputs};
+use clsflow::{Scoring, checkpoint};
+use clsflow_train::calibrate::{fused, head_outputs};
 use clsflow_train::train::TrainState;
 use std::path::Path;
 use tch::Device;
@@ -11,7 +11,14 @@ use tch::Device;
 /// Distance bands from the nearest border, in pixels of the S x S map.
 const BANDS: [usize; 5] = [4, 8, 16, 32, usize::MAX];
 
-fn band_of(d: usize) -> usize {
+/// Cells between row-major position `i` of an h x w grid and its nearest border (0: outermost).
+fn border_distance(i: usize, h: usize, w: usize) -> usize {
+    let (y, x) = (i / w, i % w);
+    x.min(y).min(w - 1 - x).min(h - 1 - y)
+}
+
+fn band_of(i: usize, s: usize) -> usize {
+    let d = border_distance(i, s, s);
     BANDS.iter().position(|&b| d < b).unwrap()
 }
 
@@ -20,10 +27,8 @@ fn report(name: &str, maps: &[Vec<f32>], s: usize) {
     let mut hits = [0usize; BANDS.len()];
     let mut area = [0usize; BANDS.len()];
     let mut mean = [0f64; BANDS.len()];
-    for y in 0..s {
-        for x in 0..s {
-            area[band_of(x.min(y).min(s - 1 - x).min(s - 1 - y))] += 1;
-        }
+    for i in 0..s * s {
+        area[band_of(i, s)] += 1;
     }
     for m in maps {
         let (i, _) =
@@ -31,11 +36,9 @@ fn report(name: &str, maps: &[Vec<f32>], s: usize) {
                 (0, f32::NEG_INFINITY),
                 |a, (i, &v)| if v > a.1 { (i, v) } else { a },
             );
-        let (y, x) = (i / s, i % s);
-        hits[band_of(x.min(y).min(s - 1 - x).min(s - 1 - y))] += 1;
+        hits[band_of(i, s)] += 1;
         for (j, &v) in m.iter().enumerate() {
-            let (y, x) = (j / s, j % s);
-            mean[band_of(x.min(y).min(s - 1 - x).min(s - 1 - y))] += v as f64;
+            mean[band_of(j, s)] += v as f64;
         }
     }
     println!("{name}: {} maps", maps.len());
@@ -61,32 +64,27 @@ fn main() -> anyhow::Result<()> {
     let s = model.config().input_size as usize;
     let (_, held) = TrainState::load(run)?.good_images(s as u32)?;
     let sc = &manifest.scoring;
-    let maps =
-        tch::no_grad(|| branch_maps(&model, &held, sc.tap_log_prob_max, &manifest.normalization));
-    // each tap on its own grid: where is log p lowest, by ring (0 = the outermost cells)?
     let heads = head_outputs(&model, &held, &manifest.normalization);
+    // each tap on its own grid: where is log p lowest, by ring (0 = the outermost cells)?
     for (tap, lp) in heads.log_prob.iter().enumerate() {
         let (n, h, w) = lp.size3()?;
+        let (n, h, w) = (n as usize, h as usize, w as usize);
         let v: Vec<f32> = Vec::<f32>::try_from(lp.reshape([-1]))?;
-        let rings = (h.min(w) as usize).div_ceil(2);
+        let rings = h.min(w).div_ceil(2);
         let (mut hits, mut cells, mut mean) =
             (vec![0usize; rings], vec![0usize; rings], vec![0f64; rings]);
-        let ring = |y: usize, x: usize| x.min(y).min(w as usize - 1 - x).min(h as usize - 1 - y);
-        for y in 0..h as usize {
-            for x in 0..w as usize {
-                cells[ring(y, x)] += 1;
-            }
+        for i in 0..h * w {
+            cells[border_distance(i, h, w)] += 1;
         }
-        for i in 0..n as usize {
-            let m = &v[i * (h * w) as usize..(i + 1) * (h * w) as usize];
+        for m in v.chunks(h * w) {
             let mut best = 0;
             for (j, &p) in m.iter().enumerate() {
-                mean[ring(j / w as usize, j % w as usize)] += p as f64;
+                mean[border_distance(j, h, w)] += p as f64;
                 if p < m[best] {
                     best = j;
                 }
             }
-            hits[ring(best / w as usize, best % w as usize)] += 1;
+            hits[border_distance(best, h, w)] += 1;
         }
         println!("tap {tap} ({h}x{w}): lowest log p / C per held-out good image, by ring");
         for r in 0..rings.min(4) {
@@ -94,7 +92,7 @@ fn main() -> anyhow::Result<()> {
                 "  ring {r}: minima {:5.1} %  cells {:5.1} %  mean log p / C {:8.4}",
                 100.0 * hits[r] as f64 / n as f64,
                 100.0 * cells[r] as f64 / (h * w) as f64,
-                mean[r] / (cells[r] * n as usize) as f64
+                mean[r] / (cells[r] * n) as f64
             );
         }
         let inner: usize = hits[4.min(rings)..].iter().sum();
@@ -103,18 +101,13 @@ fn main() -> anyhow::Result<()> {
             100.0 * inner as f64 / n as f64
         );
     }
+    // the branch maps from the same head outputs, as calibration forms them
+    let maps = heads.maps(&Scoring::single(sc.tap_log_prob_max, 0.0, 0.0), s as i64);
     report("held-out good, flow map", &maps.flow, s);
     report("held-out good, classifier map", &maps.cls, s);
-    let w = sc.score_weight as f32;
-    let fused: Vec<Vec<f32>> = maps
-        .flow
-        .iter()
-        .zip(&maps.cls)
-        .map(|(f, c)| f.iter().zip(c).map(|(a, b)| a + w * b).collect())
-        .collect();
     report(
-        &format!("held-out good, image-score map (w_s = {w})"),
-        &fused,
+        &format!("held-out good, image-score map (w_s = {})", sc.score_weight),
+        &fused(&maps, sc.score_weight),
         s,
     );
     Ok(())

@@ -187,7 +187,8 @@ pub fn branch_maps(
     head_outputs(model, images, norm).maps(&Scoring::single(tap_max, 0.0, 0.0), size)
 }
 
-fn fused(maps: &BranchMaps, w: f64) -> Vec<Vec<f32>> {
+/// Flow + w x classifier, map by map.
+pub fn fused(maps: &BranchMaps, w: f64) -> Vec<Vec<f32>> {
     maps.flow
         .iter()
         .zip(&maps.cls)
