@@ -3,7 +3,7 @@
 use crate::checkpoint::{self, Manifest};
 use crate::device::parse_device;
 use crate::model::ClsFlowModel;
-use crate::preprocess::{prepare_batch, prepare_batch_to, rgb_to_tensor};
+use crate::preprocess::{image_batch_dims, prepare_batch, prepare_batch_to, rgb_to_tensor};
 use crate::scoring::{BatchMaps, Scoring, branch_maps, combine, compute_maps};
 use crate::tiling::{self, InputResize, TileLayout};
 use crate::{Error, Result};
@@ -277,12 +277,7 @@ impl Detector {
     /// images' shape at a short side of S.
     pub fn detect_batch(&self, batch: &Tensor) -> Result<BatchMaps> {
         let cfg = self.model.config();
-        let (_, _, h, w) = batch.size4().map_err(|_| {
-            Error::Input(format!(
-                "expected a (N, 3, H, W) batch, got shape {:?}",
-                batch.size()
-            ))
-        })?;
+        let (h, w) = image_batch_dims(batch)?;
         let layout = TileLayout::new(cfg.resize, w, h, cfg.input_size)?;
         let x = prepare_batch_to(
             &batch.to_device(self.device()),

@@ -67,6 +67,17 @@ pub fn prepare_batch(
     prepare_batch_to(batch, size, size, norm, kind)
 }
 
+/// (H, W) of an image batch (N, 3, H, W) with H, W >= 1, or an error naming the shape at fault.
+pub fn image_batch_dims(batch: &Tensor) -> Result<(i64, i64)> {
+    match batch.size4() {
+        Ok((_, 3, h, w)) if h >= 1 && w >= 1 => Ok((h, w)),
+        _ => Err(Error::Input(format!(
+            "expected an image batch (N, 3, H, W) with H, W >= 1, got shape {:?}",
+            batch.size()
+        ))),
+    }
+}
+
 /// [`prepare_batch`] to (N, 3, height, width), e.g. a [`crate::TileLayout`]'s resized image.
 pub fn prepare_batch_to(
     batch: &Tensor,
@@ -75,18 +86,7 @@ pub fn prepare_batch_to(
     norm: &Normalization,
     kind: Kind,
 ) -> Result<Tensor> {
-    let (_, c, h, w) = batch.size4().map_err(|_| {
-        Error::Input(format!(
-            "expected a (N, 3, H, W) batch, got shape {:?}",
-            batch.size()
-        ))
-    })?;
-    if c != 3 || h < 1 || w < 1 {
-        return Err(Error::Input(format!(
-            "expected (N, 3, H, W) with H, W >= 1, got {:?}",
-            batch.size()
-        )));
-    }
+    let (h, w) = image_batch_dims(batch)?;
     let x = match batch.kind() {
         Kind::Uint8 => batch.to_kind(Kind::Float) / 255.0,
         Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16 => batch.to_kind(Kind::Float),

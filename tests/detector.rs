@@ -49,6 +49,22 @@ fn detects_images_of_any_size() {
 }
 
 #[test]
+fn batches_of_the_wrong_shape_are_refused_by_shape() {
+    let det = detector(0.0);
+    for shape in [vec![3, 32, 32], vec![1, 1, 32, 32], vec![1, 3, 0, 32]] {
+        let bad = tch::Tensor::zeros(shape.as_slice(), (tch::Kind::Uint8, Device::Cpu));
+        let Err(err) = det.detect_batch(&bad) else {
+            panic!("{shape:?} accepted")
+        };
+        let err = err.to_string();
+        assert!(err.contains(&format!("{shape:?}")), "{err}");
+        assert!(err.contains("(N, 3, H, W)"), "{err}");
+    }
+    let good = tch::Tensor::zeros([2, 3, 40, 24], (tch::Kind::Uint8, Device::Cpu));
+    assert_eq!(det.detect_batch(&good).unwrap().scores.size(), [2]);
+}
+
+#[test]
 fn the_image_score_has_its_own_weight() {
     let imgs = vec![
         RgbImage::from_fn(64, 64, |x, y| {
