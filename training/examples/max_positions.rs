@@ -17,18 +17,22 @@ fn border_distance(i: usize, h: usize, w: usize) -> usize {
     x.min(y).min(w - 1 - x).min(h - 1 - y)
 }
 
-fn band_of(i: usize, s: usize) -> usize {
-    let d = border_distance(i, s, s);
-    BANDS.iter().position(|&b| d < b).unwrap()
+/// The ring (border distance) of every row-major cell of an h x w grid, computed once per grid.
+fn rings(h: usize, w: usize) -> Vec<usize> {
+    (0..h * w).map(|i| border_distance(i, h, w)).collect()
 }
 
 fn report(name: &str, maps: &[Vec<f32>], s: usize) {
     // share of maxima per band, against the band's share of the area
+    let band: Vec<usize> = rings(s, s)
+        .into_iter()
+        .map(|d| BANDS.iter().position(|&b| d < b).unwrap())
+        .collect();
     let mut hits = [0usize; BANDS.len()];
     let mut area = [0usize; BANDS.len()];
     let mut mean = [0f64; BANDS.len()];
-    for i in 0..s * s {
-        area[band_of(i, s)] += 1;
+    for &b in &band {
+        area[b] += 1;
     }
     for m in maps {
         let (i, _) =
@@ -36,9 +40,9 @@ fn report(name: &str, maps: &[Vec<f32>], s: usize) {
                 (0, f32::NEG_INFINITY),
                 |a, (i, &v)| if v > a.1 { (i, v) } else { a },
             );
-        hits[band_of(i, s)] += 1;
-        for (j, &v) in m.iter().enumerate() {
-            mean[band_of(j, s)] += v as f64;
+        hits[band[i]] += 1;
+        for (&b, &v) in band.iter().zip(m) {
+            mean[b] += v as f64;
         }
     }
     println!("{name}: {} maps", maps.len());
@@ -70,24 +74,25 @@ fn main() -> anyhow::Result<()> {
         let (n, h, w) = lp.size3()?;
         let (n, h, w) = (n as usize, h as usize, w as usize);
         let v: Vec<f32> = Vec::<f32>::try_from(lp.reshape([-1]))?;
-        let rings = h.min(w).div_ceil(2);
+        let ring = rings(h, w);
+        let count = h.min(w).div_ceil(2);
         let (mut hits, mut cells, mut mean) =
-            (vec![0usize; rings], vec![0usize; rings], vec![0f64; rings]);
-        for i in 0..h * w {
-            cells[border_distance(i, h, w)] += 1;
+            (vec![0usize; count], vec![0usize; count], vec![0f64; count]);
+        for &r in &ring {
+            cells[r] += 1;
         }
         for m in v.chunks(h * w) {
             let mut best = 0;
-            for (j, &p) in m.iter().enumerate() {
-                mean[border_distance(j, h, w)] += p as f64;
+            for (j, (&r, &p)) in ring.iter().zip(m).enumerate() {
+                mean[r] += p as f64;
                 if p < m[best] {
                     best = j;
                 }
             }
-            hits[border_distance(best, h, w)] += 1;
+            hits[ring[best]] += 1;
         }
         println!("tap {tap} ({h}x{w}): lowest log p / C per held-out good image, by ring");
-        for r in 0..rings.min(4) {
+        for r in 0..count.min(4) {
             println!(
                 "  ring {r}: minima {:5.1} %  cells {:5.1} %  mean log p / C {:8.4}",
                 100.0 * hits[r] as f64 / n as f64,
@@ -95,7 +100,7 @@ fn main() -> anyhow::Result<()> {
                 mean[r] / (cells[r] * n) as f64
             );
         }
-        let inner: usize = hits[4.min(rings)..].iter().sum();
+        let inner: usize = hits[4.min(count)..].iter().sum();
         println!(
             "  rings 4+: minima {:5.1} %",
             100.0 * inner as f64 / n as f64
