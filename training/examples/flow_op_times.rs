@@ -9,6 +9,7 @@
 use clsflow::ClsFlowModel;
 use clsflow::flow::CouplingBlock;
 use clsflow_train::config::TrainConfig;
+use clsflow_train::timing::median;
 use std::path::Path;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
@@ -30,11 +31,6 @@ const STEPS: [&str; 15] = [
     "steps 7-10 and 12 on the strided half a_s (before)",
     "steps 7-10 and 12 with a_s copied to contiguous rows (now)",
 ];
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn main() -> anyhow::Result<()> {
     clsflow::alloc::keep_tensor_memory();

@@ -6,14 +6,10 @@ use clsflow::ClsFlowModel;
 use clsflow::flow::flow_loss;
 use clsflow_train::config::TrainConfig;
 use clsflow_train::stage2;
+use clsflow_train::timing::median;
 use std::path::Path;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn main() -> anyhow::Result<()> {
     clsflow::alloc::keep_tensor_memory();

@@ -7,6 +7,7 @@
 use clsflow::ClsFlowModel;
 use clsflow::flow::FoldedFlow;
 use clsflow_train::config::TrainConfig;
+use clsflow_train::timing::median;
 use std::path::Path;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
@@ -17,11 +18,6 @@ use tch::{Device, Kind, Tensor};
 struct ReadOnly<T>(T);
 unsafe impl<T> Sync for ReadOnly<T> {}
 unsafe impl<T> Send for ReadOnly<T> {}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3

@@ -18,4 +18,5 @@ pub mod stage1;
 pub mod stage2;
 pub mod synth;
 pub mod tiles;
+pub mod timing;
 pub mod train;

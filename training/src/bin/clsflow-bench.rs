@@ -12,6 +12,7 @@ use clsflow::regions::find_regions;
 use clsflow::scoring::{BatchMaps, maps_from_heads};
 use clsflow::{ClsFlowModel, Detector, DetectorOptions, Scoring};
 use clsflow_train::config::TrainConfig;
+use clsflow_train::timing::median;
 use std::path::PathBuf;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
@@ -57,13 +58,7 @@ fn time_rows(iters: usize, device: Device, rows: &mut [Row<'_>]) -> Vec<f64> {
             t.push(t0.elapsed().as_secs_f64() * 1000.0);
         }
     }
-    times
-        .into_iter()
-        .map(|mut t| {
-            t.sort_by(f64::total_cmp);
-            t[t.len() / 2]
-        })
-        .collect()
+    times.into_iter().map(median).collect()
 }
 
 /// The post-processing every detector row ends with: the maps copied to Rust, one detection per
