@@ -6,7 +6,7 @@
 #   BENCH_TRAIN_RUN (default runs/magnetic_tile) training run whose stage times are reported
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p clsflow-train --bin clsflow-bench -p gst-plugin-clsflow --example bench_pipeline -p clsflow --example openmp_threads
+cargo build --release -p clsflow-train --bin clsflow-bench -p gst-plugin-clsflow --example bench_pipeline -p clsflow --example openmp_threads -p clsflow-train --example stage2_threads
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB"
 echo
 echo "## Detector (256x256 input)"
@@ -17,6 +17,9 @@ echo "## libtorch threads (why the element runs inference on one clsflow-torch t
 echo
 echo "## GStreamer path"
 ./target/release/examples/bench_pipeline --frames "${BENCH_FRAMES:-60}" --soak-frames "${BENCH_SOAK_FRAMES:-10000}"
+echo
+echo "## Stage 2: the flows one after the other vs side by side (configs/cpu-fast.toml, random rows)"
+./target/release/examples/stage2_threads 3 0.05
 echo
 echo "## Training (configs/cpu-fast.toml)"
 run=${BENCH_TRAIN_RUN:-runs/magnetic_tile}
@@ -30,5 +33,5 @@ print(f"| stage | seconds |\n|---|---|\n| stage 1 | {s['stage1']:.0f} |\n| stage
 print(f"peak resident memory of training: {d.get('peak_rss_mib') or float('nan'):.0f} MiB")
 PY
 else
-  echo "no $run/training.json: run 'make eval' first (trains configs/cpu-fast.toml on magnetic_tile, ~25 min)"
+  echo "no $run/training.json: run 'make eval' first (trains configs/cpu-fast.toml on magnetic_tile, ~20 min)"
 fi

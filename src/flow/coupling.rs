@@ -82,6 +82,23 @@ impl CouplingBlock {
         }
     }
 
+    /// A second handle on the same variables: what one trains, the other sees (so a flow can
+    /// train on another thread, tensors being `Send` but not `Sync`).
+    pub fn shallow_clone(&self) -> Self {
+        CouplingBlock {
+            w1: self.w1.shallow_clone(),
+            b1: self.b1.shallow_clone(),
+            w2: self.w2.shallow_clone(),
+            b2: self.b2.shallow_clone(),
+            global_scale: self.global_scale.shallow_clone(),
+            global_offset: self.global_offset.shallow_clone(),
+            w_perm: self.w_perm.shallow_clone(),
+            channels: self.channels,
+            split: self.split,
+            clamp: self.clamp,
+        }
+    }
+
     /// Number of channels of the block's input.
     pub fn channels(&self) -> i64 {
         self.channels

@@ -83,6 +83,18 @@ impl ConditionalFlow {
         self.channels
     }
 
+    /// A second handle on the same variables ([`CouplingBlock::shallow_clone`]).
+    pub fn shallow_clone(&self) -> Self {
+        ConditionalFlow {
+            blocks: self
+                .blocks
+                .iter()
+                .map(CouplingBlock::shallow_clone)
+                .collect(),
+            channels: self.channels,
+        }
+    }
+
     /// Multiply-adds per feature vector of the folded inference form ([`FoldedFlow`]): per
     /// block the subnet's two layers without the condition's share, which folding precomputes,
     /// and the rotation. Element-wise work (tanh, exp, sums) is not counted.

@@ -54,25 +54,16 @@ fn main() -> anyhow::Result<()> {
             // regularisers under probe: CLSFLOW_PROBE_WD, CLSFLOW_PROBE_NOISE
             weight_decay: env_f64("CLSFLOW_PROBE_WD"),
             feature_noise: [env_f64("CLSFLOW_PROBE_NOISE"); 3],
+            parallel_flows: false,
         };
-        let data = stage2::FlowRows::new(rows.shallow_clone(), &cfg, tap, Device::Cpu);
-        let mut opt = stage2::optimizer(&model, tap, &cfg)?;
+        let mut job = stage2::FlowJob::new(&model, tap, rows.shallow_clone(), cfg)?;
         let t0 = std::time::Instant::now();
         let mut line = format!("lr {lr:e}:");
         for epoch in 0..epochs {
             let mut rng = ChaCha8Rng::seed_from_u64(epoch as u64);
-            let loss = stage2::train_epoch(
-                &model,
-                tap,
-                &mut opt,
-                &cfg,
-                &data,
-                epoch,
-                &mut rng,
-                &AtomicBool::new(false),
-                &pb,
-            )?
-            .unwrap();
+            let loss = job
+                .train_epoch(epoch, &mut rng, &AtomicBool::new(false), &pb)?
+                .unwrap();
             // held-out NLL per channel
             let nll = held_out_nll(&model);
             line += &format!(" e{} loss {loss:.4} hold {nll:.4};", epoch + 1);

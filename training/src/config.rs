@@ -118,6 +118,15 @@ pub struct Stage2Config {
     /// flow otherwise fits its training images far better than held-out ones.
     #[serde(default)]
     pub feature_noise: [f64; 3],
+    /// On a CPU with two or more libtorch threads, train the flow with the most vectors on a
+    /// helper thread beside the others, one libtorch thread each (a flow's steps are too small
+    /// to share two threads well); `false` trains them one after the other.
+    #[serde(default = "yes")]
+    pub parallel_flows: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Label-free calibration settings (METHOD.md section 8).

@@ -4,7 +4,7 @@
 
 use crate::config::Stage2Config;
 use crate::schedule::warmup_cosine;
-use clsflow::flow::flow_loss;
+use clsflow::flow::{ConditionalFlow, flow_loss};
 use clsflow::preprocess::images_to_batch;
 use clsflow::{ClsFlowModel, Normalization};
 use image::RgbImage;
@@ -111,59 +111,187 @@ impl FlowRows {
     }
 }
 
-/// One epoch of the flow of `tap` on `data` with positions cycling over the tap's condition
-/// rows (HW, P). Returns the mean loss, or `None` when stopped.
-#[allow(clippy::too_many_arguments)]
-pub fn train_epoch(
-    model: &ClsFlowModel,
-    tap: usize,
-    opt: &mut Optimizer,
-    cfg: &Stage2Config,
-    data: &FlowRows,
-    epoch: usize,
-    rng: &mut ChaCha8Rng,
-    stop: &AtomicBool,
-    pb: &ProgressBar,
-) -> anyhow::Result<Option<f64>> {
-    let flow = &model.flows()[tap];
-    let cond_rows = model.condition_rows(tap).to_device(tch::Device::Cpu);
-    let hw = cond_rows.size()[0];
-    let rows = &data.rows;
-    let n = rows.size()[0] as usize;
-    let mut order: Vec<i64> = (0..n as i64).collect();
-    order.shuffle(rng);
-    let steps = steps_per_epoch(cfg, n);
-    order.truncate(steps * cfg.fiber_batch);
-    let total = steps * cfg.epochs;
-    let warmup = steps * cfg.warmup_epochs;
-    let (mut sum, mut count) = (0.0, 0usize);
-    let dev = model.device();
-    for (i, chunk) in order.chunks(cfg.fiber_batch).enumerate() {
-        if stop.load(Ordering::SeqCst) {
-            return Ok(None);
-        }
-        opt.set_lr(warmup_cosine(epoch * steps + i, warmup, total, cfg.lr));
-        let idx = Tensor::from_slice(chunk);
-        let mut x = rows.index_select(0, &idx).to_device(dev);
-        if let Some(std) = &data.noise_std {
-            x = &x + x.randn_like() * std;
-        }
-        let c = cond_rows.index_select(0, &idx.remainder(hw)).to_device(dev);
-        let loss = flow_loss(&flow.log_prob(&x, &c), flow.channels());
-        opt.backward_step(&loss);
-        let l = loss.double_value(&[]);
-        if !l.is_finite() {
-            anyhow::bail!(
-                "flow {tap} loss became {l} at epoch {} step {i}: lower the learning rate",
-                epoch + 1
-            );
-        }
-        sum += l;
-        count += 1;
-        pb.inc(1);
-        pb.set_message(format!("flow {tap} loss {:.4}", sum / count as f64));
+/// Everything one flow's training needs, owned, so that a job can move to a helper thread
+/// (tensors are `Send` but not `Sync`). The flow is a second handle on the model's variables
+/// ([`ConditionalFlow::shallow_clone`]): what the job trains, the model holds.
+pub struct FlowJob {
+    /// The tap whose flow this is.
+    pub tap: usize,
+    flow: ConditionalFlow,
+    /// The tap's condition rows (HW, P), on the CPU.
+    cond_rows: Tensor,
+    data: FlowRows,
+    opt: Optimizer,
+    cfg: Stage2Config,
+    device: Device,
+}
+
+impl FlowJob {
+    /// A job training the flow of `tap` on `rows` (N * HW, C) with Adam from [`optimizer`].
+    pub fn new(
+        model: &ClsFlowModel,
+        tap: usize,
+        rows: Tensor,
+        cfg: Stage2Config,
+    ) -> anyhow::Result<Self> {
+        Ok(FlowJob {
+            tap,
+            flow: model.flows()[tap].shallow_clone(),
+            cond_rows: model.condition_rows(tap).to_device(Device::Cpu),
+            data: FlowRows::new(rows, &cfg, tap, model.device()),
+            opt: optimizer(model, tap, &cfg)?,
+            cfg,
+            device: model.device(),
+        })
     }
-    Ok(Some(sum / count.max(1) as f64))
+
+    /// Steps of one epoch.
+    pub fn steps_per_epoch(&self) -> usize {
+        steps_per_epoch(&self.cfg, self.data.rows.size()[0] as usize)
+    }
+
+    /// Whether its steps draw from libtorch's (global) random generator.
+    fn draws_noise(&self) -> bool {
+        self.data.noise_std.is_some()
+    }
+
+    /// One epoch, positions cycling over the tap's condition rows. Returns the mean loss, or
+    /// `None` when stopped.
+    pub fn train_epoch(
+        &mut self,
+        epoch: usize,
+        rng: &mut ChaCha8Rng,
+        stop: &AtomicBool,
+        pb: &ProgressBar,
+    ) -> anyhow::Result<Option<f64>> {
+        let (tap, cfg) = (self.tap, &self.cfg);
+        let hw = self.cond_rows.size()[0];
+        let rows = &self.data.rows;
+        let n = rows.size()[0] as usize;
+        let mut order: Vec<i64> = (0..n as i64).collect();
+        order.shuffle(rng);
+        let steps = steps_per_epoch(cfg, n);
+        order.truncate(steps * cfg.fiber_batch);
+        let total = steps * cfg.epochs;
+        let warmup = steps * cfg.warmup_epochs;
+        let (mut sum, mut count) = (0.0, 0usize);
+        for (i, chunk) in order.chunks(cfg.fiber_batch).enumerate() {
+            if stop.load(Ordering::SeqCst) {
+                return Ok(None);
+            }
+            self.opt
+                .set_lr(warmup_cosine(epoch * steps + i, warmup, total, cfg.lr));
+            let idx = Tensor::from_slice(chunk);
+            let mut x = rows.index_select(0, &idx).to_device(self.device);
+            if let Some(std) = &self.data.noise_std {
+                x = &x + x.randn_like() * std;
+            }
+            let c = self
+                .cond_rows
+                .index_select(0, &idx.remainder(hw))
+                .to_device(self.device);
+            let loss = flow_loss(&self.flow.log_prob(&x, &c), self.flow.channels());
+            self.opt.backward_step(&loss);
+            let l = loss.double_value(&[]);
+            if !l.is_finite() {
+                anyhow::bail!(
+                    "flow {tap} loss became {l} at epoch {} step {i}: lower the learning rate",
+                    epoch + 1
+                );
+            }
+            sum += l;
+            count += 1;
+            pb.inc(1);
+            pb.set_message(format!("flow {tap} loss {:.4}", sum / count as f64));
+        }
+        Ok(Some(sum / count.max(1) as f64))
+    }
+}
+
+/// What one job's epoch gave: its mean loss (`None` when stopped) and its own seconds.
+pub type EpochResult = anyhow::Result<(Option<f64>, f64)>;
+
+/// Which job, if any, trains on a helper thread ([`train_round`]): with `parallel_flows` on a
+/// CPU with two or more libtorch threads, the one with the most steps among those that draw no noise from
+/// libtorch's one global generator (so that the draws keep their order whatever the threads
+/// do, and a seed gives the same model), the first of equals. `None` when fewer than two jobs
+/// are left.
+pub fn helper_job(jobs: &[&mut FlowJob]) -> Option<usize> {
+    let first = jobs.first()?;
+    let cpu = first.device == Device::Cpu;
+    if jobs.len() < 2 || !cpu || !first.cfg.parallel_flows || tch::get_num_threads() < 2 {
+        return None;
+    }
+    (0..jobs.len())
+        .filter(|&j| !jobs[j].draws_noise())
+        .max_by_key(|&j| (jobs[j].steps_per_epoch(), std::cmp::Reverse(j)))
+}
+
+/// One epoch of each job, `epoch` of its schedule, with `rng(tap)` its shuffling generator.
+///
+/// On two or more CPU cores a flow's step is too small for libtorch's intra-op threads to
+/// share well (BENCHMARKS.md, "Stage 2 on two threads"): the stride-8 flow's step is no
+/// faster on two threads than on one. So the [`helper_job`] runs on a helper thread and the
+/// others one after the other on this one, each thread with one libtorch thread, and the
+/// previous thread count is restored afterwards. Each flow's arithmetic is then that of one
+/// thread, whatever the other does. Results come in the jobs' order.
+pub fn train_round(
+    jobs: &mut [&mut FlowJob],
+    epoch: usize,
+    rng: impl Fn(usize) -> ChaCha8Rng,
+    stop: &AtomicBool,
+    bars: &indicatif::MultiProgress,
+) -> Vec<EpochResult> {
+    let bar = |job: &FlowJob| {
+        bars.add(crate::data::progress(
+            job.steps_per_epoch() as u64,
+            &format!("flow{} {}/{}", job.tap, epoch + 1, job.cfg.epochs),
+        ))
+    };
+    let run = |job: &mut FlowJob, mut rng: ChaCha8Rng, pb: ProgressBar| {
+        let t = std::time::Instant::now();
+        let loss = job.train_epoch(epoch, &mut rng, stop, &pb);
+        pb.finish_and_clear();
+        loss.map(|l| (l, t.elapsed().as_secs_f64()))
+    };
+    let Some(h) = helper_job(jobs) else {
+        return jobs
+            .iter_mut()
+            .map(|job| {
+                let (r, pb) = (rng(job.tap), bar(job));
+                run(job, r, pb)
+            })
+            .collect();
+    };
+    let threads = tch::get_num_threads();
+    let (before, rest) = jobs.split_at_mut(h);
+    let (helper, after) = rest.split_first_mut().expect("helper job");
+    let (helper_rng, helper_pb) = (rng(helper.tap), bar(helper));
+    let (mut out, theirs) = std::thread::scope(|s| {
+        let handle = s.spawn(|| {
+            // a thread takes libtorch's process-wide count at its first call: take it, then
+            // narrow this thread's own (OpenMP and MKL counts are per thread)
+            let _ = tch::get_num_threads();
+            tch::set_num_threads(1);
+            run(helper, helper_rng, helper_pb)
+        });
+        tch::set_num_threads(1);
+        let mine: Vec<EpochResult> = before
+            .iter_mut()
+            .chain(after.iter_mut())
+            .map(|job| {
+                let (r, pb) = (rng(job.tap), bar(job));
+                run(job, r, pb)
+            })
+            .collect();
+        let theirs = handle
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the stage-2 helper thread panicked")));
+        (mine, theirs)
+    });
+    tch::set_num_threads(threads);
+    out.insert(h, theirs);
+    out
 }
 
 /// Per tap, the log p / C maps (N, h, w, on the CPU) of the given features (N, C, h, w): the

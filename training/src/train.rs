@@ -387,40 +387,45 @@ pub fn train(
         c
     };
     pb.finish_and_clear();
-    for (tap, tap_features) in features.iter().enumerate() {
-        if state.stage2_done[tap] >= cfg.stage2.epochs {
-            continue;
-        }
-        let rows = stage2::to_rows(tap_features);
-        let s2 = s2cfg(rows.size()[0]);
-        let data = stage2::FlowRows::new(rows, &s2, tap, model.device());
-        let mut opt = stage2::optimizer(&model, tap, &s2)?;
-        for epoch in state.stage2_done[tap]..cfg.stage2.epochs {
-            let te = Instant::now();
-            let steps = stage2::steps_per_epoch(&s2, data.rows.size()[0] as usize);
-            let pb = progress(
-                steps as u64,
-                &format!("flow{tap} {}/{}", epoch + 1, cfg.stage2.epochs),
-            );
-            let mut rng = epoch_rng(cfg.seed, 2 + tap as u64, epoch);
-            let loss = stage2::train_epoch(
-                &model, tap, &mut opt, &s2, &data, epoch, &mut rng, &stop, &pb,
-            )?;
-            pb.finish_and_clear();
-            state.seconds[1] += te.elapsed().as_secs_f64();
+    let mut jobs = features
+        .iter()
+        .enumerate()
+        .filter(|&(tap, _)| state.stage2_done[tap] < cfg.stage2.epochs)
+        .map(|(tap, f)| {
+            let rows = stage2::to_rows(f);
+            let s2 = s2cfg(rows.size()[0]);
+            stage2::FlowJob::new(&model, tap, rows, s2)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // the flows train side by side, one epoch of each per round, and each round ends with a
+    // checkpoint; flows resumed at different epochs join the rounds of their next epoch
+    let first = state.stage2_done.iter().copied().min().unwrap_or(0);
+    for epoch in first..cfg.stage2.epochs {
+        let mut round: Vec<&mut stage2::FlowJob> = jobs
+            .iter_mut()
+            .filter(|j| state.stage2_done[j.tap] == epoch)
+            .collect();
+        let te = Instant::now();
+        let bars = indicatif::MultiProgress::new();
+        let rng = |tap: usize| epoch_rng(cfg.seed, 2 + tap as u64, epoch);
+        let results = stage2::train_round(&mut round, epoch, rng, &stop, &bars);
+        state.seconds[1] += te.elapsed().as_secs_f64();
+        let taps: Vec<usize> = round.iter().map(|j| j.tap).collect();
+        for (tap, result) in taps.into_iter().zip(results) {
+            let (loss, seconds) = result?;
             let what = format!("stage 2 (flow {tap}, epoch {})", epoch + 1);
             let loss = end_epoch(out, &mut state, &model, loss, &what, |s, l| {
                 s.stage2_done[tap] = epoch + 1;
                 s.stage2_losses[tap].push(l);
             })?;
             eprintln!(
-                "stage 2 flow {tap} epoch {}/{}: loss {loss:.4}, {:.0} s",
+                "stage 2 flow {tap} epoch {}/{}: loss {loss:.4}, {seconds:.0} s",
                 epoch + 1,
-                cfg.stage2.epochs,
-                te.elapsed().as_secs_f64()
+                cfg.stage2.epochs
             );
         }
     }
+    drop(jobs);
 
     // Calibration
     let tc = Instant::now();

@@ -23,6 +23,17 @@ fn tiny() -> TrainConfig {
     cfg
 }
 
+/// The real category in ../shared, or `None` after saying that the test is skipped.
+fn magnetic_tile() -> Option<PathBuf> {
+    let root = repo().join("../shared/data/magnetic_tile");
+    if root.is_dir() {
+        Some(root)
+    } else {
+        eprintln!("skipping: {} absent", root.display());
+        None
+    }
+}
+
 /// The run's calibrated checkpoint, on the CPU.
 fn load_on_cpu(out: &Path) -> Detector {
     Detector::load(
@@ -233,11 +244,9 @@ fn data_errors_name_the_problem() {
 
 #[test]
 fn real_images_of_any_channel_count_load() {
-    let root = repo().join("../shared/data/magnetic_tile");
-    if !root.is_dir() {
-        eprintln!("skipping: {} absent", root.display());
+    let Some(root) = magnetic_tile() else {
         return;
-    }
+    };
     let ds = Dataset::open(&root).unwrap();
     assert_eq!(ds.train.len(), 762);
     assert_eq!(ds.test.len(), 582);
@@ -249,7 +258,6 @@ fn real_images_of_any_channel_count_load() {
         clsflow_train::data::read_mask(ds.test.iter().find_map(|t| t.mask.as_ref()).unwrap(), 64)
             .unwrap();
     assert!(m.pixels().any(|p| p[0] == 255));
-    let _ = Path::new("");
 }
 
 /// `resize = "tile"` on real non-square images: the images become tiles, the stages keep their
@@ -257,11 +265,9 @@ fn real_images_of_any_channel_count_load() {
 /// test image stitched on the masks' grid.
 #[test]
 fn tiled_training_and_evaluation_on_real_non_square_images() {
-    let root = repo().join("../shared/data/magnetic_tile");
-    if !root.is_dir() {
-        eprintln!("skipping: {} absent", root.display());
+    let Some(root) = magnetic_tile() else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = tiny();
     cfg.model.input_size = 64;
