@@ -410,9 +410,14 @@ pub fn train(
         let rng = |tap: usize| epoch_rng(cfg.seed, 2 + tap as u64, epoch);
         let results = stage2::train_round(&mut round, epoch, rng, &stop, &bars);
         state.seconds[1] += te.elapsed().as_secs_f64();
-        let taps: Vec<usize> = round.iter().map(|j| j.tap).collect();
-        for (tap, result) in taps.into_iter().zip(results) {
-            let (loss, seconds) = result?;
+        let mut done: Vec<(usize, Option<f64>, f64)> = round
+            .iter()
+            .zip(results)
+            .map(|(j, r)| r.map(|(loss, seconds)| (j.tap, loss, seconds)))
+            .collect::<Result<_>>()?;
+        // the epochs that finished are recorded before an interrupted one stops the run
+        done.sort_by_key(|&(tap, loss, _)| (loss.is_none(), tap));
+        for (tap, loss, seconds) in done {
             let what = format!("stage 2 (flow {tap}, epoch {})", epoch + 1);
             let loss = end_epoch(out, &mut state, &model, loss, &what, |s, l| {
                 s.stage2_done[tap] = epoch + 1;
