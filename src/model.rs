@@ -59,13 +59,14 @@ impl ModelConfig {
                 self.input_size
             )));
         }
-        if self.flow.blocks == 0
+        if (0..3).any(|tap| self.flow.blocks_at(tap) == 0)
             || self.flow.condition_channels < 4
             || self.flow.condition_channels % 4 != 0
         {
             return Err(Error::Config(format!(
-                "flows need at least one block and a condition width that is a positive multiple of 4, got {} blocks and {} channels",
-                self.flow.blocks, self.flow.condition_channels
+                "flows need at least one block and a condition width that is a positive multiple of 4, got {:?} blocks and {} channels",
+                (0..3).map(|tap| self.flow.blocks_at(tap)).collect::<Vec<_>>(),
+                self.flow.condition_channels
             )));
         }
         if self.flow.input_pool < 1 || self.flow.input_pool % 2 == 0 {
@@ -137,7 +138,11 @@ impl ClsFlowModel {
             .iter()
             .enumerate()
             .map(|(i, &c)| {
-                ConditionalFlow::new(&(flow_vars[i].root() / "flows" / i), c, &config.flow)
+                let flow = FlowConfig {
+                    blocks: config.flow.blocks_at(i),
+                    ..config.flow.clone()
+                };
+                ConditionalFlow::new(&(flow_vars[i].root() / "flows" / i), c, &flow)
             })
             .collect();
         let cond_rows = config

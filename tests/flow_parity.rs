@@ -56,6 +56,7 @@ fn folded_multiply_adds_count_the_folded_layers() {
         condition_channels: 4,
         clamp: 1.9,
         input_pool: 1,
+        blocks_per_tap: None,
     };
     let flow = ConditionalFlow::new(&(vs.root() / "flow"), 7, &cfg);
     assert_eq!(flow.folded_multiply_adds(), 3 * (4 * 16 + 16 * 6 + 7 * 7));
@@ -95,6 +96,7 @@ fn flow_inverts_and_log_det_matches_autograd_jacobian() {
             condition_channels: 4,
             clamp: 1.9,
             input_pool: 1,
+            blocks_per_tap: None,
         },
     );
     // make the subnets non-trivial
@@ -145,6 +147,7 @@ fn whole_map_log_prob_equals_row_log_prob() {
             condition_channels: 8,
             clamp: 1.9,
             input_pool: 1,
+            blocks_per_tap: None,
         },
     );
     let fmap = Tensor::randn([2, 6, 4, 5], (Kind::Float, Device::Cpu));
@@ -280,6 +283,7 @@ fn bfloat16_rotation_of_large_calls_stays_close() {
         condition_channels: 16,
         clamp: 1.9,
         input_pool: 1,
+        blocks_per_tap: None,
     };
     let flow = ConditionalFlow::new(&vs.root(), c, &cfg);
     let folded = flow.fold(&positional_rows(16, 16, 16, Device::Cpu));

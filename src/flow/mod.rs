@@ -23,6 +23,9 @@ const HALF_LOG_2PI: f64 = 0.918_938_533_204_672_7;
 pub struct FlowConfig {
     /// Coupling blocks per flow.
     pub blocks: usize,
+    /// Coupling blocks of each tap's flow (stride 8, 16, 32 for Lite0), instead of `blocks`
+    /// for all three (docs/accuracy.md, item 33).
+    pub blocks_per_tap: Option<[usize; 3]>,
     /// Channels of the positional-encoding condition (multiple of 4).
     pub condition_channels: i64,
     /// Soft clamp alpha of the affine coupling.
@@ -49,10 +52,18 @@ pub fn pool_flow_input(features: &Tensor, window: i64) -> Tensor {
     )
 }
 
+impl FlowConfig {
+    /// Coupling blocks of the flow of `tap`.
+    pub fn blocks_at(&self, tap: usize) -> usize {
+        self.blocks_per_tap.map_or(self.blocks, |b| b[tap])
+    }
+}
+
 impl Default for FlowConfig {
     fn default() -> Self {
         FlowConfig {
             blocks: 6,
+            blocks_per_tap: None,
             condition_channels: 128,
             clamp: 1.9,
             input_pool: 1,
@@ -81,6 +92,11 @@ impl ConditionalFlow {
     /// Channels of the modelled feature vectors.
     pub fn channels(&self) -> i64 {
         self.channels
+    }
+
+    /// Number of coupling blocks.
+    pub fn block_count(&self) -> usize {
+        self.blocks.len()
     }
 
     /// A second handle on the same variables ([`CouplingBlock::shallow_clone`]).

@@ -69,6 +69,7 @@ pub fn tiny_config() -> ModelConfig {
             condition_channels: 8,
             clamp: 1.9,
             input_pool: 1,
+            blocks_per_tap: None,
         },
     }
 }
