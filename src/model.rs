@@ -65,7 +65,9 @@ impl ModelConfig {
         {
             return Err(Error::Config(format!(
                 "flows need at least one block and a condition width that is a positive multiple of 4, got {:?} blocks and {} channels",
-                (0..3).map(|tap| self.flow.blocks_at(tap)).collect::<Vec<_>>(),
+                (0..3)
+                    .map(|tap| self.flow.blocks_at(tap))
+                    .collect::<Vec<_>>(),
                 self.flow.condition_channels
             )));
         }

@@ -11,11 +11,12 @@ use tch::{Device, Kind, Tensor};
 
 fn saved_model(dir: &Path) -> (PathBuf, Detector) {
     tch::manual_seed(11);
-    // reflection padding on, so that the round trip covers it
-    let config = clsflow::ModelConfig {
+    // reflection padding and per-tap block counts on, so that the round trip covers them
+    let mut config = clsflow::ModelConfig {
         input_padding: 32,
         ..common::tiny_config()
     };
+    config.flow.blocks_per_tap = Some([3, 2, 1]);
     let model = ClsFlowModel::new(config, Device::Cpu).unwrap();
     let scoring = Scoring {
         tap_log_prob_max: [-1.0, -2.0, -3.0],
@@ -111,6 +112,14 @@ fn save_load_gives_identical_maps() {
     .unwrap();
     assert_eq!(loaded.scoring(), det.scoring());
     assert_eq!(loaded.model().config().input_padding, 32);
+    assert_eq!(loaded.model().config().flow.blocks_per_tap, Some([3, 2, 1]));
+    let blocks: Vec<usize> = loaded
+        .model()
+        .flows()
+        .iter()
+        .map(|f| f.block_count())
+        .collect();
+    assert_eq!(blocks, [3, 2, 1]);
     assert_eq!(loaded.manifest().name, "tiny");
     assert_eq!(
         loaded.manifest().training,

@@ -227,6 +227,10 @@ fn pooled_flow_inputs_are_local_means_on_every_path() {
     assert!(cfg.validate().is_ok());
     cfg.flow.input_pool = 2;
     assert!(cfg.validate().is_err(), "an even window is refused");
+    cfg.flow.input_pool = 1;
+    cfg.flow.blocks_per_tap = Some([2, 0, 2]);
+    let err = cfg.validate().unwrap_err().to_string();
+    assert!(err.contains("[2, 0, 2] blocks"), "{err}");
 }
 
 #[test]

@@ -24,7 +24,8 @@ pub struct FlowConfig {
     /// Coupling blocks per flow.
     pub blocks: usize,
     /// Coupling blocks of each tap's flow (stride 8, 16, 32 for Lite0), instead of `blocks`
-    /// for all three (docs/accuracy.md, item 33).
+    /// for all three (docs/accuracy.md, item 33). Left out of checkpoints when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub blocks_per_tap: Option<[usize; 3]>,
     /// Channels of the positional-encoding condition (multiple of 4).
     pub condition_channels: i64,
