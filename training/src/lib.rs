@@ -11,6 +11,7 @@ pub mod calibrate;
 pub mod config;
 pub mod data;
 pub mod demo_data;
+pub mod epoch_loss;
 pub mod evaluate;
 pub mod report;
 pub mod schedule;

@@ -3,6 +3,7 @@
 //! the extractor never change. Loss: per-pixel binary cross-entropy with soft labels.
 
 use crate::config::Stage1Config;
+use crate::epoch_loss::EpochLoss;
 use crate::schedule::cosine;
 use crate::synth::{DefectSynthesizer, Sample};
 use clsflow::preprocess::images_to_batch;
@@ -78,7 +79,7 @@ pub fn train_epoch(
     order.shuffle(rng);
     let steps = steps_per_epoch(cfg, n);
     let total = steps * (cfg.frozen_epochs + cfg.joint_epochs);
-    let (mut sum, mut count) = (0.0, 0usize);
+    let mut losses = EpochLoss::default();
     for (i, chunk) in order.chunks(cfg.batch_size).enumerate() {
         if stop.load(Ordering::SeqCst) {
             return Ok(None);
@@ -110,18 +111,8 @@ pub fn train_epoch(
         let loss =
             logits.binary_cross_entropy_with_logits::<Tensor>(&target, None, None, Reduction::Mean);
         opt.backward_step(&loss);
-        let l = loss.double_value(&[]);
-        if !l.is_finite() {
-            anyhow::bail!(
-                "stage 1 loss became {l} at epoch {} step {i}: lower the learning rate",
-                epoch + 1
-            );
-        }
-        sum += l;
-        count += 1;
-        pb.inc(1);
-        pb.set_message(format!("loss {:.4}", sum / count as f64));
+        losses.add(loss.double_value(&[]), "stage 1", epoch, i, pb, "")?;
     }
     model.set_backbone_trainable(false);
-    Ok(Some(sum / count.max(1) as f64))
+    Ok(Some(losses.mean()))
 }

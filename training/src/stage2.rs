@@ -3,6 +3,7 @@
 //! batch of feature vectors with their positional conditions.
 
 use crate::config::Stage2Config;
+use crate::epoch_loss::EpochLoss;
 use crate::schedule::warmup_cosine;
 use clsflow::flow::{ConditionalFlow, flow_loss};
 use clsflow::preprocess::images_to_batch;
@@ -174,7 +175,7 @@ impl FlowJob {
         order.truncate(steps * cfg.fiber_batch);
         let total = steps * cfg.epochs;
         let warmup = steps * cfg.warmup_epochs;
-        let (mut sum, mut count) = (0.0, 0usize);
+        let mut losses = EpochLoss::default();
         for (i, chunk) in order.chunks(cfg.fiber_batch).enumerate() {
             if stop.load(Ordering::SeqCst) {
                 return Ok(None);
@@ -192,19 +193,17 @@ impl FlowJob {
                 .to_device(self.device);
             let loss = flow_loss(&self.flow.log_prob(&x, &c), self.flow.channels());
             self.opt.backward_step(&loss);
-            let l = loss.double_value(&[]);
-            if !l.is_finite() {
-                anyhow::bail!(
-                    "flow {tap} loss became {l} at epoch {} step {i}: lower the learning rate",
-                    epoch + 1
-                );
-            }
-            sum += l;
-            count += 1;
-            pb.inc(1);
-            pb.set_message(format!("flow {tap} loss {:.4}", sum / count as f64));
+            let what = format!("flow {tap}");
+            losses.add(
+                loss.double_value(&[]),
+                &what,
+                epoch,
+                i,
+                pb,
+                &format!("{what} "),
+            )?;
         }
-        Ok(Some(sum / count.max(1) as f64))
+        Ok(Some(losses.mean()))
     }
 }
 
