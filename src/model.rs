@@ -59,15 +59,13 @@ impl ModelConfig {
                 self.input_size
             )));
         }
-        if (0..3).any(|tap| self.flow.blocks_at(tap) == 0)
+        let blocks = [0, 1, 2].map(|tap| self.flow.blocks_at(tap));
+        if blocks.contains(&0)
             || self.flow.condition_channels < 4
             || self.flow.condition_channels % 4 != 0
         {
             return Err(Error::Config(format!(
-                "flows need at least one block and a condition width that is a positive multiple of 4, got {:?} blocks and {} channels",
-                (0..3)
-                    .map(|tap| self.flow.blocks_at(tap))
-                    .collect::<Vec<_>>(),
+                "flows need at least one block and a condition width that is a positive multiple of 4, got {blocks:?} blocks and {} channels",
                 self.flow.condition_channels
             )));
         }

@@ -79,7 +79,7 @@ pub fn train_epoch(
     order.shuffle(rng);
     let steps = steps_per_epoch(cfg, n);
     let total = steps * (cfg.frozen_epochs + cfg.joint_epochs);
-    let mut losses = EpochLoss::default();
+    let mut losses = EpochLoss::new("stage 1", "");
     for (i, chunk) in order.chunks(cfg.batch_size).enumerate() {
         if stop.load(Ordering::SeqCst) {
             return Ok(None);
@@ -111,7 +111,7 @@ pub fn train_epoch(
         let loss =
             logits.binary_cross_entropy_with_logits::<Tensor>(&target, None, None, Reduction::Mean);
         opt.backward_step(&loss);
-        losses.add(loss.double_value(&[]), "stage 1", epoch, i, pb, "")?;
+        losses.add(loss.double_value(&[]), epoch, i, pb)?;
     }
     model.set_backbone_trainable(false);
     Ok(Some(losses.mean()))

@@ -175,7 +175,7 @@ impl FlowJob {
         order.truncate(steps * cfg.fiber_batch);
         let total = steps * cfg.epochs;
         let warmup = steps * cfg.warmup_epochs;
-        let mut losses = EpochLoss::default();
+        let mut losses = EpochLoss::new(format!("flow {tap}"), format!("flow {tap} "));
         for (i, chunk) in order.chunks(cfg.fiber_batch).enumerate() {
             if stop.load(Ordering::SeqCst) {
                 return Ok(None);
@@ -193,15 +193,7 @@ impl FlowJob {
                 .to_device(self.device);
             let loss = flow_loss(&self.flow.log_prob(&x, &c), self.flow.channels());
             self.opt.backward_step(&loss);
-            let what = format!("flow {tap}");
-            losses.add(
-                loss.double_value(&[]),
-                &what,
-                epoch,
-                i,
-                pb,
-                &format!("{what} "),
-            )?;
+            losses.add(loss.double_value(&[]), epoch, i, pb)?;
         }
         Ok(Some(losses.mean()))
     }
@@ -253,14 +245,12 @@ pub fn train_round(
         pb.finish_and_clear();
         loss.map(|l| (l, t.elapsed().as_secs_f64()))
     };
+    let here = |job: &mut &mut FlowJob| {
+        let (r, pb) = (rng(job.tap), bar(job));
+        run(job, r, pb)
+    };
     let Some(h) = helper_job(jobs) else {
-        return jobs
-            .iter_mut()
-            .map(|job| {
-                let (r, pb) = (rng(job.tap), bar(job));
-                run(job, r, pb)
-            })
-            .collect();
+        return jobs.iter_mut().map(here).collect();
     };
     let threads = tch::get_num_threads();
     let (before, rest) = jobs.split_at_mut(h);
@@ -278,10 +268,7 @@ pub fn train_round(
         let mine: Vec<EpochResult> = before
             .iter_mut()
             .chain(after.iter_mut())
-            .map(|job| {
-                let (r, pb) = (rng(job.tap), bar(job));
-                run(job, r, pb)
-            })
+            .map(here)
             .collect();
         let theirs = handle
             .join()

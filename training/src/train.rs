@@ -430,6 +430,7 @@ pub fn train(
             );
         }
     }
+    // the flows' training rows are not needed past this point: free them before calibration
     drop(jobs);
 
     // Calibration
