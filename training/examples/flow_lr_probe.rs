@@ -27,7 +27,7 @@ fn main() -> anyhow::Result<()> {
     let lrs: Vec<f64> = a[4..].iter().map(|v| v.parse()).collect::<Result<_, _>>()?;
     let (trained, manifest) = checkpoint::load(&run.join("model.clsflow"), Device::Cpu)?;
     let state = TrainState::load(run)?;
-    let (train_imgs, hold_imgs) = state.good_images(trained.config().input_size as u32)?;
+    let (train_imgs, hold_imgs) = state.good_images()?;
     let norm = manifest.normalization;
     let pb = ProgressBar::hidden();
     let feats = stage2::extract_features(&trained, &train_imgs, &norm, &pb);

@@ -28,7 +28,7 @@ fn main() -> anyhow::Result<()> {
     let a: Vec<String> = std::env::args().collect();
     let run = Path::new(&a[1]);
     let (model, manifest) = checkpoint::load(&run.join("model.clsflow"), Device::Cpu)?;
-    let (train, held) = TrainState::load(run)?.good_images(model.config().input_size as u32)?;
+    let (train, held) = TrainState::load(run)?.good_images()?;
     let pb = ProgressBar::hidden();
     let ft = stage2::extract_features(&model, &train, &manifest.normalization, &pb);
     let fh = stage2::extract_features(&model, &held, &manifest.normalization, &pb);

@@ -16,8 +16,7 @@ fn main() -> anyhow::Result<()> {
     let model = run.join("model.clsflow");
     let full = Detector::load(&model, &opts(false))?;
     let half = Detector::load(&model, &opts(true))?;
-    let size = full.model().config().input_size as u32;
-    let (train, held) = TrainState::load(run)?.good_images(size)?;
+    let (train, held) = TrainState::load(run)?.good_images()?;
     let sample: Vec<_> = train.iter().step_by(9).cloned().collect();
     for (name, imgs) in [
         ("held-out good", &held),

@@ -66,7 +66,7 @@ fn main() -> anyhow::Result<()> {
     let run = Path::new(&a[1]);
     let (model, manifest) = checkpoint::load(&run.join("model.clsflow"), Device::Cpu)?;
     let s = model.config().input_size as usize;
-    let (_, held) = TrainState::load(run)?.good_images(s as u32)?;
+    let (_, held) = TrainState::load(run)?.good_images()?;
     let sc = &manifest.scoring;
     let heads = head_outputs(&model, &held, &manifest.normalization);
     // each tap on its own grid: where is log p lowest, by ring (0 = the outermost cells)?

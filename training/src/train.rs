@@ -4,7 +4,7 @@
 
 use crate::calibrate::{Calibration, calibrate};
 use crate::config::TrainConfig;
-use crate::data::{Dataset, load_images, load_images_for, progress};
+use crate::data::{Dataset, load_images_for, progress};
 use crate::synth::DefectSynthesizer;
 use crate::synth::foreground::{ForegroundRule, foreground_mask, rule_for_category};
 use crate::synth::textures::load_textures;
@@ -55,16 +55,20 @@ impl TrainState {
         serde_json::from_str(&text).with_context(|| format!("{}: unreadable", path.display()))
     }
 
-    /// The run's good images resized to `size`: those the stages trained on, and the held-out
-    /// ones (for diagnostics on training data, e.g. `training/examples/good_gap.rs`).
-    pub fn good_images(&self, size: u32) -> Result<(Vec<RgbImage>, Vec<RgbImage>)> {
+    /// The run's good images as its networks saw them (resized, and cut into tiles with
+    /// `resize = "tile"`, by the run's own config): those the stages trained on, and the
+    /// held-out ones (for diagnostics on training data, e.g. `training/examples/good_gap.rs`).
+    pub fn good_images(&self) -> Result<(Vec<RgbImage>, Vec<RgbImage>)> {
+        let (size, resize) = (
+            self.config.model.input_size as u32,
+            self.config.model.resize,
+        );
         let load = |paths: &[PathBuf], what: &str| -> Result<Vec<RgbImage>> {
-            Ok(
-                load_images(paths, size, self.config.data.on_bad_image, what)?
-                    .into_iter()
-                    .map(|(_, img)| img)
-                    .collect(),
-            )
+            let images = load_images_for(paths, size, resize, self.config.data.on_bad_image, what)?
+                .into_iter()
+                .map(|(_, img)| img)
+                .collect();
+            Ok(TiledImages::new(images, size).tiles)
         };
         Ok((
             load(&self.train, "training images")?,

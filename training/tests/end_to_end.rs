@@ -286,6 +286,19 @@ fn tiled_training_and_evaluation_on_real_non_square_images() {
     assert_eq!(images, 15);
     assert!(tiles > images, "{tiles} tiles of {images} images");
     assert_eq!(summary["resize"], "tile");
+    // the diagnostics (training/examples) see the same inputs as the stages: tiles, not stretches
+    let (train_inputs, held_inputs) = r.state.good_images().unwrap();
+    assert_eq!(train_inputs.len() as u64, tiles);
+    assert_eq!(
+        held_inputs.len() as u64,
+        summary["holdout_tiles"].as_u64().unwrap()
+    );
+    assert!(
+        train_inputs
+            .iter()
+            .chain(&held_inputs)
+            .all(|t| t.dimensions() == (64, 64))
+    );
     let cal = &r.calibration;
     assert_eq!(cal.holdout_images, 5, "thresholds from whole images");
     assert_eq!(cal.holdout_scores.len(), 5);
