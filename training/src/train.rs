@@ -59,22 +59,29 @@ impl TrainState {
     /// `resize = "tile"`, by the run's own config): those the stages trained on, and the
     /// held-out ones (for diagnostics on training data, e.g. `training/examples/good_gap.rs`).
     pub fn good_images(&self) -> Result<(Vec<RgbImage>, Vec<RgbImage>)> {
-        let (size, resize) = (
-            self.config.model.input_size as u32,
-            self.config.model.resize,
-        );
         let load = |paths: &[PathBuf], what: &str| -> Result<Vec<RgbImage>> {
-            let images = load_images_for(paths, size, resize, self.config.data.on_bad_image, what)?
-                .into_iter()
-                .map(|(_, img)| img)
-                .collect();
-            Ok(TiledImages::new(images, size).tiles)
+            Ok(network_inputs(paths, &self.config, what)?.tiles)
         };
         Ok((
             load(&self.train, "training images")?,
             load(&self.holdout, "held-out images")?,
         ))
     }
+}
+
+/// Images of `paths` as the run's networks see them: resized by its `resize` and cut into
+/// tiles (one tile per image with `stretch`); none loaded, and no progress bar, for no paths.
+fn network_inputs(paths: &[PathBuf], cfg: &TrainConfig, what: &str) -> Result<TiledImages> {
+    let size = cfg.model.input_size as u32;
+    let images = if paths.is_empty() {
+        Vec::new()
+    } else {
+        load_images_for(paths, size, cfg.model.resize, cfg.data.on_bad_image, what)?
+            .into_iter()
+            .map(|(_, img)| img)
+            .collect()
+    };
+    Ok(TiledImages::new(images, size))
 }
 
 /// What a finished run wrote.
@@ -245,36 +252,8 @@ pub fn train(
         state.holdout.len()
     );
     let resize = cfg.model.resize;
-    let train_tiled = TiledImages::new(
-        load_images_for(
-            &train_files,
-            size,
-            resize,
-            cfg.data.on_bad_image,
-            "loading train",
-        )?
-        .into_iter()
-        .map(|(_, i)| i)
-        .collect(),
-        size,
-    );
-    let hold_tiled = TiledImages::new(
-        if state.holdout.is_empty() {
-            Vec::new()
-        } else {
-            load_images_for(
-                &state.holdout,
-                size,
-                resize,
-                cfg.data.on_bad_image,
-                "loading held-out",
-            )?
-            .into_iter()
-            .map(|(_, i)| i)
-            .collect()
-        },
-        size,
-    );
+    let train_tiled = network_inputs(&train_files, &cfg, "loading train")?;
+    let hold_tiled = network_inputs(&state.holdout, &cfg, "loading held-out")?;
     if train_tiled.is_tiled() {
         eprintln!(
             "tiles: {} of the training and {} of the held-out images, {:.2} per image",
