@@ -218,6 +218,16 @@ impl ConvBn {
         }
     }
 
+    /// Folds (`true`: [`Self::fold`]) or goes back to convolution then normalisation (`false`),
+    /// which training through this pair needs: the folded form is detached.
+    pub fn set_folded(&mut self, folded: bool) {
+        if folded {
+            self.fold();
+        } else {
+            self.folded = None;
+        }
+    }
+
     /// Computes the folded convolution from the current weights. Call again after the weights
     /// change (training, precision conversion); until then the folded form is used.
     pub fn fold(&mut self) {

@@ -35,12 +35,19 @@ fn taps_and_logits_match_reference() {
     // inference form: BatchNorms folded into the convolutions, channels-last input (as
     // `Backbone::forward` lays it out)
     let (_vs, mut folded) = lite0_with_head();
-    folded.fold_batch_norms();
+    folded.set_batch_norms_folded(true);
     let nhwc = input
         .permute([0, 2, 3, 1])
         .contiguous()
         .permute([0, 3, 1, 2]);
     check_against_reference(&folded, &nhwc, &refs, "folded, channels-last");
+    // unfolded again (as before a joint stage-1 epoch), it is the loaded network to the bit
+    folded.set_batch_norms_folded(false);
+    let again = tch::no_grad(|| folded.forward_taps(input));
+    let loaded = tch::no_grad(|| net.forward_taps(input));
+    for (l, (a, b)) in again.iter().zip(&loaded).enumerate() {
+        assert!(a.equal(b), "tap {l} differs after unfolding");
+    }
 }
 
 fn check_against_reference(

@@ -81,12 +81,12 @@ impl MbConv {
         if self.residual { h + x } else { h }
     }
 
-    fn fold(&mut self) {
+    fn set_folded(&mut self, folded: bool) {
         if let Some(expand) = &mut self.expand {
-            expand.fold();
+            expand.set_folded(folded);
         }
-        self.depthwise.fold();
-        self.project.fold();
+        self.depthwise.set_folded(folded);
+        self.project.set_folded(folded);
     }
 }
 
@@ -140,14 +140,14 @@ impl EfficientNetLite0 {
         EfficientNetLite0 { stem, blocks, head }
     }
 
-    /// Folds every BatchNorm into its convolution for inference (see [`ConvBn::fold`]).
-    pub fn fold_batch_norms(&mut self) {
-        self.stem.fold();
+    /// Folds every BatchNorm into its convolution, or unfolds them (see [`ConvBn::set_folded`]).
+    pub fn set_batch_norms_folded(&mut self, folded: bool) {
+        self.stem.set_folded(folded);
         for block in &mut self.blocks {
-            block.fold();
+            block.set_folded(folded);
         }
         if let Some(head) = &mut self.head {
-            head.conv.fold();
+            head.conv.set_folded(folded);
         }
     }
 

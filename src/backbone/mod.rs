@@ -126,12 +126,12 @@ impl Backbone {
         }
     }
 
-    /// Folds every BatchNorm into its convolution for inference; call again after the weights
-    /// change.
-    pub fn fold_batch_norms(&mut self) {
+    /// Folds every BatchNorm into its convolution (`true`; call again after the weights change)
+    /// or unfolds them (`false`), which training the extractor needs.
+    pub fn set_batch_norms_folded(&mut self, folded: bool) {
         match self {
-            Backbone::EfficientNetLite0(m) => m.fold_batch_norms(),
-            Backbone::ResNet(m) => m.fold_batch_norms(),
+            Backbone::EfficientNetLite0(m) => m.set_batch_norms_folded(folded),
+            Backbone::ResNet(m) => m.set_batch_norms_folded(folded),
         }
     }
 }

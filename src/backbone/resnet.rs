@@ -40,9 +40,9 @@ impl Block {
         (h + identity).relu()
     }
 
-    fn fold(&mut self) {
+    fn set_folded(&mut self, folded: bool) {
         for conv in self.convs.iter_mut().chain(&mut self.downsample) {
-            conv.fold();
+            conv.set_folded(folded);
         }
     }
 }
@@ -139,11 +139,11 @@ impl ResNet {
         ResNet { stem, layers }
     }
 
-    /// Folds every BatchNorm into its convolution for inference (see [`ConvBn::fold`]).
-    pub fn fold_batch_norms(&mut self) {
-        self.stem.fold();
+    /// Folds every BatchNorm into its convolution, or unfolds them (see [`ConvBn::set_folded`]).
+    pub fn set_batch_norms_folded(&mut self, folded: bool) {
+        self.stem.set_folded(folded);
         for block in self.layers.iter_mut().flatten() {
-            block.fold();
+            block.set_folded(folded);
         }
     }
 

@@ -13,12 +13,14 @@
 //!   images + the same images with synthetic defects, made from textures kept out of stage 1
 //!   when `holdout_textures` > 0) are computed for every candidate weight. The fused map's weight
 //!   is the SMALLEST one within `fusion_tolerance` of the best mean of the three; the image
-//!   score's weight the smallest one within the same tolerance of the best image AUROC, since the
-//!   score is judged at image level only (the pixel metrics reward classifier weight that costs
-//!   image AUROC on real good images, docs/accuracy.md items 10-15). The image score is the map's
-//!   maximum or the mean of its top fraction (item 25): each of `score_top_fractions` is scored
-//!   by its best validation image AUROC over the weights, and one other than the first (the
-//!   paper's max) needs a gain above `fusion_tolerance`. The classifier was trained
+//!   score's weight the smallest one within one standard error of the best image AUROC
+//!   (`score_tolerance_se`, Hanley and McNeil's closed form; at least `fusion_tolerance`; item
+//!   43), since the score is judged at image level only (the pixel metrics reward classifier
+//!   weight that costs image AUROC on real good images, docs/accuracy.md items 10-15). The image
+//!   score is the map's maximum or the mean of its top fraction (item 25): each of
+//!   `score_top_fractions` is scored by its best validation image AUROC over the weights, and
+//!   one other than the first (the paper's max) needs a gain above that same tolerance. The
+//!   classifier was trained
 //!   on defects from this very synthesiser, so the validation set flatters it: a weight is raised
 //!   only when the gain is clear, not for a tie;
 //! - thresholds: max(largest held-out good value, mean + k std of held-out good values), k = 3 by
@@ -31,7 +33,7 @@
 use crate::config::CalibrationConfig;
 use crate::stage2::image_batches;
 use crate::synth::DefectSynthesizer;
-use clsflow::metrics::{auroc, map_metrics};
+use clsflow::metrics::{auroc, auroc_standard_error, map_metrics};
 use clsflow::scoring::{
     Scoring, centre_taps, combine, flow_map, image_score, image_scores, tap_stats,
 };
@@ -98,6 +100,9 @@ pub struct Calibration {
     /// Every image-score reduction with its validation image AUROC per score weight (empty when
     /// the weights were fixed).
     pub score_reductions: Vec<ScoreCandidate>,
+    /// The gain in validation image AUROC a larger score weight needed: `fusion_tolerance` or
+    /// `score_tolerance_se` standard errors of the best AUROC, the larger (item 43).
+    pub score_weight_tolerance: f64,
     /// Every candidate weight with its validation figures (empty when the weight was fixed).
     pub candidates: Vec<Candidate>,
     /// Every tap aggregation and reference with the flow branch's validation figures (empty
@@ -423,10 +428,25 @@ pub fn calibrate(
         .fusion_weight
         .or_else(|| pick_weight(&candidates, cfg.fusion_tolerance, |c| c.objective))
         .unwrap_or(1.0);
-    // the image score's reduction, then its weight under that reduction
+    // the image score's reduction, then its weight under that reduction, each needing a gain
+    // above one standard error of the validation image AUROC (item 43)
+    let score_tolerance = |best: f64| {
+        let se = auroc_standard_error(best, synthetic_defects, holdout.len()).unwrap_or(0.0);
+        cfg.fusion_tolerance.max(cfg.score_tolerance_se * se)
+    };
+    let best_score = score_reductions
+        .iter()
+        .map(ScoreCandidate::best)
+        .fold(f64::NEG_INFINITY, f64::max);
     let reduction = score_reductions
-        .get(pick_reduction(&score_reductions, cfg.fusion_tolerance))
+        .get(pick_reduction(
+            &score_reductions,
+            score_tolerance(best_score),
+        ))
         .cloned();
+    let score_weight_tolerance = reduction
+        .as_ref()
+        .map_or(cfg.fusion_tolerance, |r| score_tolerance(r.best()));
     let score_top_fraction = reduction.as_ref().map_or_else(
         || cfg.score_top_fractions.first().copied().unwrap_or(0.0),
         |r| r.top_fraction,
@@ -436,7 +456,7 @@ pub fn calibrate(
         .or(cfg.fusion_weight)
         .or_else(|| {
             let r = reduction.as_ref()?;
-            pick_weight_by(&r.image_auroc, cfg.fusion_tolerance)
+            pick_weight_by(&r.image_auroc, score_weight_tolerance)
         })
         .unwrap_or(fusion_weight);
     let scoring = Scoring {
@@ -464,6 +484,7 @@ pub fn calibrate(
             ..scoring
         },
         score_reductions,
+        score_weight_tolerance,
         candidates,
         aggregations,
         holdout_images: layouts.len(),
@@ -591,6 +612,23 @@ mod tests {
         assert_eq!(pick_weight(&c, 0.005, |c| c.objective), Some(8.0));
         assert_eq!(pick_weight(&c, 0.005, |c| c.image_auroc), Some(1.0));
         assert_eq!(pick_weight(&c, 0.0, |c| c.image_auroc), Some(2.0));
+    }
+
+    #[test]
+    fn one_standard_error_keeps_the_smaller_score_weight() {
+        // run AD's validation image AUROCs (76 good images, 70 synthetic defects) at w_s =
+        // 0.6 ... 8: 0.005 takes 2 for a gain of 0.006, about two thirds of a standard error
+        let scored = [
+            (0.6, 0.97274),
+            (1.0, 0.98045),
+            (2.0, 0.98684),
+            (4.0, 0.98797),
+            (8.0, 0.98571),
+        ];
+        let se = auroc_standard_error(0.98797, 70, 76).unwrap();
+        assert!((0.009..0.0097).contains(&se), "{se}");
+        assert_eq!(pick_weight_by(&scored, 0.005), Some(2.0));
+        assert_eq!(pick_weight_by(&scored, se), Some(1.0));
     }
 
     #[test]

@@ -146,6 +146,11 @@ pub struct CalibrationConfig {
     /// The smallest candidate within this much of the best validation objective is chosen (the
     /// synthetic validation set flatters the classifier, which was trained on such defects).
     pub fusion_tolerance: f64,
+    /// The image score's weight and reduction, judged on validation image AUROC alone, need a
+    /// gain above this many standard errors of that AUROC (Hanley and McNeil; about 0.009 for
+    /// 76 good images and 70 defects at 0.98), or above `fusion_tolerance` where that is larger:
+    /// the one-standard-error rule (docs/accuracy.md, item 43). 0 = `fusion_tolerance` alone.
+    pub score_tolerance_se: f64,
     /// Threshold = max(max held-out good score, mean + this many standard deviations).
     pub threshold_sigmas: f64,
     /// Fraction of the texture images kept out of stage 1: the synthetic validation defects are
@@ -228,6 +233,7 @@ impl Default for CalibrationConfig {
             fusion_weight: None,
             score_weight: None,
             fusion_tolerance: 0.005,
+            score_tolerance_se: 1.0,
             threshold_sigmas: 3.0,
             holdout_textures: 0.0,
             tap_aggregation: AggregationChoice::Auto,
@@ -318,6 +324,12 @@ impl TrainConfig {
             bail!(
                 "calibration.fusion_tolerance = {}: must be in [0, 1)",
                 c.fusion_tolerance
+            );
+        }
+        if !(c.score_tolerance_se.is_finite() && c.score_tolerance_se >= 0.0) {
+            bail!(
+                "calibration.score_tolerance_se = {}: must be a finite number >= 0",
+                c.score_tolerance_se
             );
         }
         for (name, w) in [

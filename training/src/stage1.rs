@@ -73,6 +73,13 @@ pub fn train_epoch(
     pb: &ProgressBar,
 ) -> anyhow::Result<Option<f64>> {
     let frozen = epoch < cfg.frozen_epochs;
+    if !frozen && model.extractor_folded() {
+        anyhow::bail!(
+            "stage 1 epoch {}: the extractor's BatchNorms are folded (detached), so this joint \
+             epoch could not train it; unfold them first",
+            epoch + 1
+        );
+    }
     model.set_backbone_trainable(!frozen);
     let n = data.images.len();
     let mut order: Vec<usize> = (0..n * cfg.repeat).map(|i| i % n).collect();

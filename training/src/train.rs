@@ -182,7 +182,7 @@ pub fn train(
     std::fs::create_dir_all(out)
         .with_context(|| format!("cannot create output folder {}", out.display()))?;
     let ds = Dataset::open(data)?;
-    let (mut state, model) = if resume {
+    let (mut state, mut model) = if resume {
         let state = TrainState::load(out).with_context(|| {
             format!(
                 "--resume: no usable {} in {} (nothing to resume)",
@@ -331,6 +331,8 @@ pub fn train(
                 &format!("stage1 {}/{}", epoch + 1, s1_total),
             );
             let mut rng = epoch_rng(cfg.seed, 1, epoch);
+            // the frozen extractor runs folded (0.8x its time); a joint epoch trains it unfolded
+            model.set_extractor_folded(epoch < cfg.stage1.frozen_epochs);
             let loss = stage1::train_epoch(
                 &model,
                 &mut opt,
@@ -357,6 +359,8 @@ pub fn train(
         }
     }
     model.set_backbone_trainable(false);
+    // the extractor is final from here on: stage 2 and calibration run it folded, as a detector does
+    model.set_extractor_folded(true);
 
     // Stage 2
     let pb = progress(train_imgs.len() as u64, "features");
