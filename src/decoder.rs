@@ -39,7 +39,7 @@ pub struct DecoderConfig {
 impl DecoderConfig {
     /// The default decoder for a backbone: the paper's shape for the ResNets (head = half the
     /// deepest tap, four stages 256..32 with 3, 6, 4, 3 bottlenecks, output at full resolution);
-    /// for Lite0, whose taps are narrow and whose extractor costs far less, a decoder scaled to it:
+    /// for the Lite models, whose taps are narrow and whose extractor costs far less, a decoder scaled to it:
     /// two stages (128, 64 channels) ending at stride 4, so that the classifier adds a fraction of
     /// the extractor's time rather than more than the extractor itself.
     pub fn for_backbone(kind: BackboneKind) -> Self {
@@ -55,7 +55,9 @@ impl DecoderConfig {
                     Upsample::Bilinear
                 },
             },
-            BackboneKind::EfficientnetLite0 => DecoderConfig {
+            BackboneKind::EfficientnetLite0
+            | BackboneKind::EfficientnetLite1
+            | BackboneKind::EfficientnetLite2 => DecoderConfig {
                 head_channels: deep / 2,
                 stage_channels: vec![128, 64],
                 stage_blocks: vec![3, 4],

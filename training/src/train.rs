@@ -212,7 +212,7 @@ pub fn train(
         let w = cfg.weights_path();
         if !w.exists() {
             bail!(
-                "ImageNet weights {} not found: run scripts/setup.sh (Lite0) or export torchvision weights (README, 'ResNet weights'), or pass --weights",
+                "ImageNet weights {} not found: run scripts/setup.sh (EfficientNet-Lite) or export torchvision weights (README, 'ResNet weights'), or pass --weights",
                 w.display()
             );
         }
