@@ -265,3 +265,34 @@ fn unknown_version_and_foreign_files_are_rejected() {
     let msg = load_err(&dir.path().join("nope.clsflow"));
     assert!(msg.contains("nope.clsflow"), "{msg}");
 }
+
+#[test]
+fn lite2_model_round_trips() {
+    // The larger extractor: its wider taps shape the decoder and flows, and the manifest names it.
+    let dir = tempfile::tempdir().unwrap();
+    tch::manual_seed(5);
+    let config = clsflow::ModelConfig {
+        backbone: clsflow::BackboneKind::EfficientnetLite2,
+        ..common::tiny_config()
+    };
+    let model = ClsFlowModel::new(config, Device::Cpu).unwrap();
+    let det = Detector::from_model(model, Scoring::default(), "tiny-lite2");
+    let path = dir.path().join("lite2.clsflow");
+    det.save(&path, None).unwrap();
+    let m = checkpoint::read_manifest(&path).unwrap();
+    assert_eq!(m.tap_channels, [48, 120, 352]);
+    assert_eq!(m.config.backbone, clsflow::BackboneKind::EfficientnetLite2);
+    let loaded = Detector::load(
+        &path,
+        &DetectorOptions {
+            device: "cpu".into(),
+            half: false,
+        },
+    )
+    .unwrap();
+    let input = images();
+    let a = det.detect_batch(&input).unwrap();
+    let b = loaded.detect_batch(&input).unwrap();
+    assert!(a.fused.equal(&b.fused), "Lite2 maps differ after save/load");
+    assert_eq!(a.fused.size(), vec![2, 1, 64, 64]);
+}

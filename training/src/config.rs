@@ -38,7 +38,8 @@ pub struct TrainConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
-    /// Feature extractor.
+    /// Feature extractor: `efficientnet_lite0` (the CPU default), `efficientnet_lite1`,
+    /// `efficientnet_lite2`, `resnet18` or `wide_resnet50_2`.
     pub backbone: BackboneKind,
     /// Network input side (multiple of 32).
     #[serde(default = "default_input_size")]

@@ -2,7 +2,11 @@
 //! also runs on GPU servers without it). All rows use the same weights; ratios are to the
 //! backbone-alone floor of the same device and batch.
 //!
-//! clsflow-bench [--model M.clsflow] [--config configs/cpu-fast.toml] [--device cpu|cuda|all] [--iters N]
+//! clsflow-bench [--model M.clsflow] [--config configs/cpu-fast.toml] [--compare-config C.toml]
+//!               [--device cpu|cuda|all] [--iters N]
+//!
+//! `--compare-config` adds the backbone-alone and full-detector rows of a second architecture (for
+//! example another backbone) to the same round robin, so the two compare as a ratio of one run.
 
 use anyhow::Result;
 use clap::Parser;
@@ -25,6 +29,9 @@ struct Args {
     /// Architecture when no --model is given.
     #[arg(long, default_value = "configs/cpu-fast.toml")]
     config: PathBuf,
+    /// A second architecture whose backbone and full detector are timed in the same round robin.
+    #[arg(long)]
+    compare_config: Option<PathBuf>,
     /// cpu, cuda, or all (every available device).
     #[arg(long, default_value = "all")]
     device: String,
@@ -36,7 +43,7 @@ struct Args {
 /// Times every row round-robin (so that load from elsewhere hits all rows alike) after two
 /// warm-up calls each; returns the median milliseconds per call of each row.
 /// A named row: a closure doing one measured call.
-type Row<'a> = (&'static str, Box<dyn FnMut() + 'a>);
+type Row<'a> = (String, Box<dyn FnMut() + 'a>);
 
 fn time_rows(iters: usize, device: Device, rows: &mut [Row<'_>]) -> Vec<f64> {
     let sync = || {
@@ -114,6 +121,27 @@ fn main() -> Result<()> {
             Ok(if half { det.with_half()? } else { det })
         };
         let det = make(false)?;
+        // the architecture to compare with, random weights as the others' when no --model is given
+        let other = match &args.compare_config {
+            Some(c) => {
+                tch::manual_seed(0);
+                let cfg = TrainConfig::load(c)?;
+                let o = Detector::from_model(
+                    ClsFlowModel::new(cfg.model_config(), device)?,
+                    Scoring::default(),
+                    "compare",
+                );
+                anyhow::ensure!(
+                    o.model().config().input_size == det.model().config().input_size,
+                    "--compare-config {}: input size {} differs from {}",
+                    c.display(),
+                    o.model().config().input_size,
+                    det.model().config().input_size
+                );
+                Some(o)
+            }
+            None => None,
+        };
         // half precision rows where it is fast: float16 on CUDA, bfloat16 matmuls on such CPUs
         let det_half = match device {
             Device::Cpu if !clsflow::device::cpu_has_native_bf16() => None,
@@ -145,31 +173,31 @@ fn main() -> Result<()> {
             let dense_b = Tensor::rand([512, 512], (Kind::Float, device));
             let mut rows: Vec<Row<'_>> = vec![
                 (
-                    "backbone forward alone (floor)",
+                    "backbone forward alone (floor)".into(),
                     Box::new(|| tch::no_grad(|| drop(model.features(&x)))),
                 ),
                 (
-                    "full detector (whole-map flows, maps, regions)",
+                    "full detector (whole-map flows, maps, regions)".into(),
                     Box::new(|| regions(&det, &det.detect_batch(&frames).expect("detect"))),
                 ),
                 (
-                    "decoder (classifier head) only",
+                    "decoder (classifier head) only".into(),
                     Box::new(|| tch::no_grad(|| drop(model.cls_logits(&taps, false).sigmoid()))),
                 ),
                 (
-                    "flows only, whole map (folded)",
+                    "flows only, whole map (folded)".into(),
                     Box::new(|| tch::no_grad(|| drop(model.flow_log_prob_maps(&taps)))),
                 ),
                 (
-                    "one dense matmul with the flows' multiply-adds",
+                    "one dense matmul with the flows' multiply-adds".into(),
                     Box::new(|| drop(dense_a.matmul(&dense_b))),
                 ),
                 (
-                    "flows only, CFlow-AD fiber loop (256)",
+                    "flows only, CFlow-AD fiber loop (256)".into(),
                     Box::new(|| tch::no_grad(|| drop(fiber_loop_log_prob_maps(model, &taps, 256)))),
                 ),
                 (
-                    "full detector with fiber-loop flows",
+                    "full detector with fiber-loop flows".into(),
                     Box::new(|| {
                         tch::no_grad(|| {
                             let x = prepare_batch(&frames, s, &norm, Kind::Float).expect("batch");
@@ -182,19 +210,19 @@ fn main() -> Result<()> {
                     }),
                 ),
                 (
-                    "  of which: input conversion (uint8 frames to the normalised batch)",
+                    "  of which: input conversion (uint8 frames to the normalised batch)".into(),
                     Box::new(|| {
                         drop(prepare_batch(&frames, s, &norm, Kind::Float).expect("batch"))
                     }),
                 ),
                 (
-                    "  of which: maps from the heads (flow map, fusion, image scores)",
+                    "  of which: maps from the heads (flow map, fusion, image scores)".into(),
                     Box::new(|| {
                         tch::no_grad(|| drop(maps_from_heads(&logits, &logp, &scoring, s)))
                     }),
                 ),
                 (
-                    "  of which: maps to Rust, regions",
+                    "  of which: maps to Rust, regions".into(),
                     Box::new(|| regions(&det, &maps)),
                 ),
             ];
@@ -205,22 +233,34 @@ fn main() -> Result<()> {
                     taps.each_ref().map(|t| t.shallow_clone())
                 };
                 rows.push((
-                    "flows only, whole map, half (CPU: bfloat16 matmuls)",
+                    "flows only, whole map, half (CPU: bfloat16 matmuls)".into(),
                     Box::new(move || {
                         tch::no_grad(|| drop(dh.model().flow_log_prob_maps(&taps_half)))
                     }),
                 ));
                 rows.push((
-                    "full detector, half",
+                    "full detector, half".into(),
                     Box::new(|| regions(dh, &dh.detect_batch(&frames).expect("detect"))),
+                ));
+            }
+            if let Some(other) = &other {
+                let name = other.model().config().backbone.name();
+                let om = other.model();
+                let ox = prepare_batch(&frames, s, &other.manifest().normalization, Kind::Float)?;
+                rows.push((
+                    format!("backbone forward alone, {name}"),
+                    Box::new(move || tch::no_grad(|| drop(om.features(&ox)))),
+                ));
+                rows.push((
+                    format!("full detector, {name}"),
+                    Box::new(|| regions(other, &other.detect_batch(&frames).expect("detect"))),
                 ));
             }
             let ms: Vec<f64> = time_rows(args.iters, device, &mut rows)
                 .into_iter()
                 .map(|t| t / n)
                 .collect();
-            let names: Vec<&str> = rows.iter().map(|r| r.0).collect();
-            drop(rows);
+            let names: Vec<String> = rows.into_iter().map(|r| r.0).collect();
             let floor = ms[0];
             let name = clsflow::device::device_name(device);
             for (row, ms) in names.iter().zip(&ms) {
