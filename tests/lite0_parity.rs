@@ -121,7 +121,10 @@ fn larger_lite_variants_load_and_classify_the_photo() {
         let p = logits.softmax(1, Kind::Float);
         let top = p.argmax(1, false).int64_value(&[0]);
         let p_top = p.double_value(&[0, top]);
-        assert_eq!(top, 967, "Lite{n}: top-1 class {top} (p {p_top:.2}), not espresso");
+        assert_eq!(
+            top, 967,
+            "Lite{n}: top-1 class {top} (p {p_top:.2}), not espresso"
+        );
         assert!(p_top > 0.3, "Lite{n}: espresso only at p {p_top:.2}");
         // folded for inference, the same taps
         let (mut folded, _keep) = (net, vs);

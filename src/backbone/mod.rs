@@ -32,6 +32,20 @@ pub enum BackboneKind {
 }
 
 impl BackboneKind {
+    /// Every supported extractor.
+    pub const ALL: [BackboneKind; 5] = [
+        BackboneKind::EfficientnetLite0,
+        BackboneKind::EfficientnetLite1,
+        BackboneKind::EfficientnetLite2,
+        BackboneKind::Resnet18,
+        BackboneKind::WideResnet50_2,
+    ];
+
+    /// The kind of a config or manifest name ([`BackboneKind::name`]).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
     /// The EfficientNet-Lite variant, `None` for the ResNets.
     pub fn lite_variant(self) -> Option<LiteVariant> {
         match self {

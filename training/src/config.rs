@@ -38,8 +38,8 @@ pub struct TrainConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
-    /// Feature extractor: `efficientnet_lite0` (the CPU default), `efficientnet_lite1`,
-    /// `efficientnet_lite2`, `resnet18` or `wide_resnet50_2`.
+    /// Feature extractor: `efficientnet_lite0`, `efficientnet_lite1`, `efficientnet_lite2` (the
+    /// CPU default), `resnet18` or `wide_resnet50_2`.
     pub backbone: BackboneKind,
     /// Network input side (multiple of 32).
     #[serde(default = "default_input_size")]
@@ -452,6 +452,17 @@ pub struct Overrides {
     /// ImageNet weights file of the extractor.
     #[arg(long)]
     pub weights: Option<PathBuf>,
+    /// Feature extractor, instead of the config's: efficientnet_lite0, efficientnet_lite1,
+    /// efficientnet_lite2, resnet18, wide_resnet50_2.
+    #[arg(long, value_parser = parse_backbone)]
+    pub backbone: Option<BackboneKind>,
+}
+
+fn parse_backbone(s: &str) -> std::result::Result<BackboneKind, String> {
+    BackboneKind::from_name(s).ok_or_else(|| {
+        let names: Vec<&str> = BackboneKind::ALL.iter().map(|k| k.name()).collect();
+        format!("unknown backbone {s:?}; one of {}", names.join(", "))
+    })
 }
 
 impl Overrides {
@@ -490,6 +501,9 @@ impl Overrides {
         if self.weights.is_some() {
             cfg.model.weights = self.weights.clone();
         }
+        // the decoder's and flows' widths follow the backbone (unless the config sets a decoder),
+        // and so does the default weights file
+        set!(self.backbone, cfg.model.backbone);
         cfg.stage2.warmup_epochs = cfg.stage2.warmup_epochs.min(cfg.stage2.epochs);
         cfg.validate()
     }

@@ -161,3 +161,31 @@ fn flow_regularisers_are_validated() {
         (0.0, [0.0; 3])
     );
 }
+
+#[test]
+fn backbone_override_reshapes_the_model() {
+    let mut c = TrainConfig::load(&configs().join("cpu-fast.toml")).unwrap();
+    assert_eq!(
+        c.model.backbone,
+        BackboneKind::EfficientnetLite2,
+        "the default"
+    );
+    let cli = Cli::parse_from(["x", "--backbone", "efficientnet_lite0"]);
+    cli.o.apply(&mut c).unwrap();
+    let m = c.model_config();
+    assert_eq!(m.backbone, BackboneKind::EfficientnetLite0);
+    assert_eq!(m.decoder.head_channels, 160, "half of Lite0's deepest tap");
+    assert!(
+        c.weights_path().ends_with("efficientnet_lite0.safetensors"),
+        "{}",
+        c.weights_path().display()
+    );
+    let err = Cli::try_parse_from(["x", "--backbone", "resnet50"])
+        .err()
+        .expect("an unknown backbone is refused")
+        .to_string();
+    assert!(
+        err.contains("resnet50") && err.contains("efficientnet_lite2"),
+        "{err}"
+    );
+}
