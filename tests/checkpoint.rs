@@ -54,7 +54,8 @@ fn images() -> Tensor {
     (Tensor::rand([2, 3, 50, 70], (Kind::Float, Device::Cpu)) * 255.0).to_kind(Kind::Uint8)
 }
 
-fn load_err(path: &Path) -> String {
+/// Loads a checkpoint on the CPU in float32.
+fn load_cpu(path: &Path) -> clsflow::Result<Detector> {
     Detector::load(
         path,
         &DetectorOptions {
@@ -62,8 +63,10 @@ fn load_err(path: &Path) -> String {
             half: false,
         },
     )
-    .unwrap_err()
-    .to_string()
+}
+
+fn load_err(path: &Path) -> String {
+    load_cpu(path).unwrap_err().to_string()
 }
 
 /// Rewrites a checkpoint with edited tensors and/or manifest.
@@ -102,14 +105,7 @@ fn rewrite(
 fn save_load_gives_identical_maps() {
     let dir = tempfile::tempdir().unwrap();
     let (path, det) = saved_model(dir.path());
-    let loaded = Detector::load(
-        &path,
-        &DetectorOptions {
-            device: "cpu".into(),
-            half: false,
-        },
-    )
-    .unwrap();
+    let loaded = load_cpu(&path).unwrap();
     assert_eq!(loaded.scoring(), det.scoring());
     assert_eq!(loaded.model().config().input_padding, 32);
     assert_eq!(loaded.model().config().flow.blocks_per_tap, Some([3, 2, 1]));
@@ -282,14 +278,7 @@ fn lite2_model_round_trips() {
     let m = checkpoint::read_manifest(&path).unwrap();
     assert_eq!(m.tap_channels, [48, 120, 352]);
     assert_eq!(m.config.backbone, clsflow::BackboneKind::EfficientnetLite2);
-    let loaded = Detector::load(
-        &path,
-        &DetectorOptions {
-            device: "cpu".into(),
-            half: false,
-        },
-    )
-    .unwrap();
+    let loaded = load_cpu(&path).unwrap();
     let input = images();
     let a = det.detect_batch(&input).unwrap();
     let b = loaded.detect_batch(&input).unwrap();
