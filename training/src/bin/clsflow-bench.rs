@@ -76,6 +76,18 @@ fn regions(det: &Detector, maps: &BatchMaps) {
     }
 }
 
+/// A detector of a config's architecture with seeded random weights: timing needs the shapes,
+/// not trained values.
+fn untrained_detector(config: &std::path::Path, device: Device, name: &str) -> Result<Detector> {
+    tch::manual_seed(0);
+    let cfg = TrainConfig::load(config)?;
+    Ok(Detector::from_model(
+        ClsFlowModel::new(cfg.model_config(), device)?,
+        Scoring::default(),
+        name,
+    ))
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     // as clsflow-train does: timing the kernel's page faults instead of the model would mislead
@@ -108,15 +120,7 @@ fn main() -> Result<()> {
                         half: false,
                     },
                 )?,
-                None => {
-                    tch::manual_seed(0);
-                    let cfg = TrainConfig::load(&args.config)?;
-                    Detector::from_model(
-                        ClsFlowModel::new(cfg.model_config(), device)?,
-                        Scoring::default(),
-                        "bench",
-                    )
-                }
+                None => untrained_detector(&args.config, device, "bench")?,
             };
             Ok(if half { det.with_half()? } else { det })
         };
@@ -124,13 +128,7 @@ fn main() -> Result<()> {
         // the architecture to compare with, random weights as the others' when no --model is given
         let other = match &args.compare_config {
             Some(c) => {
-                tch::manual_seed(0);
-                let cfg = TrainConfig::load(c)?;
-                let o = Detector::from_model(
-                    ClsFlowModel::new(cfg.model_config(), device)?,
-                    Scoring::default(),
-                    "compare",
-                );
+                let o = untrained_detector(c, device, "compare")?;
                 anyhow::ensure!(
                     o.model().config().input_size == det.model().config().input_size,
                     "--compare-config {}: input size {} differs from {}",
