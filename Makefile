@@ -4,13 +4,14 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export GST_PLUGIN_PATH := $(CURDIR)/target/debug$(if $(GST_PLUGIN_PATH),:$(GST_PLUGIN_PATH))
 
-.PHONY: setup test lint unit pipeline-test demo bench eval clean-runs
+.PHONY: setup test lint unit pipeline-test install-test install demo bench eval clean-runs
 
 setup:
 	scripts/setup.sh
 
-# Everything CI runs: setup, formatting, lints, every test of every crate, a real gst-launch pipeline.
-test: setup lint unit pipeline-test
+# Everything `make test` runs: setup, formatting, lints, every test of every crate, a real
+# gst-launch pipeline, and an install into a temporary prefix used with the checkout hidden.
+test: setup lint unit pipeline-test install-test
 
 lint:
 	$(CARGO) fmt --all --check
@@ -21,6 +22,14 @@ unit:
 
 pipeline-test:
 	scripts/pipeline-test.sh
+
+install-test:
+	scripts/install-test.sh
+
+# Install the programs, the plugin, the libtorch libraries they need and the ImageNet weights.
+PREFIX ?= /usr/local
+install: setup
+	scripts/install.sh $(PREFIX)
 
 demo: setup
 	scripts/demo.sh

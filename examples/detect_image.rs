@@ -1,7 +1,8 @@
 //! Loads a checkpoint, scores one image, prints the score and writes a heatmap PNG.
 //!
 //! cargo run --release --example detect_image -- MODEL.clsflow IMAGE [HEATMAP.png] [DEVICE]
-use clsflow::{Detector, DetectorOptions, colormap};
+use clsflow::colormap::{self, HeatScale};
+use clsflow::{Detector, DetectorOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // a program that scores many images on its main thread should do this (see clsflow::alloc)
@@ -29,14 +30,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if d.anomalous { "ANOMALOUS" } else { "normal" }
     );
     let out = args.get(2).cloned().unwrap_or_else(|| "heatmap.png".into());
-    // scale so that the region threshold sits in the middle of the colormap
-    let threshold = detector.scoring().region_threshold;
+    // the fused map at the image's size, the region threshold in the middle of the colour map
     let map = d
         .fused
         .resized(image.width() as usize, image.height() as usize);
-    let lo = map.data.iter().copied().fold(f32::INFINITY, f32::min);
-    let hi = (2.0 * threshold as f32 - lo).max(lo + 1e-6);
-    colormap::render(&map.data, map.width, map.height, lo, hi).save(&out)?;
+    let scale = HeatScale::of_map(&map.data, detector.scoring().region_threshold as f32);
+    colormap::render(&map.data, map.width, map.height, scale).save(&out)?;
     println!("heatmap written to {out}");
     Ok(())
 }

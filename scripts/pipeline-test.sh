@@ -39,6 +39,10 @@ gcc examples/read_meta.c -o "$work/read_meta" $(pkg-config --cflags --libs gstre
 "$work/read_meta" "$src ! anomalydetect name=detect model=$work/run/model.clsflow threshold=0 region-threshold=0 ! fakesink" > "$work/c.txt"
 [ "$(grep -c 'ANOMALOUS map 128x128.*region 0,0 256x256' "$work/c.txt")" -eq 2 ] \
   || { echo "pipeline-test: C reader output unexpected:" >&2; cat "$work/c.txt" >&2; exit 1; }
+# and from Python (examples/read_meta.py, PyGObject): score, verdict, regions from the ROI metas
+/usr/bin/python3 examples/read_meta.py "$src ! anomalydetect name=detect model=$work/run/model.clsflow threshold=0 region-threshold=0 ! fakesink" > "$work/py.txt"
+[ "$(grep -c 'ANOMALOUS defect 0,0 256x256 (confidence' "$work/py.txt")" -eq 2 ] \
+  || { echo "pipeline-test: Python reader output unexpected:" >&2; cat "$work/py.txt" >&2; exit 1; }
 # half=true: bfloat16 flow matmuls on CPUs that have them, else a clear error naming what is missing
 if grep -qw -e avx512_bf16 -e amx_bf16 /proc/cpuinfo; then
   "$work/read_meta" "$src ! anomalydetect name=detect model=$work/run/model.clsflow threshold=0 region-threshold=0 half=true ! fakesink" > "$work/half.txt"
@@ -53,4 +57,4 @@ else
   grep -q "AVX512-BF16" "$work/half.txt" || { echo "pipeline-test: half=true error unclear:" >&2; cat "$work/half.txt" >&2; exit 1; }
   half="half=true: refused with a clear error (no bfloat16 matmuls on this CPU)"
 fi
-echo "pipeline-test: 3 passed, 0 failed (gst-launch: 2 PNG frames in, 2 annotated PNG frames out; C metadata reader; $half)"
+echo "pipeline-test: 4 passed, 0 failed (gst-launch: 2 PNG frames in, 2 annotated PNG frames out; C and Python metadata readers; $half)"

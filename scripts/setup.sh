@@ -19,6 +19,8 @@ APT_PACKAGES=(
   gstreamer1.0-plugins-ugly  # x264enc for the demo's annotated MP4
   fonts-dejavu-core          # score text drawn by anomalyoverlay
   gimp-data gimp-data-extras # 168 texture patterns for synthetic defects
+  patchelf                   # make install: rpaths relative to the installed files
+  python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0  # examples/read_meta.py (tested)
 )
 CUDA=0
 export PIP_ROOT_USER_ACTION=ignore

@@ -1,5 +1,5 @@
 //! The pixelwise classification network: a U-Net-like decoder on the shared extractor's three
-//! taps (METHOD.md section 2). It predicts, per pixel, whether the pixel belongs to a (synthetic)
+//! taps (docs/method.md section 2). It predicts, per pixel, whether the pixel belongs to a (synthetic)
 //! defect; its gradients fine-tune the shared extractor in stage 1.
 
 use crate::backbone::BackboneKind;

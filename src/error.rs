@@ -21,6 +21,9 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+    /// A file the program needs is not where it looked (the message lists where it did).
+    #[error("{0}")]
+    NotFound(String),
     /// A configuration value is out of range or inconsistent.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -19,11 +19,13 @@ pub mod colormap;
 pub mod decoder;
 pub mod detector;
 pub mod device;
+pub mod draw;
 mod error;
 pub mod flow;
 pub mod layers;
 pub mod metrics;
 pub mod model;
+pub mod paths;
 pub mod preprocess;
 pub mod reference;
 pub mod regions;
@@ -40,11 +42,3 @@ pub use model::{ClsFlowModel, ModelConfig};
 pub use scoring::{Scoring, TapAggregation, TapReference, TapReferences, TapStats};
 pub use tch;
 pub use tiling::{InputResize, TileLayout};
-
-/// Folder that holds converted ImageNet weights: `$CLSFLOW_MODELS_DIR`, else `models/` under the
-/// current directory (where `scripts/setup.sh` puts them).
-pub fn models_dir() -> std::path::PathBuf {
-    std::env::var_os("CLSFLOW_MODELS_DIR")
-        .map(Into::into)
-        .unwrap_or_else(|| "models".into())
-}

@@ -1,4 +1,4 @@
-//! Evaluation metrics with the official MVTec AD definitions (METHOD.md section 7), exact (over
+//! Evaluation metrics with the official MVTec AD definitions (docs/method.md section 7), exact (over
 //! sorted scores, ties grouped), no threshold grid.
 
 use image::{GrayImage, Luma};

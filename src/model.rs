@@ -29,7 +29,7 @@ pub struct ModelConfig {
     /// cropped from its taps again, a multiple of the coarsest tap's stride (0: none, the
     /// paper's). With it the outermost feature cells see mirrored surface instead of the
     /// convolutions' zero padding, which otherwise makes them the least likely cells of good
-    /// images (docs/accuracy.md, item 27). Costs ((S + 2p) / S)^2 of the extractor's time.
+    /// images (docs/experiments.md, item 27). Costs ((S + 2p) / S)^2 of the extractor's time.
     #[serde(default)]
     pub input_padding: i64,
     /// The pixelwise classifier.

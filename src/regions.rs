@@ -48,6 +48,58 @@ impl Region {
     }
 }
 
+/// A defect region in the pixels of the frame or image its map was computed for.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FrameRegion {
+    /// Left column of the bounding box.
+    pub x: u32,
+    /// Top row of the bounding box.
+    pub y: u32,
+    /// Bounding box width.
+    pub width: u32,
+    /// Bounding box height.
+    pub height: u32,
+    /// Area in frame pixels (the map pixels scaled to the frame).
+    pub area: u32,
+    /// Largest fused-map value inside.
+    pub max_score: f32,
+    /// Mean fused-map value inside.
+    pub mean_score: f32,
+}
+
+impl FrameRegion {
+    /// The bounding box as (x, y, width, height).
+    pub fn rect(&self) -> (u32, u32, u32, u32) {
+        (self.x, self.y, self.width, self.height)
+    }
+}
+
+/// [`find_regions`] of `map`, with boxes and areas scaled to a frame of `frame_w` x `frame_h`.
+pub fn frame_regions(
+    map: &AnomalyMap,
+    threshold: f32,
+    min_area: u32,
+    frame_w: u32,
+    frame_h: u32,
+) -> Vec<FrameRegion> {
+    let scale = f64::from(frame_w) * f64::from(frame_h) / (map.width * map.height) as f64;
+    find_regions(map, threshold, min_area)
+        .into_iter()
+        .map(|r| {
+            let (x, y, width, height) = r.scaled_box(map.width, map.height, frame_w, frame_h);
+            FrameRegion {
+                x,
+                y,
+                width,
+                height,
+                area: (f64::from(r.area) * scale).round() as u32,
+                max_score: r.max_score,
+                mean_score: r.mean_score,
+            }
+        })
+        .collect()
+}
+
 /// Binary mask (255 where `map > threshold`).
 pub fn threshold_mask(map: &AnomalyMap, threshold: f32) -> GrayImage {
     GrayImage::from_fn(map.width as u32, map.height as u32, |x, y| {

@@ -1,15 +1,15 @@
-//! From network outputs to anomaly maps and image scores (METHOD.md sections 4, 5 and 8).
+//! From network outputs to anomaly maps and image scores (docs/method.md sections 4, 5 and 8).
 //!
 //! - flow map: per tap t = log p / C; p = exp(t - max over the training set of t), upsampled
 //!   bilinearly to the input size and summed over taps (S); inverted as ln(L) - ln(S) with L the
-//!   number of taps, so that it grows with anomaly and needs no test-set statistic. METHOD.md
+//!   number of taps, so that it grows with anomaly and needs no test-set statistic. docs/method.md
 //!   allows any fixed monotone inversion; the paper's max(S) - S saturates in float32 (every
 //!   position with all p below ~1e-7 gets the same value, so clearly anomalous images tie), the
 //!   logarithm computed in float64 keeps them apart;
 //!   the two other tap aggregations ([`TapAggregation`]) first put every tap on the same footing
 //!   (z-score of its anomaly d = max_train t - t against held-out good images), then take the
 //!   mean or the largest over taps: the paper's sum is a soft minimum of the taps' anomalies, so
-//!   a defect that only one tap sees is masked by the others (docs/accuracy.md, item 22);
+//!   a defect that only one tap sees is masked by the others (docs/experiments.md, item 22);
 //!   with the per-position reference ([`TapReference::Position`]) every tap's map is first
 //!   centred position by position (the training images' mean log p / C at the position minus
 //!   their mean over all positions is subtracted), so that positions whose normal features are
@@ -19,7 +19,7 @@
 //! - image score: max of flow + w_s * classifier. The score has its own weight w_s because the
 //!   two uses want different things of the classifier: its maps sharpen the outlines of most
 //!   defects (pixel metrics rise with w), while its occasional spikes on good images cost more
-//!   at image level than its detections gain (docs/accuracy.md, items 10-15). Both weights and
+//!   at image level than its detections gain (docs/experiments.md, items 10-15). Both weights and
 //!   both thresholds are calibrated without test labels; old checkpoints, which have one weight
 //!   and one threshold, use them for both. Instead of the max, the score can be the mean of the
 //!   map's largest values, a fraction q of its pixels (`score_top_fraction`, item 25), which
@@ -130,6 +130,12 @@ pub struct Scoring {
     pub threshold: f64,
     /// Fused-map value above which pixels belong to a defect region.
     pub region_threshold: f64,
+    /// How far the calibrated threshold lies above the median held-out good image score: the
+    /// unit of [`Self::normalized_score`] (a score that far below the threshold maps to 0.1).
+    pub score_spread: f64,
+    /// The same for the region threshold and the held-out good images' fused-map maxima: the
+    /// unit of [`Self::normalized_region_score`].
+    pub region_spread: f64,
 }
 
 /// The stored form: checkpoints written before the score had its own weight and threshold
@@ -151,10 +157,13 @@ struct StoredScoring {
     score_top_fraction: f64,
     threshold: f64,
     region_threshold: Option<f64>,
+    score_spread: Option<f64>,
+    region_spread: Option<f64>,
 }
 
 impl From<StoredScoring> for Scoring {
     fn from(s: StoredScoring) -> Self {
+        let region_threshold = s.region_threshold.unwrap_or(s.threshold);
         Scoring {
             tap_log_prob_max: s.tap_log_prob_max,
             tap_aggregation: s.tap_aggregation,
@@ -164,9 +173,35 @@ impl From<StoredScoring> for Scoring {
             score_weight: s.score_weight.unwrap_or(s.fusion_weight),
             score_top_fraction: s.score_top_fraction,
             threshold: s.threshold,
-            region_threshold: s.region_threshold.unwrap_or(s.threshold),
+            region_threshold,
+            score_spread: s
+                .score_spread
+                .unwrap_or_else(|| assumed_spread(s.threshold)),
+            region_spread: s
+                .region_spread
+                .unwrap_or_else(|| assumed_spread(region_threshold)),
         }
     }
+}
+
+/// The spread of a checkpoint that did not store one (written before normalised scores
+/// existed): half the threshold's magnitude, at least 0.001.
+fn assumed_spread(threshold: f64) -> f64 {
+    (threshold.abs() / 2.0).max(1e-3)
+}
+
+/// ln 9: the logistic's slope at which a score one spread below the threshold maps to 0.1.
+const LN_9: f64 = 2.197_224_577_336_219_6;
+
+/// Maps `value` into (0, 1): 0.5 at `threshold`, 0.1 one `spread` below it, 0.9 one above,
+/// strictly increasing (a logistic).
+fn normalize(value: f64, threshold: f64, spread: f64) -> f64 {
+    let spread = if spread.is_finite() && spread > 0.0 {
+        spread
+    } else {
+        assumed_spread(threshold)
+    };
+    1.0 / (1.0 + (-LN_9 * (value - threshold) / spread).exp())
 }
 
 impl Scoring {
@@ -182,7 +217,21 @@ impl Scoring {
             score_top_fraction: 0.0,
             threshold,
             region_threshold: threshold,
+            score_spread: assumed_spread(threshold),
+            region_spread: assumed_spread(threshold),
         }
+    }
+
+    /// An image score in [0, 1] that is 0.5 at [`Self::threshold`] and increases with the raw
+    /// score (anomalib's convention): a median held-out good image scores about 0.1.
+    pub fn normalized_score(&self, score: f64) -> f64 {
+        normalize(score, self.threshold, self.score_spread)
+    }
+
+    /// A fused-map value in [0, 1] that is 0.5 at [`Self::region_threshold`]: a region's
+    /// confidence from its largest value.
+    pub fn normalized_region_score(&self, value: f64) -> f64 {
+        normalize(value, self.region_threshold, self.region_spread)
     }
 
     /// The reference the flow map uses: per position when offsets are stored.
@@ -210,11 +259,15 @@ impl Scoring {
         offsets_ok
             && scales_ok
             && (0.0..1.0).contains(&self.score_top_fraction)
+            && self.score_spread > 0.0
+            && self.region_spread > 0.0
             && [
                 self.fusion_weight,
                 self.score_weight,
                 self.threshold,
                 self.region_threshold,
+                self.score_spread,
+                self.region_spread,
             ]
             .iter()
             .chain(&self.tap_log_prob_max)
@@ -483,6 +536,40 @@ pub fn combine(flow: Tensor, cls: Tensor, scoring: &Scoring) -> BatchMaps {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn normalized_scores_are_half_at_the_threshold_and_increase() {
+        let s = Scoring {
+            threshold: 2.0,
+            score_spread: 1.0,
+            region_threshold: -3.0,
+            region_spread: 0.5,
+            ..Scoring::default()
+        };
+        assert!((s.normalized_score(2.0) - 0.5).abs() < 1e-12);
+        assert!((s.normalized_score(1.0) - 0.1).abs() < 1e-12);
+        assert!((s.normalized_score(3.0) - 0.9).abs() < 1e-12);
+        assert!((s.normalized_region_score(-3.0) - 0.5).abs() < 1e-12);
+        assert!((s.normalized_region_score(-3.5) - 0.1).abs() < 1e-12);
+        let xs: Vec<f64> = (-400..400).map(|i| f64::from(i) * 0.05).collect();
+        for w in xs.windows(2) {
+            let (a, b) = (s.normalized_score(w[0]), s.normalized_score(w[1]));
+            assert!(
+                (0.0..=1.0).contains(&a) && a <= b,
+                "{} -> {a}, {} -> {b}",
+                w[0],
+                w[1]
+            );
+        }
+        // a checkpoint without spreads gets one from its threshold
+        let old: Scoring = serde_json::from_value(serde_json::json!({
+            "tap_log_prob_max": [0.0, 0.0, 0.0], "fusion_weight": 1.0, "score_weight": 1.0,
+            "threshold": 4.0, "region_threshold": 1.0
+        }))
+        .unwrap();
+        assert_eq!((old.score_spread, old.region_spread), (2.0, 0.5));
+        assert!((old.normalized_score(4.0) - 0.5).abs() < 1e-12);
+    }
 
     #[test]
     fn old_checkpoints_use_one_weight_and_threshold_for_both() {

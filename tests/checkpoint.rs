@@ -41,6 +41,8 @@ fn saved_model(dir: &Path) -> (PathBuf, Detector) {
         score_top_fraction: 0.01,
         threshold: 2.5,
         region_threshold: 3.5,
+        score_spread: 0.75,
+        region_spread: 1.25,
     };
     let det = Detector::from_model(model, scoring, "tiny");
     let path = dir.join("m.clsflow");

@@ -39,12 +39,13 @@ fn run() -> Result<(), String> {
             if let Some(a) = AnomalyInfo::from_buffer(buffer) {
                 let regions: Vec<_> = RegionInfo::all_from_buffer(buffer)
                     .into_iter()
-                    .map(|r| serde_json::json!({"x": r.rect.0, "y": r.rect.1, "width": r.rect.2, "height": r.rect.3, "max_score": r.max_score, "mean_score": r.mean_score, "area": r.area}))
+                    .map(|r| serde_json::json!({"x": r.rect.0, "y": r.rect.1, "width": r.rect.2, "height": r.rect.3, "max_score": r.max_score, "mean_score": r.mean_score, "area": r.area, "normalized_score": r.confidence}))
                     .collect();
                 let line = serde_json::json!({
                     "frame": n,
                     "pts_ms": buffer.pts().map(|t| t.mseconds()),
                     "score": a.score,
+                    "normalized_score": a.normalized_score,
                     "anomalous": a.anomalous,
                     "threshold": a.threshold,
                     "fresh": a.fresh,

@@ -2,13 +2,12 @@
 //!
 //! - [`anomalydetect`]: caps -> tensor ([`frame`]) -> clsflow detector -> maps and regions ->
 //!   metadata ([`meta`]) on each buffer;
-//! - [`anomalyoverlay`]: metadata -> drawing ([`draw`]) on the frame.
+//! - [`anomalyoverlay`]: metadata -> drawing (`clsflow::draw`) on the frame.
 
 use gst::glib;
 
 pub mod anomalydetect;
 pub mod anomalyoverlay;
-pub mod draw;
 pub mod frame;
 pub mod meta;
 
@@ -27,6 +26,7 @@ gst::plugin_define!(
     "MIT/X11",
     env!("CARGO_PKG_NAME"),
     env!("CARGO_PKG_NAME"),
-    env!("CARGO_PKG_REPOSITORY"),
+    // no public repository yet: GStreamer's own wording for an unknown origin
+    "Unknown package origin",
     env!("BUILD_REL_DATE")
 );

@@ -3,8 +3,9 @@
 //!
 //! - a `GstCustomMeta` registered as [`ANOMALY_META`] whose structure ([`ANOMALY_STRUCT`]) holds
 //!   `score` (double: max of flow + score-weight x classifier, or the mean of its largest
-//!   values where the checkpoint's calibration chose that), `anomalous` (boolean: score
-//!   above `threshold`), `threshold` (double), `score-weight` (double), `fusion-weight`
+//!   values where the checkpoint's calibration chose that), `normalized-score` (double in
+//!   [0, 1], 0.5 at the threshold), `anomalous` (boolean: score above `threshold`),
+//!   `threshold` (double), `score-weight` (double), `fusion-weight`
 //!   (double: the classifier's weight in the map), `region-threshold` (double: map values above
 //!   it form the regions), `map-width`/`map-height` (uint), `map` (GBytes: map-width x
 //!   map-height little-endian float32, row-major, the fused anomaly map), `model` (string),
@@ -12,8 +13,11 @@
 //!   `fresh` (boolean: computed on this frame rather than repeated by `interval`),
 //!   `regions` (uint);
 //! - one `GstVideoRegionOfInterestMeta` of type [`REGION_TYPE`] per defect region, in frame
-//!   coordinates, with a parameter structure [`REGION_PARAMS`]: `max-score`, `mean-score`
-//!   (double) and `area` (uint, frame pixels).
+//!   coordinates, ids 0, 1, ... largest score first, with a parameter structure
+//!   [`REGION_PARAMS`] (`max-score`, `mean-score` (double), `area` (uint, frame pixels)) and a
+//!   [`DETECTION_PARAMS`] structure in DL Streamer's form (`label` "defect", `label_id` 0,
+//!   `confidence`: the region's normalised score, `x_min`/`y_min`/`x_max`/`y_max`: the box as
+//!   fractions of the frame), which `gvawatermark` and `gvametaconvert` read.
 
 use gst::glib;
 
@@ -25,6 +29,10 @@ pub const ANOMALY_STRUCT: &str = "clsflow-anomaly";
 pub const REGION_TYPE: &str = "clsflow-defect";
 /// Name of a region's parameter structure.
 pub const REGION_PARAMS: &str = "clsflow-region";
+/// Name of a region's detection structure (DL Streamer's convention).
+pub const DETECTION_PARAMS: &str = "detection";
+/// Label of every region in its detection structure.
+pub const DEFECT_LABEL: &str = "defect";
 /// Name of the element message posted for anomalous frames.
 pub const MESSAGE: &str = "clsflow-anomaly";
 
@@ -41,6 +49,8 @@ pub struct AnomalyInfo {
     /// Image score (max, or mean of the checkpoint's top fraction, of flow + score weight x
     /// classifier).
     pub score: f64,
+    /// Score in [0, 1], 0.5 at the threshold, increasing with the score.
+    pub normalized_score: f64,
     /// Score above threshold.
     pub anomalous: bool,
     /// Image-score threshold in use.
@@ -75,6 +85,7 @@ impl AnomalyInfo {
         s.set_name(ANOMALY_STRUCT);
         let bytes: Vec<u8> = self.map.iter().flat_map(|v| v.to_le_bytes()).collect();
         s.set("score", self.score);
+        s.set("normalized-score", self.normalized_score);
         s.set("anomalous", self.anomalous);
         s.set("threshold", self.threshold);
         s.set("score-weight", self.score_weight);
@@ -105,6 +116,7 @@ impl AnomalyInfo {
             .collect();
         Some(AnomalyInfo {
             score: s.get("score").ok()?,
+            normalized_score: s.get("normalized-score").ok()?,
             anomalous: s.get("anomalous").ok()?,
             threshold: s.get("threshold").ok()?,
             score_weight: s.get("score-weight").ok()?,
@@ -132,17 +144,34 @@ pub struct RegionInfo {
     pub mean_score: f64,
     /// Area in frame pixels.
     pub area: u32,
+    /// The region's normalised score (0.5 at the region threshold): its confidence.
+    pub confidence: f64,
 }
 
 impl RegionInfo {
-    /// Attaches the region as a `GstVideoRegionOfInterestMeta` with its parameters.
-    pub fn attach(&self, buffer: &mut gst::BufferRef) {
+    /// Attaches the region as a `GstVideoRegionOfInterestMeta` with id `id` and its parameter
+    /// structures; `frame` (width, height) scales the detection structure's box.
+    pub fn attach(&self, buffer: &mut gst::BufferRef, id: i32, frame: (u32, u32)) {
         let mut meta = gst_video::VideoRegionOfInterestMeta::add(buffer, REGION_TYPE, self.rect);
+        meta.set_id(id);
         meta.add_param(
             gst::Structure::builder(REGION_PARAMS)
                 .field("max-score", self.max_score)
                 .field("mean-score", self.mean_score)
                 .field("area", self.area)
+                .build(),
+        );
+        let (x, y, w, h) = self.rect;
+        let (fw, fh) = (f64::from(frame.0.max(1)), f64::from(frame.1.max(1)));
+        meta.add_param(
+            gst::Structure::builder(DETECTION_PARAMS)
+                .field("label", DEFECT_LABEL)
+                .field("label_id", 0i32)
+                .field("confidence", self.confidence)
+                .field("x_min", f64::from(x) / fw)
+                .field("y_min", f64::from(y) / fh)
+                .field("x_max", f64::from(x + w) / fw)
+                .field("y_max", f64::from(y + h) / fh)
                 .build(),
         );
     }
@@ -154,11 +183,13 @@ impl RegionInfo {
             .filter(|m| m.roi_type() == REGION_TYPE)
             .map(|m| {
                 let p = m.param(REGION_PARAMS);
+                let d = m.param(DETECTION_PARAMS);
                 RegionInfo {
                     rect: m.rect(),
                     max_score: p.and_then(|p| p.get("max-score").ok()).unwrap_or(f64::NAN),
                     mean_score: p.and_then(|p| p.get("mean-score").ok()).unwrap_or(f64::NAN),
                     area: p.and_then(|p| p.get("area").ok()).unwrap_or(0),
+                    confidence: d.and_then(|d| d.get("confidence").ok()).unwrap_or(f64::NAN),
                 }
             })
             .collect()

@@ -16,7 +16,7 @@ use tch::{Kind, Tensor};
 /// log(2 pi) / 2.
 const HALF_LOG_2PI: f64 = 0.918_938_533_204_672_7;
 
-/// Hyper-parameters of the flows (METHOD.md section 4). Fields left out take the paper's
+/// Hyper-parameters of the flows (docs/method.md section 4). Fields left out take the paper's
 /// values (checkpoints written before `input_pool` existed read as the paper's 1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -24,7 +24,7 @@ pub struct FlowConfig {
     /// Coupling blocks per flow.
     pub blocks: usize,
     /// Coupling blocks of each tap's flow (stride 8, 16, 32 for Lite0), instead of `blocks`
-    /// for all three (docs/accuracy.md, item 33). Left out of checkpoints when absent.
+    /// for all three (docs/experiments.md, item 33). Left out of checkpoints when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blocks_per_tap: Option<[usize; 3]>,
     /// Channels of the positional-encoding condition (multiple of 4).

@@ -1,6 +1,6 @@
 //! Diagnostic: trains fresh flows of one tap on a trained run's (frozen) extractor at several
 //! learning rates and reports the mean -log p / C of the run's held-out good images: the flows'
-//! schedule is chosen on training images only (docs/accuracy.md).
+//! schedule is chosen on training images only (docs/experiments.md).
 //! cargo run --release -p clsflow-train --example flow_lr_probe -- RUN_DIR TAP EPOCHS LR...
 //! (the images are those the run's state.json names)
 use clsflow::ClsFlowModel;

@@ -1,5 +1,5 @@
 //! Diagnostic: scores the test split of a category with one trained checkpoint under several
-//! scoring variants (each tap alone, tap aggregation, smoothing), for docs/accuracy.md.
+//! scoring variants (each tap alone, tap aggregation, smoothing), for docs/experiments.md.
 //! cargo run --release -p clsflow-train --example score_variants -- MODEL DATA [STATS_IMAGES [FUSION_WEIGHT]]
 use clsflow::metrics;
 use clsflow::preprocess::images_to_batch;

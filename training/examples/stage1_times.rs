@@ -28,7 +28,7 @@ fn main() -> anyhow::Result<()> {
     let synth = DefectSynthesizer::new(cfg.synth.clone(), load_textures(&cfg.data.textures, size)?);
     let mut opt = stage1::optimizer(&model, &cfg.stage1)?;
     model.set_backbone_trainable(false);
-    // as stage 1's decoder-only epochs run it (docs/accuracy.md item 42)
+    // as stage 1's decoder-only epochs run it (docs/experiments.md item 42)
     model.set_extractor_folded(true);
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let bs = cfg.stage1.batch_size;
@@ -71,7 +71,7 @@ fn main() -> anyhow::Result<()> {
         ms(total)
     );
     // the frozen extractor with its BatchNorms folded into the convolutions (as stage 1 runs it
-    // since item 42 of docs/accuracy.md) and unfolded (as it ran before)
+    // since item 42 of docs/experiments.md) and unfolded (as it ran before)
     let x = stage1::batch_tensors(
         &images[..bs]
             .iter()

@@ -1,8 +1,8 @@
-//! Label-free calibration (METHOD.md section 8): the fusion weight and the decision threshold
+//! Label-free calibration (docs/method.md section 8): the fusion weight and the decision threshold
 //! come from held-out good training images and synthetic defects made from them, never from
 //! test labels.
 //!
-//! - tap aggregation (docs/accuracy.md, item 22): the paper's sum of likelihoods, or the mean or
+//! - tap aggregation (docs/experiments.md, item 22): the paper's sum of likelihoods, or the mean or
 //!   the largest of the taps' anomalies z-scored on the held-out good images; a variant is taken
 //!   only when the flow map alone does clearly better (more than `fusion_tolerance`) on the
 //!   synthetic validation set below, which does not flatter the flows (they never saw a defect);
@@ -16,7 +16,7 @@
 //!   score's weight the smallest one within one standard error of the best image AUROC
 //!   (`score_tolerance_se`, Hanley and McNeil's closed form; at least `fusion_tolerance`; item
 //!   43), since the score is judged at image level only (the pixel metrics reward classifier
-//!   weight that costs image AUROC on real good images, docs/accuracy.md items 10-15). The image
+//!   weight that costs image AUROC on real good images, docs/experiments.md items 10-15). The image
 //!   score is the map's maximum or the mean of its top fraction (item 25): each of
 //!   `score_top_fractions` is scored by its best validation image AUROC over the weights, and
 //!   one other than the first (the paper's max) needs a gain above that same tolerance. The
@@ -481,6 +481,8 @@ pub fn calibrate(
         scoring: Scoring {
             threshold,
             region_threshold,
+            score_spread: spread_below(threshold, &scores),
+            region_spread: spread_below(region_threshold, &fused_maxima),
             ..scoring
         },
         score_reductions,
@@ -545,6 +547,15 @@ fn pick_weight_by(scored: &[(f64, f64)], tolerance: f64) -> Option<f64> {
         .filter(|&&(_, m)| m >= best - tolerance)
         .map(|&(w, _)| w)
         .min_by(f64::total_cmp)
+}
+
+/// How far `threshold` lies above the median of the good values (the unit of the normalised
+/// scores); a small positive floor where every good value sits at the threshold.
+pub fn spread_below(threshold: f64, good: &[f32]) -> f64 {
+    let mut v: Vec<f32> = good.to_vec();
+    v.sort_by(f32::total_cmp);
+    let median = v.get(v.len() / 2).map_or(threshold, |&m| f64::from(m));
+    (threshold - median).max(1e-6 * threshold.abs().max(1.0))
 }
 
 /// The threshold rule: max(max, mean + k std) of good scores; for no scores at all, +inf is

@@ -45,11 +45,11 @@ pub struct ModelSection {
     #[serde(default = "default_input_size")]
     pub input_size: i64,
     /// How images of other shapes become the square input: `stretch` (the paper's) or `tile`
-    /// (aspect ratio kept, short side = input_size, overlapping tiles; docs/accuracy.md item 26).
+    /// (aspect ratio kept, short side = input_size, overlapping tiles; docs/experiments.md item 26).
     #[serde(default)]
     pub resize: InputResize,
     /// Reflection padding (px per side, a multiple of 32) around the input before the
-    /// extractor, cropped from its taps: 0 (the paper's) or e.g. 32 (docs/accuracy.md item 27).
+    /// extractor, cropped from its taps: 0 (the paper's) or e.g. 32 (docs/experiments.md item 27).
     #[serde(default)]
     pub input_padding: i64,
     /// ImageNet weights of the extractor; default `<models dir>/<backbone file name>`.
@@ -67,7 +67,7 @@ fn default_input_size() -> i64 {
     256
 }
 
-/// Stage 1 settings (METHOD.md section 5).
+/// Stage 1 settings (docs/method.md section 5).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Stage1Config {
@@ -94,7 +94,7 @@ fn one() -> usize {
     1
 }
 
-/// Stage 2 settings (METHOD.md section 4).
+/// Stage 2 settings (docs/method.md section 4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Stage2Config {
@@ -130,7 +130,7 @@ fn yes() -> bool {
     true
 }
 
-/// Label-free calibration settings (METHOD.md section 8).
+/// Label-free calibration settings (docs/method.md section 8).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CalibrationConfig {
@@ -150,7 +150,7 @@ pub struct CalibrationConfig {
     /// The image score's weight and reduction, judged on validation image AUROC alone, need a
     /// gain above this many standard errors of that AUROC (Hanley and McNeil; about 0.009 for
     /// 76 good images and 70 defects at 0.98), or above `fusion_tolerance` where that is larger:
-    /// the one-standard-error rule (docs/accuracy.md, item 43). 0 = `fusion_tolerance` alone.
+    /// the one-standard-error rule (docs/experiments.md, item 43). 0 = `fusion_tolerance` alone.
     pub score_tolerance_se: f64,
     /// Threshold = max(max held-out good score, mean + this many standard deviations).
     pub threshold_sigmas: f64,
@@ -166,11 +166,11 @@ pub struct CalibrationConfig {
     /// What each position's log p / C is compared with: `auto` chooses between the paper's
     /// `global` reference and the `position` one (each position centred on the training
     /// images' mean there) on the same objective and with the same rule as `tap_aggregation`
-    /// (docs/accuracy.md, item 24); `auto` is `global` with a fixed `fusion_weight`.
+    /// (docs/experiments.md, item 24); `auto` is `global` with a fixed `fusion_weight`.
     pub tap_reference: ReferenceChoice,
     /// Candidate image scores, each the mean of that fraction of a map's largest values (0:
     /// the maximum, the paper's). Calibration takes one other than the first only for a gain
-    /// above `fusion_tolerance` in validation image AUROC (docs/accuracy.md, item 25); with
+    /// above `fusion_tolerance` in validation image AUROC (docs/experiments.md, item 25); with
     /// fixed weights the first is used.
     pub score_top_fractions: Vec<f64>,
 }
@@ -179,7 +179,7 @@ pub struct CalibrationConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AggregationChoice {
-    /// Chosen by calibration (docs/accuracy.md, item 22).
+    /// Chosen by calibration (docs/experiments.md, item 22).
     #[default]
     Auto,
     /// The paper's sum of likelihoods.
@@ -206,7 +206,7 @@ impl AggregationChoice {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ReferenceChoice {
-    /// Chosen by calibration (docs/accuracy.md, item 24).
+    /// Chosen by calibration (docs/experiments.md, item 24).
     #[default]
     Auto,
     /// The paper's: one reference per tap.
@@ -272,16 +272,33 @@ impl Default for DataConfig {
     }
 }
 
+/// The default configuration (`configs/cpu-fast.toml`), built into the program so that it runs
+/// from any folder; `clsflow-train config --print` shows it.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../configs/cpu-fast.toml");
+
 impl TrainConfig {
     /// Reads and validates a TOML file.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
-        let cfg: TrainConfig =
-            toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
-        cfg.validate()
-            .with_context(|| format!("invalid config {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("invalid config {}", path.display()))
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Self> {
+        let cfg: TrainConfig = toml::from_str(text)?;
+        cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// The built-in default ([`DEFAULT_CONFIG_TOML`]).
+    pub fn builtin() -> Self {
+        Self::parse(DEFAULT_CONFIG_TOML).expect("the built-in config is valid (tested)")
+    }
+
+    /// The file's config when one is given, else the built-in default.
+    pub fn load_or_builtin(path: Option<&Path>) -> Result<Self> {
+        path.map_or_else(|| Ok(Self::builtin()), Self::load)
     }
 
     /// Checks ranges.
@@ -394,12 +411,13 @@ impl TrainConfig {
         m
     }
 
-    /// The extractor's ImageNet weights file.
-    pub fn weights_path(&self) -> PathBuf {
-        self.model
-            .weights
-            .clone()
-            .unwrap_or_else(|| clsflow::models_dir().join(self.model.backbone.weights_file_name()))
+    /// The extractor's ImageNet weights file: the config's (or `--weights`) when given, else
+    /// the backbone's file found by [`clsflow::paths::find_weights`].
+    pub fn weights_path(&self) -> Result<PathBuf> {
+        Ok(clsflow::paths::find_weights(
+            self.model.backbone.weights_file_name(),
+            self.model.weights.as_deref(),
+        )?)
     }
 }
 

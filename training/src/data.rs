@@ -34,7 +34,8 @@ pub struct TestItem {
     pub path: PathBuf,
     /// Folder name under `test/` (`good` for normal images).
     pub defect_type: String,
-    /// Ground-truth mask path (defective images only; a missing mask is an error).
+    /// Ground-truth mask path: defective images whose `ground_truth/<type>/<name>_mask.png`
+    /// exists (without one, the image counts at image level only).
     pub mask: Option<PathBuf>,
 }
 
@@ -51,7 +52,8 @@ pub struct Dataset {
     pub test: Vec<TestItem>,
 }
 
-fn is_image(p: &Path) -> bool {
+/// Whether the file name has an image extension ([`IMAGE_EXTENSIONS`], any case).
+pub fn is_image(p: &Path) -> bool {
     p.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
@@ -72,17 +74,7 @@ impl Dataset {
     /// Opens `root` as an MVTec AD category, or, when it has no `train/good`, as a plain folder
     /// of good images (training only).
     pub fn open(root: &Path) -> Result<Self> {
-        if !root.is_dir() {
-            bail!(
-                "{}: not a folder (expected an MVTec AD category with train/good, or a folder of good images)",
-                root.display()
-            );
-        }
-        let name = root
-            .canonicalize()
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .unwrap_or_else(|| "dataset".into());
+        let name = category_name(root)?;
         let train_dir = root.join("train/good");
         if !train_dir.is_dir() {
             let train = list_images(root)?;
@@ -108,43 +100,12 @@ impl Dataset {
                 IMAGE_EXTENSIONS
             );
         }
-        let mut test = Vec::new();
         let test_dir = root.join("test");
-        if test_dir.is_dir() {
-            let mut types: Vec<PathBuf> = std::fs::read_dir(&test_dir)
-                .with_context(|| format!("cannot read {}", test_dir.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_dir())
-                .collect();
-            types.sort();
-            for dir in types {
-                let defect_type = dir.file_name().unwrap().to_string_lossy().into_owned();
-                for path in list_images(&dir)? {
-                    let mask = if defect_type == "good" {
-                        None
-                    } else {
-                        let stem = path.file_stem().unwrap().to_string_lossy();
-                        let m = root
-                            .join("ground_truth")
-                            .join(&defect_type)
-                            .join(format!("{stem}_mask.png"));
-                        if !m.is_file() {
-                            bail!(
-                                "{}: ground-truth mask {} is missing",
-                                path.display(),
-                                m.display()
-                            );
-                        }
-                        Some(m)
-                    };
-                    test.push(TestItem {
-                        path,
-                        defect_type: defect_type.clone(),
-                        mask,
-                    });
-                }
-            }
-        }
+        let test = if test_dir.is_dir() {
+            test_split(root)?
+        } else {
+            Vec::new()
+        };
         Ok(Dataset {
             root: root.into(),
             name,
@@ -152,6 +113,74 @@ impl Dataset {
             test,
         })
     }
+
+    /// Opens the test split of a category alone (`test/good`, `test/<defect type>`, masks where
+    /// `ground_truth/` has them): what evaluation reads, with or without `train/`.
+    pub fn open_test(root: &Path) -> Result<Self> {
+        let name = category_name(root)?;
+        if !root.join("test").is_dir() {
+            bail!(
+                "{}: no test/ folder: nothing to evaluate (expected test/good and \
+                 test/<defect type>, with optional ground_truth/<type>/<name>_mask.png)",
+                root.display()
+            );
+        }
+        Ok(Dataset {
+            root: root.into(),
+            name,
+            train: Vec::new(),
+            test: test_split(root)?,
+        })
+    }
+}
+
+/// The category's name (its folder's), after checking that `root` is a folder.
+fn category_name(root: &Path) -> Result<String> {
+    match std::fs::metadata(root) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => bail!(
+            "{}: is a file, not a folder (expected an MVTec AD category with train/good, or a \
+             folder of good images)",
+            root.display()
+        ),
+        Err(e) => bail!("{}: {e}", root.display()),
+    }
+    Ok(root
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "dataset".into()))
+}
+
+/// Test images of every folder under `root/test`, with their masks where present.
+fn test_split(root: &Path) -> Result<Vec<TestItem>> {
+    let test_dir = root.join("test");
+    let mut types: Vec<PathBuf> = std::fs::read_dir(&test_dir)
+        .with_context(|| format!("cannot read {}", test_dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    types.sort();
+    let mut test = Vec::new();
+    for dir in types {
+        let defect_type = dir.file_name().unwrap().to_string_lossy().into_owned();
+        for path in list_images(&dir)? {
+            let mask = (defect_type != "good")
+                .then(|| {
+                    let stem = path.file_stem().unwrap().to_string_lossy();
+                    root.join("ground_truth")
+                        .join(&defect_type)
+                        .join(format!("{stem}_mask.png"))
+                })
+                .filter(|m| m.is_file());
+            test.push(TestItem {
+                path,
+                defect_type: defect_type.clone(),
+                mask,
+            });
+        }
+    }
+    Ok(test)
 }
 
 /// Resizes an RGB image to `size` x `size` with the detector's own resize (bilinear, antialiased),
@@ -230,6 +259,12 @@ pub fn progress(len: u64, what: &str) -> ProgressBar {
     pb
 }
 
+/// Prints a warning on stderr above the progress bar; unlike `ProgressBar::println`, also when
+/// stderr is not a terminal (CI, logs, pipes), where the bar itself is hidden.
+pub fn warn(pb: &ProgressBar, message: &str) {
+    pb.suspend(|| eprintln!("warning: {message}"));
+}
+
 /// Loads and resizes images to `size` x `size`; unreadable files are reported by path and
 /// skipped or fatal by `on_bad`. Returns the images with their paths.
 pub fn load_images(
@@ -254,7 +289,7 @@ pub fn load_images_for(
     for p in paths {
         match read_rgb(p) {
             Ok(img) => out.push((p.clone(), resize_for(&img, size, resize))),
-            Err(e) if on_bad == OnBadImage::Skip => pb.println(format!("warning: skipping {e:#}")),
+            Err(e) if on_bad == OnBadImage::Skip => warn(&pb, &format!("skipping {e:#}")),
             Err(e) => return Err(e.context("use --on-bad-image skip to leave such files out")),
         }
         pb.inc(1);

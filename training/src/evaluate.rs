@@ -1,7 +1,7 @@
 //! Evaluation on the test split with the official MVTec AD metrics, for the fused map and for
 //! each branch alone, overall and per defect type, plus decisions at the calibrated threshold.
 
-use crate::data::{Dataset, OnBadImage, progress, read_mask, read_rgb, resize_for};
+use crate::data::{Dataset, OnBadImage, progress, read_mask, read_rgb, resize_for, warn};
 use anyhow::{Result, bail};
 use clsflow::metrics::{self, Curve, MaskedMap};
 use clsflow::preprocess::rgb_to_tensor;
@@ -23,8 +23,9 @@ pub struct ScoredItem {
     pub path: PathBuf,
     /// Folder under test/.
     pub defect_type: String,
-    /// Ground truth at model resolution (all false for good images).
-    pub mask: Vec<bool>,
+    /// Ground truth at model resolution (all false for good images); None for a defective
+    /// image without a mask, which counts at image level only.
+    pub mask: Option<Vec<bool>>,
     /// Fused, flow and classifier maps at model resolution.
     pub maps: [Vec<f32>; 3],
     /// Image scores: the detector's score (max, or mean of the top fraction, of flow + w_s *
@@ -69,6 +70,86 @@ pub struct Decisions {
     pub flagged: usize,
 }
 
+/// Which test images the pixel metrics cover: good images and defective ones with masks.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PixelCoverage {
+    /// Defective images with a ground-truth mask.
+    pub defective_with_masks: usize,
+    /// All defective images.
+    pub defective: usize,
+    /// Defect types without any mask (image-level metrics only).
+    pub types_without_masks: Vec<String>,
+    /// Defect types where only some images have masks.
+    pub types_partly_masked: Vec<String>,
+}
+
+impl PixelCoverage {
+    /// Counts what `items` have.
+    pub fn of(items: &[ScoredItem]) -> Self {
+        let mut per_type: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+        for i in items.iter().filter(|i| i.is_defective()) {
+            let e = per_type.entry(&i.defect_type).or_default();
+            e.0 += usize::from(i.mask.is_some());
+            e.1 += 1;
+        }
+        PixelCoverage {
+            defective_with_masks: per_type.values().map(|v| v.0).sum(),
+            defective: per_type.values().map(|v| v.1).sum(),
+            types_without_masks: per_type
+                .iter()
+                .filter(|(_, v)| v.0 == 0)
+                .map(|(t, _)| t.to_string())
+                .collect(),
+            types_partly_masked: per_type
+                .iter()
+                .filter(|(_, v)| v.0 > 0 && v.0 < v.1)
+                .map(|(t, _)| t.to_string())
+                .collect(),
+        }
+    }
+
+    /// What the pixel metrics cover, in a sentence (None when every defective image has a mask).
+    pub fn note(&self) -> Option<String> {
+        if self.defective_with_masks == self.defective {
+            return None;
+        }
+        if self.defective_with_masks == 0 {
+            return Some(
+                "No ground-truth masks found: image-level metrics only. Pixel AUROC, pixel AP \
+                 and AU-PRO need masks as ground_truth/<type>/<name>_mask.png."
+                    .into(),
+            );
+        }
+        let mut s = format!(
+            "Pixel metrics cover the good images and the {} of {} defective images that have \
+             ground-truth masks",
+            self.defective_with_masks, self.defective
+        );
+        if !self.types_without_masks.is_empty() {
+            s += &format!(
+                "; types without masks (image level only): {}",
+                self.types_without_masks.join(", ")
+            );
+        }
+        if !self.types_partly_masked.is_empty() {
+            s += &format!(
+                "; types with masks for some images only: {}",
+                self.types_partly_masked.join(", ")
+            );
+        }
+        Some(s + ".")
+    }
+}
+
+/// A file left out of evaluation or training, with the reason.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct SkippedFile {
+    /// The file.
+    pub path: PathBuf,
+    /// Why it was left out.
+    pub error: String,
+}
+
 /// Everything evaluation measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Evaluation {
@@ -80,6 +161,10 @@ pub struct Evaluation {
     pub decisions: Decisions,
     /// Test images (good, defective).
     pub counts: (usize, usize),
+    /// Which images the pixel metrics cover.
+    pub pixel_coverage: PixelCoverage,
+    /// Test files that could not be read, each named with its error.
+    pub skipped: Vec<SkippedFile>,
     /// Mean detector time per image in milliseconds (batched, without file reading).
     pub inference_ms_per_image: f64,
     /// Curves for figures, per branch: image ROC and PRO (thinned).
@@ -98,13 +183,24 @@ fn thin(c: Curve, max_points: usize) -> Curve {
     out
 }
 
+/// The scored test split.
+#[derive(Debug, Clone)]
+pub struct ScoredTestSet {
+    /// Every readable test image.
+    pub items: Vec<ScoredItem>,
+    /// Mean detector time per image in milliseconds (batched, without file reading).
+    pub ms_per_image: f64,
+    /// Unreadable test files (with `--on-bad-image skip`).
+    pub skipped: Vec<SkippedFile>,
+}
+
 /// Scores every test image with the detector.
 pub fn score_test_set(
     det: &Detector,
     ds: &Dataset,
     on_bad: OnBadImage,
     batch: usize,
-) -> Result<(Vec<ScoredItem>, f64)> {
+) -> Result<ScoredTestSet> {
     if ds.test.is_empty() {
         bail!(
             "{}: no test/ folder with images: nothing to evaluate (expected test/good and test/<defect type>)",
@@ -115,6 +211,7 @@ pub fn score_test_set(
     let q = det.scoring().score_top_fraction;
     let pb = progress(ds.test.len() as u64, "evaluating");
     let mut items = Vec::new();
+    let mut skipped = Vec::new();
     let mut infer_secs = 0.0;
     for chunk in ds.test.chunks(batch) {
         let mut imgs = Vec::new();
@@ -123,14 +220,19 @@ pub fn score_test_set(
             let img = match read_rgb(&t.path) {
                 Ok(i) => i,
                 Err(e) if on_bad == OnBadImage::Skip => {
-                    pb.println(format!("warning: skipping {e:#}"));
+                    warn(&pb, &format!("skipping {e:#}"));
+                    skipped.push(SkippedFile {
+                        path: t.path.clone(),
+                        error: format!("{e:#}"),
+                    });
                     continue;
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.context("use --on-bad-image skip to leave such files out")),
             };
             let mask = match &t.mask {
-                Some(m) => read_mask(m, size)?.pixels().map(|p| p[0] > 0).collect(),
-                None => vec![false; (size * size) as usize],
+                Some(m) => Some(read_mask(m, size)?.pixels().map(|p| p[0] > 0).collect()),
+                None if t.defect_type == "good" => Some(vec![false; (size * size) as usize]),
+                None => None,
             };
             imgs.push(rgb_to_tensor(&resize_for(&img, size, det.resize())));
             metas.push((t.path.clone(), t.defect_type.clone(), mask));
@@ -162,8 +264,19 @@ pub fn score_test_set(
         }
     }
     pb.finish_and_clear();
-    let ms = 1000.0 * infer_secs / items.len().max(1) as f64;
-    Ok((items, ms))
+    if items.is_empty() {
+        bail!(
+            "{}: none of the {} test images could be read",
+            ds.root.display(),
+            ds.test.len()
+        );
+    }
+    let ms_per_image = 1000.0 * infer_secs / items.len() as f64;
+    Ok(ScoredTestSet {
+        items,
+        ms_per_image,
+        skipped,
+    })
 }
 
 /// One image's fused, flow and classifier maps and image scores.
@@ -211,18 +324,31 @@ pub fn branch_metrics(
     let scores: Vec<f32> = items.iter().map(|i| i.scores[b]).collect();
     let labels: Vec<bool> = items.iter().map(|i| i.is_defective()).collect();
     let roc = metrics::roc_curve(&scores, &labels);
-    let px: Vec<f32> = items
+    // pixel metrics: good images and defective ones with masks, and only if some defect has one
+    let masked_items: Vec<&&ScoredItem> = items.iter().filter(|i| i.mask.is_some()).collect();
+    let any_defect_mask = masked_items.iter().any(|i| i.is_defective());
+    let masked_items = if any_defect_mask {
+        masked_items
+    } else {
+        Vec::new()
+    };
+    let px: Vec<f32> = masked_items
         .iter()
         .flat_map(|i| i.maps[b].iter().copied())
         .collect();
-    let pl: Vec<bool> = items.iter().flat_map(|i| i.mask.iter().copied()).collect();
-    let masked: Vec<MaskedMap> = items
+    let pl: Vec<bool> = masked_items
         .iter()
-        .map(|i| MaskedMap {
-            scores: &i.maps[b],
-            mask: &i.mask,
-            width: size,
-            height: size,
+        .flat_map(|i| i.mask.iter().flatten().copied())
+        .collect();
+    let masked: Vec<MaskedMap> = masked_items
+        .iter()
+        .filter_map(|i| {
+            Some(MaskedMap {
+                scores: &i.maps[b],
+                mask: i.mask.as_ref()?,
+                width: size,
+                height: size,
+            })
         })
         .collect();
     let pro = metrics::pro_curve(&masked);
@@ -248,8 +374,9 @@ pub fn branch_metrics(
     (m, curves)
 }
 
-/// All metrics for scored items at the detector's thresholds.
-pub fn evaluate(items: &[ScoredItem], size: usize, scoring: &Scoring, ms: f64) -> Evaluation {
+/// All metrics for the scored test split at the detector's thresholds.
+pub fn evaluate(set: &ScoredTestSet, size: usize, scoring: &Scoring) -> Evaluation {
+    let items = &set.items;
     let threshold = scoring.threshold;
     let all: Vec<&ScoredItem> = items.iter().collect();
     let mut branches = BTreeMap::new();
@@ -308,7 +435,9 @@ pub fn evaluate(items: &[ScoredItem], size: usize, scoring: &Scoring, ms: f64) -
             flagged: predicted.iter().filter(|p| **p).count(),
         },
         counts: (good, items.len() - good),
-        inference_ms_per_image: ms,
+        pixel_coverage: PixelCoverage::of(items),
+        skipped: set.skipped.clone(),
+        inference_ms_per_image: set.ms_per_image,
         curves,
     }
 }

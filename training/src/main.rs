@@ -1,12 +1,13 @@
 //! `clsflow-train`: train, calibrate and evaluate clsflow detectors on MVTec-AD-style folders.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use clsflow::{Detector, DetectorOptions};
-use clsflow_train::config::{Overrides, TrainConfig};
+use clsflow_train::config::{DEFAULT_CONFIG_TOML, Overrides, TrainConfig};
 use clsflow_train::data::{Dataset, OnBadImage, load_images};
 use clsflow_train::demo_data::{self, DemoCounts};
 use clsflow_train::evaluate::{BRANCHES, evaluate, score_test_set};
+use clsflow_train::predict::{PredictOptions, Save, collect_inputs, predict};
 use clsflow_train::report::{save_png, write_report};
 use clsflow_train::synth::foreground::{foreground_mask, rule_for_category};
 use clsflow_train::synth::textures::load_textures;
@@ -33,9 +34,9 @@ struct Cli {
 enum Command {
     /// Train a detector on the good images of a category (MVTec AD layout or a plain folder).
     Train {
-        /// TOML config (see configs/).
-        #[arg(long, default_value = "configs/cpu-fast.toml")]
-        config: PathBuf,
+        /// TOML config; default: the built-in one (`clsflow-train config --print` shows it).
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Category folder.
         #[arg(long)]
         data: PathBuf,
@@ -53,7 +54,8 @@ enum Command {
         /// Checkpoint.
         #[arg(long)]
         model: PathBuf,
-        /// Category folder with test/ and ground_truth/.
+        /// Category folder with test/good and test/<defect type> (masks in ground_truth/ are
+        /// optional: without them, image-level metrics only).
         #[arg(long)]
         data: PathBuf,
         /// Report folder.
@@ -73,14 +75,49 @@ enum Command {
         #[arg(long)]
         half: bool,
     },
+    /// Score images with a trained model: one JSON line per image, and per image a heatmap, a
+    /// mask and an overlay PNG.
+    Predict {
+        /// Checkpoint.
+        #[arg(long)]
+        model: PathBuf,
+        /// An image, a folder (searched recursively) or a quoted glob such as 'cam1/*.png';
+        /// repeatable.
+        #[arg(long, required = true)]
+        input: Vec<String>,
+        /// Output folder: predictions.jsonl and the images, in the inputs' folder structure.
+        #[arg(long)]
+        out: PathBuf,
+        /// Images to write per input image (comma-separated).
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+        save: Vec<Save>,
+        /// Device: auto, cpu, cuda, cuda:N.
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// Images per batch.
+        #[arg(long, default_value_t = 8)]
+        batch_size: usize,
+        /// Smallest defect region reported, in map pixels.
+        #[arg(long, default_value_t = 4)]
+        min_region_area: u32,
+        /// Reduced precision, as for eval.
+        #[arg(long)]
+        half: bool,
+    },
+    /// Show the built-in default config.
+    Config {
+        /// Print it as TOML (the same text as configs/cpu-fast.toml).
+        #[arg(long)]
+        print: bool,
+    },
     /// Write N synthetic-defect samples as a PNG sheet (image, mask, label target).
     SynthSheet {
         /// Category folder (good images are the base).
         #[arg(long)]
         data: PathBuf,
-        /// Config whose synth/data settings apply.
-        #[arg(long, default_value = "configs/cpu-fast.toml")]
-        config: PathBuf,
+        /// Config whose synth/data settings apply; default: the built-in one.
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Samples.
         #[arg(long, default_value_t = 8)]
         count: usize,
@@ -134,7 +171,7 @@ fn run(cli: Cli) -> Result<()> {
             resume,
             overrides,
         } => {
-            let mut cfg = TrainConfig::load(&config)?;
+            let mut cfg = TrainConfig::load_or_builtin(config.as_deref())?;
             overrides.apply(&mut cfg)?;
             let stop = Arc::new(AtomicBool::new(false));
             let flag = stop.clone();
@@ -199,9 +236,9 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let t0 = Instant::now();
             let det = Detector::load(&model, &DetectorOptions { device, half })?;
-            let ds = Dataset::open(&data)?;
-            let (items, ms) = score_test_set(&det, &ds, on_bad_image, batch_size.max(1))?;
-            let eval = evaluate(&items, det.map_size(), det.scoring(), ms);
+            let ds = Dataset::open_test(&data)?;
+            let set = score_test_set(&det, &ds, on_bad_image, batch_size.max(1))?;
+            let eval = evaluate(&set, det.map_size(), det.scoring());
             let extra = serde_json::json!({
                 "model": model.display().to_string(),
                 "data": data.display().to_string(),
@@ -217,7 +254,7 @@ fn run(cli: Cli) -> Result<()> {
                 "eval_seconds": t0.elapsed().as_secs_f64(),
             });
             let title = format!("clsflow evaluation: {}", ds.name);
-            let files = write_report(&out, &title, &eval, &items, det.map_size(), extra)?;
+            let files = write_report(&out, &title, &eval, &set.items, det.map_size(), extra)?;
             println!(
                 "{:<11} image AUROC  pixel AUROC  pixel AP  AU-PRO",
                 "branch"
@@ -232,6 +269,15 @@ fn run(cli: Cli) -> Result<()> {
                     pct(m.au_pro)
                 );
             }
+            if let Some(note) = eval.pixel_coverage.note() {
+                println!("{note}");
+            }
+            if !eval.skipped.is_empty() {
+                println!(
+                    "{} unreadable test file(s) skipped (listed in the report)",
+                    eval.skipped.len()
+                );
+            }
             let d = &eval.decisions;
             println!(
                 "threshold {:.4}: precision {}, recall {}, good flagged {}",
@@ -242,12 +288,53 @@ fn run(cli: Cli) -> Result<()> {
             );
             println!(
                 "inference {:.1} ms/image; report written in {:.0} s:",
-                ms,
+                set.ms_per_image,
                 t0.elapsed().as_secs_f64()
             );
             for f in files {
                 println!("  {}", f.display());
             }
+            Ok(())
+        }
+        Command::Predict {
+            model,
+            input,
+            out,
+            save,
+            device,
+            batch_size,
+            min_region_area,
+            half,
+        } => {
+            let files = collect_inputs(&input)?;
+            let det = Detector::load(&model, &DetectorOptions { device, half })?;
+            let t0 = Instant::now();
+            let options = PredictOptions {
+                save,
+                batch_size,
+                min_region_area,
+            };
+            let summary = predict(&det, &files, &out, &options)?;
+            let flagged = summary.predictions.iter().filter(|p| p.anomalous).count();
+            println!(
+                "{} image(s) in {:.1} s: {flagged} anomalous at threshold {:.4}, {} normal{}",
+                summary.predictions.len(),
+                t0.elapsed().as_secs_f64(),
+                det.scoring().threshold,
+                summary.predictions.len() - flagged,
+                match summary.skipped.len() {
+                    0 => String::new(),
+                    n => format!("; {n} unreadable file(s) skipped"),
+                }
+            );
+            println!("  results: {}", summary.jsonl.display());
+            Ok(())
+        }
+        Command::Config { print } => {
+            if !print {
+                bail!("nothing to do: `clsflow-train config --print` prints the built-in config");
+            }
+            print!("{DEFAULT_CONFIG_TOML}");
             Ok(())
         }
         Command::SynthSheet {
@@ -257,7 +344,7 @@ fn run(cli: Cli) -> Result<()> {
             out,
             seed,
         } => {
-            let cfg = TrainConfig::load(&config)?;
+            let cfg = TrainConfig::load_or_builtin(config.as_deref())?;
             let ds = Dataset::open(&data)?;
             let size = cfg.model.input_size as u32;
             let n = count.clamp(1, ds.train.len());

@@ -5,7 +5,7 @@
 use crate::evaluate::{BRANCHES, BranchMetrics, Evaluation, ScoredItem};
 use anyhow::{Context, Result};
 use clsflow::checkpoint::write_atomic;
-use clsflow::colormap;
+use clsflow::colormap::{self, HeatScale};
 use clsflow::detector::AnomalyMap;
 use clsflow::regions::find_regions;
 use image::{Rgb, RgbImage};
@@ -39,6 +39,16 @@ pub fn markdown(title: &str, eval: &Evaluation, extra: &serde_json::Value) -> St
         "Test images: {} good, {} defective. Inference {:.1} ms/image (batched, this machine).\n\n",
         eval.counts.0, eval.counts.1, eval.inference_ms_per_image
     );
+    if let Some(note) = eval.pixel_coverage.note() {
+        s += &format!("{note}\n\n");
+    }
+    if !eval.skipped.is_empty() {
+        s += &format!("{} file(s) skipped (unreadable):\n\n", eval.skipped.len());
+        for f in &eval.skipped {
+            s += &format!("- `{}`: {}\n", f.path.display(), f.error);
+        }
+        s += "\n";
+    }
     s +=
         "| branch | image AUROC | pixel AUROC | pixel AP | AU-PRO (0.3) |\n|---|---|---|---|---|\n";
     for b in BRANCHES {
@@ -90,16 +100,26 @@ pub fn markdown(title: &str, eval: &Evaluation, extra: &serde_json::Value) -> St
     s
 }
 
-fn encode_png(img: &RgbImage) -> Result<Vec<u8>> {
+fn encode_png(img: &image::DynamicImage) -> Result<Vec<u8>> {
     let mut bytes = std::io::Cursor::new(Vec::new());
     img.write_to(&mut bytes, image::ImageFormat::Png)?;
     Ok(bytes.into_inner())
 }
 
-/// Writes a PNG atomically.
+/// Writes an RGB PNG atomically.
 pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
-    write_atomic(path, &encode_png(img)?)
-        .with_context(|| format!("cannot write {}", path.display()))
+    Ok(write_atomic(
+        path,
+        &encode_png(&image::DynamicImage::ImageRgb8(img.clone()))?,
+    )?)
+}
+
+/// Writes a greyscale PNG atomically.
+pub fn save_gray_png(img: &image::GrayImage, path: &Path) -> Result<()> {
+    Ok(write_atomic(
+        path,
+        &encode_png(&image::DynamicImage::ImageLuma8(img.clone()))?,
+    )?)
 }
 
 fn register_font() -> Result<()> {
@@ -188,8 +208,9 @@ pub fn sample_sheet(
         .filter(|i| !i.is_defective())
         .flat_map(|i| i.maps[0].iter().copied())
         .fold(f32::INFINITY, f32::min);
-    let lo = if lo.is_finite() { lo } else { 0.0 };
-    let hi = (2.0 * threshold - lo).max(lo + 1e-6);
+    // one scale for the whole sheet (the good images' smallest value at the bottom), so rows
+    // can be compared
+    let scale = HeatScale::new(lo, threshold);
     let mut sheet = RgbImage::from_pixel(
         4 * s + 5 * gap,
         chosen.len() as u32 * (s + gap) + gap,
@@ -199,15 +220,14 @@ pub fn sample_sheet(
         let y = (gap + r as u32 * (s + gap)) as i64;
         let img = crate::data::resize_rgb(&crate::data::read_rgb(&item.path)?, s);
         image::imageops::replace(&mut sheet, &img, gap as i64, y);
-        let gt = RgbImage::from_fn(s, s, |x, yy| {
-            if item.mask[(yy * s + x) as usize] {
-                Rgb([255, 255, 255])
-            } else {
-                Rgb([0, 0, 0])
-            }
+        // ground truth: white on black; mid grey where the image has no mask
+        let gt = RgbImage::from_fn(s, s, |x, yy| match &item.mask {
+            Some(m) if m[(yy * s + x) as usize] => Rgb([255, 255, 255]),
+            Some(_) => Rgb([0, 0, 0]),
+            None => Rgb([96, 96, 96]),
         });
         image::imageops::replace(&mut sheet, &gt, (2 * gap + s) as i64, y);
-        let heat = colormap::render(&item.maps[0], size, size, lo, hi);
+        let heat = colormap::render(&item.maps[0], size, size, scale);
         image::imageops::replace(&mut sheet, &heat, (3 * gap + 2 * s) as i64, y);
         let mut boxed = img.clone();
         let map = AnomalyMap {

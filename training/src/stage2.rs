@@ -59,7 +59,7 @@ pub fn to_rows(features: &Tensor) -> Tensor {
 }
 
 /// Mean -log p / C of the flow of `tap` over feature rows (N * HW, C) laid out as [`to_rows`]
-/// does: the held-out criterion that chose the flows' schedule (docs/accuracy.md, items 9, 18).
+/// does: the held-out criterion that chose the flows' schedule (docs/experiments.md, items 9, 18).
 pub fn mean_nll_per_channel(model: &ClsFlowModel, tap: usize, rows: &Tensor) -> f64 {
     tch::no_grad(|| {
         let cond = model.condition_rows(tap);
@@ -281,7 +281,7 @@ pub fn train_round(
 }
 
 /// Per tap, the log p / C maps (N, h, w, on the CPU) of the given features (N, C, h, w): the
-/// flow maps' references come from these (METHOD.md section 4, taken on training data, not
+/// flow maps' references come from these (docs/method.md section 4, taken on training data, not
 /// test data; [`clsflow::TapReferences`]).
 pub fn tap_log_prob_maps(model: &ClsFlowModel, features: &[Tensor; 3]) -> [Tensor; 3] {
     tch::no_grad(|| {

@@ -209,13 +209,7 @@ pub fn train(
     } else {
         tch::manual_seed(cfg.seed as i64);
         let mut model = ClsFlowModel::new(cfg.model_config(), tch::Device::cuda_if_available())?;
-        let w = cfg.weights_path();
-        if !w.exists() {
-            bail!(
-                "ImageNet weights {} not found: run scripts/setup.sh (EfficientNet-Lite) or export torchvision weights (README, 'ResNet weights'), or pass --weights",
-                w.display()
-            );
-        }
+        let w = cfg.weights_path()?;
         model.load_backbone_weights(&w)?;
         let mut files = ds.train.clone();
         files.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.seed));

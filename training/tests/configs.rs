@@ -23,8 +23,20 @@ fn all_configs_load() {
     }
     assert_eq!(
         n,
-        2 + 15,
-        "cpu-fast, test-tiny and the 15 MVTec AD paper configs"
+        3 + 15,
+        "cpu-fast, demo, test-tiny and the 15 MVTec AD paper configs"
+    );
+}
+
+#[test]
+fn the_builtin_config_is_cpu_fast() {
+    assert_eq!(
+        TrainConfig::builtin(),
+        TrainConfig::load(&configs().join("cpu-fast.toml")).unwrap()
+    );
+    assert_eq!(
+        TrainConfig::load_or_builtin(None).unwrap(),
+        TrainConfig::builtin()
     );
 }
 
@@ -175,10 +187,13 @@ fn backbone_override_reshapes_the_model() {
     let m = c.model_config();
     assert_eq!(m.backbone, BackboneKind::EfficientnetLite0);
     assert_eq!(m.decoder.head_channels, 160, "half of Lite0's deepest tap");
+    let w = c
+        .weights_path()
+        .expect("setup.sh installs the Lite0 weights");
     assert!(
-        c.weights_path().ends_with("efficientnet_lite0.safetensors"),
+        w.ends_with("efficientnet_lite0.safetensors"),
         "{}",
-        c.weights_path().display()
+        w.display()
     );
     let err = Cli::try_parse_from(["x", "--backbone", "resnet50"])
         .err()

@@ -145,10 +145,14 @@ fn train_resume_evaluate_report_on_demo_category() {
     assert_eq!(det.manifest().name, "demo");
     assert!(det.manifest().training.is_some());
     let ds = Dataset::open(&data).unwrap();
-    let (items, ms) = score_test_set(&det, &ds, OnBadImage::Fail, 4).unwrap();
-    assert_eq!(items.len(), 10);
-    assert!(ms > 0.0);
-    let eval = evaluate(&items, det.map_size(), det.scoring(), ms);
+    let set = score_test_set(&det, &ds, OnBadImage::Fail, 4).unwrap();
+    assert_eq!(set.items.len(), 10);
+    assert!(set.ms_per_image > 0.0);
+    let eval = evaluate(&set, det.map_size(), det.scoring());
+    assert!(
+        eval.pixel_coverage.note().is_none(),
+        "every defect has a mask"
+    );
     for b in ["fused", "flow", "classifier"] {
         let m = &eval.branches[b];
         for v in [m.image_auroc, m.pixel_auroc, m.pixel_ap, m.au_pro] {
@@ -161,7 +165,7 @@ fn train_resume_evaluate_report_on_demo_category() {
         &dir.path().join("report"),
         "t",
         &eval,
-        &items,
+        &set.items,
         det.map_size(),
         serde_json::json!({}),
     )
@@ -368,10 +372,10 @@ fn tiled_training_and_evaluation_on_real_non_square_images() {
         .cloned()
         .collect();
     ds.test = good.into_iter().chain(bad).collect();
-    let (items, _) = score_test_set(&det, &ds, OnBadImage::Fail, 4).unwrap();
-    assert_eq!(items.len(), 6);
+    let set = score_test_set(&det, &ds, OnBadImage::Fail, 4).unwrap();
+    assert_eq!(set.items.len(), 6);
     let mut non_square = 0;
-    for it in &items {
+    for it in &set.items {
         assert!(
             it.maps.iter().all(|m| m.len() == 64 * 64),
             "on the masks' grid"
@@ -389,6 +393,6 @@ fn tiled_training_and_evaluation_on_real_non_square_images() {
         non_square += usize::from(w != h);
     }
     assert!(non_square > 0, "magnetic-tile images are mostly not square");
-    let eval = evaluate(&items, det.map_size(), det.scoring(), 1.0);
+    let eval = evaluate(&set, det.map_size(), det.scoring());
     assert!(eval.branches["fused"].image_auroc.is_some());
 }

@@ -3,7 +3,7 @@
 use crate::frame::{DETECT_FORMATS, model_input};
 use crate::meta::{AnomalyInfo, MESSAGE, RegionInfo};
 use clsflow::detector::AnomalyMap;
-use clsflow::regions::find_regions;
+use clsflow::regions::frame_regions;
 use clsflow::resample::input_tensor_dims;
 use clsflow::{Detection, Detector, DetectorOptions, Normalization, Scoring, torch_thread};
 use clsflow::{InputResize, TileLayout};
@@ -380,21 +380,20 @@ impl AnomalyDetect {
             })
             .map_err(|e| e.to_string())?;
         let ms = t0.elapsed().as_secs_f64() * 1e3;
-        let regions: Vec<RegionInfo> = find_regions(
+        let regions: Vec<RegionInfo> = frame_regions(
             &d.fused,
             scoring.region_threshold as f32,
             settings.min_region_area,
+            w as u32,
+            h as u32,
         )
         .into_iter()
-        .map(|r| {
-            let rect = r.scaled_box(d.fused.width, d.fused.height, w as u32, h as u32);
-            let scale = (w * h) as f64 / (d.fused.width * d.fused.height) as f64;
-            RegionInfo {
-                rect,
-                max_score: r.max_score.into(),
-                mean_score: r.mean_score.into(),
-                area: (r.area as f64 * scale).round() as u32,
-            }
+        .map(|r| RegionInfo {
+            rect: r.rect(),
+            max_score: r.max_score.into(),
+            mean_score: r.mean_score.into(),
+            area: r.area,
+            confidence: scoring.normalized_region_score(r.max_score.into()),
         })
         .collect();
         let map: AnomalyMap = match settings.map_size {
@@ -403,6 +402,7 @@ impl AnomalyDetect {
         };
         let info = AnomalyInfo {
             score: d.score.into(),
+            normalized_score: scoring.normalized_score(d.score.into()),
             anomalous: d.anomalous,
             threshold: scoring.threshold,
             score_weight: scoring.score_weight,
@@ -514,12 +514,14 @@ impl BaseTransformImpl for AnomalyDetect {
             );
             return Err(gst::FlowError::Error);
         }
-        for r in &result.regions {
-            r.attach(buf);
+        let frame = (info.width(), info.height());
+        for (id, r) in result.regions.iter().enumerate() {
+            r.attach(buf, id as i32, frame);
         }
         if settings.post_messages && result.info.anomalous && result.info.fresh {
             let s = gst::Structure::builder(MESSAGE)
                 .field("score", result.info.score)
+                .field("normalized-score", result.info.normalized_score)
                 .field("threshold", result.info.threshold)
                 .field("regions", result.info.regions)
                 .field(

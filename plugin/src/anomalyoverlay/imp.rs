@@ -1,12 +1,13 @@
 //! Implementation of `anomalyoverlay`: metadata -> drawing on the frame.
 
 use super::OverlayMode;
-use crate::draw::{Canvas, argb_to_rgb};
 use crate::frame::{DETECT_FORMATS, layout};
 use crate::meta::{AnomalyInfo, RegionInfo};
 use ab_glyph::FontArc;
-use clsflow::colormap::heat;
 use clsflow::detector::AnomalyMap;
+use clsflow::draw::{
+    Canvas, DEFAULT_FONT, OverlayStyle, argb_to_rgb, caption, draw_caption, load_font, paint,
+};
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
@@ -22,8 +23,6 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
         Some("clsflow anomaly overlay"),
     )
 });
-
-const DEFAULT_FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf";
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -217,16 +216,13 @@ impl BaseTransformImpl for AnomalyOverlay {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let s = self.settings.lock().unwrap().clone();
         let font = if s.text {
-            match std::fs::read(&s.font)
-                .map_err(|e| e.to_string())
-                .and_then(|b| FontArc::try_from_vec(b).map_err(|e| e.to_string()))
-            {
+            match load_font(&s.font) {
                 Ok(f) => Some(f),
                 Err(e) => {
                     gst::element_imp_warning!(
                         self,
                         gst::ResourceError::NotFound,
-                        ["Font {} unusable ({}); drawing without text", s.font, e]
+                        ["Font unusable ({}); drawing without text", e]
                     );
                     None
                 }
@@ -268,79 +264,56 @@ impl VideoFilterImpl for AnomalyOverlay {
             rgb,
         };
         let box_colour = argb_to_rgb(s.box_color);
+        let style = OverlayStyle {
+            heatmap: matches!(
+                s.mode,
+                OverlayMode::Heatmap | OverlayMode::HeatmapBoxes | OverlayMode::HeatmapOutlines
+            ),
+            outlines: matches!(s.mode, OverlayMode::Outlines | OverlayMode::HeatmapOutlines),
+            boxes: matches!(s.mode, OverlayMode::Boxes | OverlayMode::HeatmapBoxes),
+            alpha: s.alpha as f32,
+            line_colour: box_colour,
+            line_width: s.line_width,
+        };
         let map_ok =
             info.map.len() == (info.map_width * info.map_height) as usize && info.map_width > 0;
-        let heatmap = matches!(
-            s.mode,
-            OverlayMode::Heatmap | OverlayMode::HeatmapBoxes | OverlayMode::HeatmapOutlines
-        );
-        let outlines = matches!(s.mode, OverlayMode::Outlines | OverlayMode::HeatmapOutlines);
-        if map_ok && (heatmap || outlines) {
-            let map = AnomalyMap {
+        let map = if map_ok && (style.heatmap || style.outlines) {
+            AnomalyMap {
                 width: info.map_width as usize,
                 height: info.map_height as usize,
                 data: info.map.clone(),
             }
-            .resized(w, h);
-            let thr = info.region_threshold as f32;
-            if heatmap {
-                // the region threshold sits at the middle of the colormap
-                let lo = map
-                    .data
-                    .iter()
-                    .copied()
-                    .fold(f32::INFINITY, f32::min)
-                    .min(thr - 1e-6);
-                let scale = 0.5 / (thr - lo);
-                let alpha = s.alpha as f32;
-                let lut: Vec<[u8; 3]> = (0..256).map(|i| heat(i as f32 / 255.0)).collect();
-                canvas.blend_all(alpha, |x, y| {
-                    let t = ((map.data[y * w + x] - lo) * scale).clamp(0.0, 1.0);
-                    lut[(t * 255.0) as usize]
-                });
+            .resized(w, h)
+        } else {
+            AnomalyMap {
+                width: 0,
+                height: 0,
+                data: Vec::new(),
             }
-            if outlines {
-                let above = |x: usize, y: usize| map.data[y * w + x] > thr;
-                for y in 0..h {
-                    for x in 0..w {
-                        if above(x, y)
-                            && (x == 0
-                                || y == 0
-                                || x + 1 == w
-                                || y + 1 == h
-                                || !above(x - 1, y)
-                                || !above(x + 1, y)
-                                || !above(x, y - 1)
-                                || !above(x, y + 1))
-                        {
-                            for t in 0..s.line_width as usize {
-                                canvas.blend(x + t, y, box_colour, 1.0);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        if matches!(s.mode, OverlayMode::Boxes | OverlayMode::HeatmapBoxes) {
-            for r in &regions {
-                canvas.rect(r.rect, box_colour, s.line_width);
-            }
-        }
+        };
+        let boxes: Vec<_> = regions.iter().map(|r| r.rect).collect();
+        paint(
+            &mut canvas,
+            &map,
+            info.region_threshold as f32,
+            &boxes,
+            &style,
+        );
         if s.text
             && let Some(font) = self.font.lock().unwrap().as_ref()
         {
-            let verdict = if info.anomalous { "ANOMALY" } else { "ok" };
-            let text = format!(
-                "{verdict}  score {:.3} / {:.3}  regions {}",
-                info.score, info.threshold, info.regions
+            let text = caption(
+                info.anomalous,
+                info.score,
+                info.threshold,
+                info.regions as usize,
             );
-            let size = (h as f32 / 28.0).clamp(12.0, 48.0);
             let colour = if info.anomalous {
                 box_colour
             } else {
                 argb_to_rgb(s.text_color)
             };
-            canvas.text(font, size, 6, 6, &text, colour);
+            draw_caption(&mut canvas, font, &text, colour);
         }
         Ok(gst::FlowSuccess::Ok)
     }

@@ -1,4 +1,4 @@
-//! Foreground restriction for objects (METHOD.md section 3): Otsu threshold on a blurred grey
+//! Foreground restriction for objects (docs/method.md section 3): Otsu threshold on a blurred grey
 //! image, morphological opening and closing, hole filling; per-category switches.
 
 use image::{GrayImage, Luma, RgbImage};
@@ -30,7 +30,7 @@ pub struct ForegroundRule {
     pub fill_holes: bool,
 }
 
-/// The authors' switches for the MVTec AD categories (METHOD.md section 5b); any other category
+/// The authors' switches for the MVTec AD categories (docs/method.md section 5b); any other category
 /// gets no restriction (defects may appear anywhere), which is right for surfaces and safe for
 /// objects.
 pub fn rule_for_category(name: &str) -> ForegroundRule {

@@ -1,4 +1,4 @@
-//! Synthetic defects made on the fly for the pixelwise classifier (METHOD.md section 3).
+//! Synthetic defects made on the fly for the pixelwise classifier (docs/method.md section 3).
 //!
 //! A Perlin mask M selects where a defect goes; a source image A (a texture with p = 0.5, else
 //! another good image of the category) passes through three augmenters and is blended in with a
@@ -25,7 +25,7 @@ pub enum SoftLabel {
     /// signed form a defect that darkens the surface would get a label below 0.5, close to
     /// "normal").
     Absolute,
-    /// x = d, literally as METHOD.md states it.
+    /// x = d, literally as docs/method.md states it.
     Signed,
 }
 

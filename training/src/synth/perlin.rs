@@ -1,4 +1,4 @@
-//! Perlin noise masks for synthetic defects (METHOD.md section 3): noise at scale 2^a x 2^b
+//! Perlin noise masks for synthetic defects (docs/method.md section 3): noise at scale 2^a x 2^b
 //! (a, b uniform in 0..=5), rotated uniformly in [-90, 90] degrees, thresholded at 0.5.
 
 use image::GrayImage;

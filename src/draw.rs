@@ -1,6 +1,11 @@
-//! Drawing on packed RGB(A/x) frames in place: heatmap blending, boxes, region outlines, text.
+//! Drawing on packed RGB(A/x) images in place: heatmap blending, boxes, region outlines, text.
+//! `anomalyoverlay` draws video frames with it and `clsflow-train predict` its overlay PNGs, so
+//! both look the same.
 
+use crate::colormap::{HeatScale, heat};
+use crate::detector::AnomalyMap;
 use ab_glyph::{Font, FontArc, PxScale, ScaleFont};
+use image::RgbImage;
 
 /// A mutable view of one packed video plane.
 pub struct Canvas<'a> {
@@ -18,7 +23,20 @@ pub struct Canvas<'a> {
     pub rgb: [usize; 3],
 }
 
-impl Canvas<'_> {
+impl<'a> Canvas<'a> {
+    /// The whole of an RGB image.
+    pub fn of_rgb(img: &'a mut RgbImage) -> Self {
+        let (width, height) = (img.width() as usize, img.height() as usize);
+        Canvas {
+            data: img.as_mut(),
+            width,
+            height,
+            stride: 3 * width,
+            bpp: 3,
+            rgb: [0, 1, 2],
+        }
+    }
+
     /// Blends `colour` over pixel (x, y) with opacity `alpha` (0..1).
     #[inline]
     pub fn blend(&mut self, x: usize, y: usize, colour: [u8; 3], alpha: f32) {
@@ -107,6 +125,105 @@ impl Canvas<'_> {
             }
         }
     }
+}
+
+/// What [`paint`] draws.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OverlayStyle {
+    /// Blend the heatmap over the image.
+    pub heatmap: bool,
+    /// Outline the pixels above the region threshold.
+    pub outlines: bool,
+    /// Draw the regions' bounding boxes.
+    pub boxes: bool,
+    /// Opacity of the heatmap, 0..1.
+    pub alpha: f32,
+    /// Colour of outlines and boxes.
+    pub line_colour: [u8; 3],
+    /// Width of outlines and boxes in pixels.
+    pub line_width: u32,
+}
+
+impl Default for OverlayStyle {
+    /// The heatmap with region boxes, as `anomalyoverlay` draws by default.
+    fn default() -> Self {
+        OverlayStyle {
+            heatmap: true,
+            outlines: false,
+            boxes: true,
+            alpha: 0.45,
+            line_colour: [255, 48, 48],
+            line_width: 2,
+        }
+    }
+}
+
+/// Paints the anomaly overlay on `canvas`: `map` (already at the canvas's size) as a heatmap on
+/// [`HeatScale::of_map`], the outlines of its pixels above `region_threshold`, and `boxes`
+/// (x, y, width, height in canvas pixels), as `style` asks.
+pub fn paint(
+    canvas: &mut Canvas,
+    map: &AnomalyMap,
+    region_threshold: f32,
+    boxes: &[(u32, u32, u32, u32)],
+    style: &OverlayStyle,
+) {
+    let (w, h) = (canvas.width, canvas.height);
+    let map_ok = map.width == w && map.height == h && map.data.len() == w * h;
+    if map_ok && style.heatmap {
+        let scale = HeatScale::of_map(&map.data, region_threshold);
+        // one colour per 1/255 of the scale: a table instead of the colour map per pixel
+        let lut: Vec<[u8; 3]> = (0..256).map(|i| heat(i as f32 / 255.0)).collect();
+        canvas.blend_all(style.alpha, |x, y| {
+            lut[(scale.position(map.data[y * w + x]) * 255.0) as usize]
+        });
+    }
+    if map_ok && style.outlines {
+        let above = |x: usize, y: usize| map.data[y * w + x] > region_threshold;
+        for y in 0..h {
+            for x in 0..w {
+                let edge = x == 0
+                    || y == 0
+                    || x + 1 == w
+                    || y + 1 == h
+                    || !above(x - 1, y)
+                    || !above(x + 1, y)
+                    || !above(x, y - 1)
+                    || !above(x, y + 1);
+                if above(x, y) && edge {
+                    for t in 0..style.line_width as usize {
+                        canvas.blend(x + t, y, style.line_colour, 1.0);
+                    }
+                }
+            }
+        }
+    }
+    if style.boxes {
+        for &b in boxes {
+            canvas.rect(b, style.line_colour, style.line_width);
+        }
+    }
+}
+
+/// The font of the verdict caption: DejaVu Sans Bold from Debian's `fonts-dejavu-core`.
+pub const DEFAULT_FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf";
+
+/// Reads a TrueType or OpenType font file.
+pub fn load_font(path: &str) -> Result<FontArc, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
+    FontArc::try_from_vec(bytes).map_err(|e| format!("{path}: {e}"))
+}
+
+/// The caption drawn on annotated frames and images: verdict, score against threshold, regions.
+pub fn caption(anomalous: bool, score: f64, threshold: f64, regions: usize) -> String {
+    let verdict = if anomalous { "ANOMALY" } else { "ok" };
+    format!("{verdict}  score {score:.3} / {threshold:.3}  regions {regions}")
+}
+
+/// Draws [`caption`] in the top-left corner, sized to the canvas, in `colour`.
+pub fn draw_caption(canvas: &mut Canvas, font: &FontArc, text: &str, colour: [u8; 3]) {
+    let size = (canvas.height as f32 / 28.0).clamp(12.0, 48.0);
+    canvas.text(font, size, 6, 6, text, colour);
 }
 
 /// Parses 0xAARRGGBB (GStreamer's colour property convention) into RGB.
