@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export GST_PLUGIN_PATH := $(CURDIR)/target/debug$(if $(GST_PLUGIN_PATH),:$(GST_PLUGIN_PATH))
 
-.PHONY: setup test lint unit pipeline-test install-test install demo bench eval clean-runs
+.PHONY: setup test lint unit pipeline-test install-test install demo bench probes eval clean-runs
 
 setup:
 	scripts/setup.sh
@@ -13,12 +13,13 @@ setup:
 # gst-launch pipeline, and an install into a temporary prefix used with the checkout hidden.
 test: setup lint unit pipeline-test install-test
 
+# the default members only: the measurement programs in tools/ build with `make probes`
 lint:
 	$(CARGO) fmt --all --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets -- -D warnings
 
 unit:
-	$(CARGO) test --workspace
+	$(CARGO) test
 
 pipeline-test:
 	scripts/pipeline-test.sh
@@ -36,6 +37,11 @@ demo: setup
 
 bench: setup
 	scripts/bench.sh
+
+# The measurement programs (tools/): built and linted, not part of make test.
+probes: setup
+	$(CARGO) clippy -p clsflow-tools --all-targets -- -D warnings
+	$(CARGO) build --release -p clsflow-tools
 
 # Train and evaluate one MVTec-style category: make eval DATA=../shared/data/magnetic_tile
 # TRAIN_ARGS adds training options, e.g. TRAIN_ARGS="--backbone efficientnet_lite0" OUT=runs/mt-lite0

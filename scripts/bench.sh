@@ -6,20 +6,20 @@
 #   BENCH_TRAIN_RUN (default runs/magnetic_tile) training run whose stage times are reported
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p clsflow-train --bin clsflow-bench -p gst-plugin-clsflow --example bench_pipeline -p clsflow --example openmp_threads -p clsflow-train --example stage2_threads
+cargo build --release -p clsflow-train --bin clsflow-bench -p gst-plugin-clsflow --example bench_pipeline -p clsflow-tools --bin openmp_threads --bin stage2_threads
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB"
 echo
 echo "## Detector (256x256 input)"
 ./target/release/clsflow-bench --iters "${BENCH_ITERS:-10}"
 echo
 echo "## libtorch threads (why the element runs inference on one clsflow-torch thread)"
-./target/release/examples/openmp_threads
+./target/release/openmp_threads
 echo
 echo "## GStreamer path"
 ./target/release/examples/bench_pipeline --frames "${BENCH_FRAMES:-60}" --soak-frames "${BENCH_SOAK_FRAMES:-10000}"
 echo
 echo "## Stage 2: the flows one after the other vs side by side (configs/cpu-fast.toml, random rows)"
-./target/release/examples/stage2_threads 3 0.05
+./target/release/stage2_threads 3 0.05
 echo
 echo "## Training (configs/cpu-fast.toml)"
 run=${BENCH_TRAIN_RUN:-runs/magnetic_tile}

@@ -1,9 +1,9 @@
 //! The whole network of the method: one shared extractor, the pixelwise classifier decoder and
 //! one conditional flow per tap.
 
-use crate::backbone::{Backbone, BackboneKind, channels_last};
+use crate::backbone::{Backbone, BackboneKind};
 use crate::decoder::{Decoder, DecoderConfig};
-use crate::flow::{ConditionalFlow, FlowConfig, FoldedFlow, pool_flow_input, positional_rows};
+use crate::flow::{ConditionalFlow, FlowConfig, FoldedFlow, positional_rows};
 use crate::tiling::InputResize;
 use crate::weights;
 use crate::{Error, Result};
@@ -14,7 +14,7 @@ use tch::{Device, Kind, Tensor};
 
 /// Architecture of a model; stored in every checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "StoredModelConfig")]
 pub struct ModelConfig {
     /// The shared feature extractor.
     pub backbone: BackboneKind,
@@ -25,13 +25,6 @@ pub struct ModelConfig {
     /// before this setting stretch.
     #[serde(default)]
     pub resize: InputResize,
-    /// Pixels of reflection padding added on every side of the input before the extractor and
-    /// cropped from its taps again, a multiple of the coarsest tap's stride (0: none, the
-    /// paper's). With it the outermost feature cells see mirrored surface instead of the
-    /// convolutions' zero padding, which otherwise makes them the least likely cells of good
-    /// images (docs/experiments.md, item 27). Costs ((S + 2p) / S)^2 of the extractor's time.
-    #[serde(default)]
-    pub input_padding: i64,
     /// The pixelwise classifier.
     pub decoder: DecoderConfig,
     /// The normalizing flows.
@@ -45,7 +38,6 @@ impl ModelConfig {
             backbone,
             input_size: 256,
             resize: InputResize::Stretch,
-            input_padding: 0,
             decoder: DecoderConfig::for_backbone(backbone),
             flow: FlowConfig::default(),
         }
@@ -59,41 +51,19 @@ impl ModelConfig {
                 self.input_size
             )));
         }
-        let blocks = [0, 1, 2].map(|tap| self.flow.blocks_at(tap));
-        if blocks.contains(&0)
+        if self.flow.blocks == 0
             || self.flow.condition_channels < 4
             || self.flow.condition_channels % 4 != 0
         {
             return Err(Error::Config(format!(
-                "flows need at least one block and a condition width that is a positive multiple of 4, got {blocks:?} blocks and {} channels",
-                self.flow.condition_channels
-            )));
-        }
-        if self.flow.input_pool < 1 || self.flow.input_pool % 2 == 0 {
-            return Err(Error::Config(format!(
-                "flow input_pool must be an odd window side >= 1, got {}",
-                self.flow.input_pool
+                "flows need at least one block and a condition width that is a positive multiple of 4, got {} blocks and {} channels",
+                self.flow.blocks, self.flow.condition_channels
             )));
         }
         if !self.flow.clamp.is_finite() || self.flow.clamp <= 0.0 {
             return Err(Error::Config(format!(
                 "flow clamp must be positive, got {}",
                 self.flow.clamp
-            )));
-        }
-        let coarsest = *self
-            .backbone
-            .tap_strides()
-            .iter()
-            .max()
-            .expect("three taps");
-        if self.input_padding < 0
-            || self.input_padding % coarsest != 0
-            || self.input_padding >= self.input_size
-        {
-            return Err(Error::Config(format!(
-                "input_padding must be a multiple of {coarsest} (the coarsest tap's stride) from 0 to below input_size {}, got {}",
-                self.input_size, self.input_padding
             )));
         }
         self.decoder.validate()
@@ -103,6 +73,46 @@ impl ModelConfig {
     pub fn tap_sizes(&self) -> [i64; 3] {
         self.backbone.tap_strides().map(|s| self.input_size / s)
     }
+}
+
+/// The stored form of [`ModelConfig`], which also reads the key of an option clsflow no longer
+/// has (`input_padding`): its neutral value loads, any other is refused by name.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredModelConfig {
+    backbone: BackboneKind,
+    input_size: i64,
+    #[serde(default)]
+    resize: InputResize,
+    #[serde(default)]
+    input_padding: Option<i64>,
+    decoder: DecoderConfig,
+    flow: FlowConfig,
+}
+
+impl TryFrom<StoredModelConfig> for ModelConfig {
+    type Error = String;
+
+    fn try_from(s: StoredModelConfig) -> std::result::Result<Self, String> {
+        if let Some(p) = s.input_padding.filter(|&p| p != 0) {
+            return Err(removed_option("input_padding", &p.to_string()));
+        }
+        Ok(ModelConfig {
+            backbone: s.backbone,
+            input_size: s.input_size,
+            resize: s.resize,
+            decoder: s.decoder,
+            flow: s.flow,
+        })
+    }
+}
+
+/// The error for a config or checkpoint that sets an option clsflow no longer has.
+pub(crate) fn removed_option(key: &str, value: &str) -> String {
+    format!(
+        "{key} = {value}: clsflow no longer has this option (it did not improve detection; \
+         docs/experiments.md); retrain without it"
+    )
 }
 
 /// Extractor, decoder and flows with their variables.
@@ -140,13 +150,7 @@ impl ClsFlowModel {
         let flows = taps
             .iter()
             .enumerate()
-            .map(|(i, &c)| {
-                let flow = FlowConfig {
-                    blocks: config.flow.blocks_at(i),
-                    ..config.flow.clone()
-                };
-                ConditionalFlow::new(&(flow_vars[i].root() / "flows" / i), c, &flow)
-            })
+            .map(|(i, &c)| ConditionalFlow::new(&(flow_vars[i].root() / "flows" / i), c, &config.flow))
             .collect();
         let cond_rows = config
             .tap_sizes()
@@ -269,24 +273,8 @@ impl ClsFlowModel {
     }
 
     /// The three taps for a normalised batch (N, 3, S, S).
-    ///
-    /// With [`ModelConfig::input_padding`] the batch is reflection-padded first and each tap
-    /// cropped back to the unpadded grid (kept channels-last, as the extractor leaves it).
     pub fn features(&self, x: &Tensor) -> [Tensor; 3] {
-        let p = self.config.input_padding;
-        if p == 0 {
-            return self.backbone.forward(x);
-        }
-        let taps = self.backbone.forward(&x.reflection_pad2d([p, p, p, p]));
-        let strides = self.config.backbone.tap_strides();
-        std::array::from_fn(|i| {
-            let (c, size) = (p / strides[i], taps[i].size());
-            channels_last(
-                &taps[i]
-                    .narrow(2, c, size[2] - 2 * c)
-                    .narrow(3, c, size[3] - 2 * c),
-            )
-        })
+        self.backbone.forward(x)
     }
 
     /// Classifier logits (N, 1, S, S) from the taps.
@@ -309,17 +297,8 @@ impl ClsFlowModel {
         &self.cond_rows[tap]
     }
 
-    /// What the flows model: the taps averaged over `flow.input_pool` windows (the taps
-    /// themselves for the paper's window of 1).
-    pub fn flow_inputs(&self, taps: &[Tensor; 3]) -> [Tensor; 3] {
-        let k = self.config.flow.input_pool;
-        std::array::from_fn(|i| pool_flow_input(&taps[i], k))
-    }
-
-    /// log p / C per position for each tap, (N, h_l, w_l), whole maps at once, from the taps
-    /// (pooled here as [`Self::flow_inputs`]).
+    /// log p / C per position for each tap, (N, h_l, w_l), whole maps at once, from the taps.
     pub fn flow_log_prob_maps(&self, taps: &[Tensor; 3]) -> [Tensor; 3] {
-        let taps = &self.flow_inputs(taps); // shallow copies for the paper's window of 1
         if let Some(folded) = &self.folded {
             let maps: Vec<Tensor> = taps
                 .iter()

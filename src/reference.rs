@@ -12,8 +12,7 @@ pub fn fiber_loop_log_prob_maps(
     taps: &[Tensor; 3],
     fiber_batch: i64,
 ) -> [Tensor; 3] {
-    let maps: Vec<Tensor> = model
-        .flow_inputs(taps)
+    let maps: Vec<Tensor> = taps
         .iter()
         .enumerate()
         .map(|(i, f)| {

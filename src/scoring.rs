@@ -9,20 +9,20 @@
 //!   the two other tap aggregations ([`TapAggregation`]) first put every tap on the same footing
 //!   (z-score of its anomaly d = max_train t - t against held-out good images), then take the
 //!   mean or the largest over taps: the paper's sum is a soft minimum of the taps' anomalies, so
-//!   a defect that only one tap sees is masked by the others (docs/experiments.md, item 22);
+//!   a defect that only one tap sees is masked by the others (docs/experiments.md);
 //!   with the per-position reference ([`TapReference::Position`]) every tap's map is first
 //!   centred position by position (the training images' mean log p / C at the position minus
 //!   their mean over all positions is subtracted), so that positions whose normal features are
-//!   merely less predictable (borders, irregular regions) do not look anomalous (item 24);
+//!   merely less predictable (borders, irregular regions) do not look anomalous;
 //! - classifier map: sigmoid of the decoder logits;
 //! - fused map: flow + w * classifier (what is shown and outlined);
 //! - image score: max of flow + w_s * classifier. The score has its own weight w_s because the
 //!   two uses want different things of the classifier: its maps sharpen the outlines of most
 //!   defects (pixel metrics rise with w), while its occasional spikes on good images cost more
-//!   at image level than its detections gain (docs/experiments.md, items 10-15). Both weights and
+//!   at image level than its detections gain (docs/experiments.md). Both weights and
 //!   both thresholds are calibrated without test labels; old checkpoints, which have one weight
 //!   and one threshold, use them for both. Instead of the max, the score can be the mean of the
-//!   map's largest values, a fraction q of its pixels (`score_top_fraction`, item 25), which
+//!   map's largest values, a fraction q of its pixels (`score_top_fraction`), which
 //!   averages single-pixel spikes away; old checkpoints use the max.
 
 use crate::model::ClsFlowModel;

@@ -11,12 +11,9 @@ use tch::{Device, Kind, Tensor};
 
 fn saved_model(dir: &Path) -> (PathBuf, Detector) {
     tch::manual_seed(11);
-    // reflection padding and per-tap block counts on, so that the round trip covers them
-    let mut config = clsflow::ModelConfig {
-        input_padding: 32,
-        ..common::tiny_config()
-    };
-    config.flow.blocks_per_tap = Some([3, 2, 1]);
+    // three blocks per flow, so that the round trip covers a non-default count
+    let mut config = common::tiny_config();
+    config.flow.blocks = 3;
     let model = ClsFlowModel::new(config, Device::Cpu).unwrap();
     let scoring = Scoring {
         tap_log_prob_max: [-1.0, -2.0, -3.0],
@@ -109,15 +106,14 @@ fn save_load_gives_identical_maps() {
     let (path, det) = saved_model(dir.path());
     let loaded = load_cpu(&path).unwrap();
     assert_eq!(loaded.scoring(), det.scoring());
-    assert_eq!(loaded.model().config().input_padding, 32);
-    assert_eq!(loaded.model().config().flow.blocks_per_tap, Some([3, 2, 1]));
+    assert_eq!(loaded.model().config().flow.blocks, 3);
     let blocks: Vec<usize> = loaded
         .model()
         .flows()
         .iter()
         .map(|f| f.block_count())
         .collect();
-    assert_eq!(blocks, [3, 2, 1]);
+    assert_eq!(blocks, [3, 3, 3]);
     assert_eq!(loaded.manifest().name, "tiny");
     assert_eq!(
         loaded.manifest().training,
@@ -141,6 +137,38 @@ fn save_load_gives_identical_maps() {
     let m = checkpoint::read_manifest(&path).unwrap();
     assert_eq!(m.tap_channels, [40, 112, 320]);
     assert_eq!(m.format_version, checkpoint::FORMAT_VERSION);
+}
+
+/// Checkpoints that name the removed options with their neutral values (everything written
+/// while the options existed) load; those that used them are refused with the option named.
+#[test]
+fn removed_options_load_when_neutral_and_are_named_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, det) = saved_model(dir.path());
+    let neutral = dir.path().join("neutral.clsflow");
+    rewrite(&path, &neutral, |_| {}, |m| {
+        m["config"]["input_padding"] = serde_json::json!(0);
+        m["config"]["flow"]["input_pool"] = serde_json::json!(1);
+        m["config"]["flow"]["blocks_per_tap"] = serde_json::json!([3, 3, 3]);
+    });
+    let loaded = load_cpu(&neutral).unwrap();
+    assert_eq!(loaded.model().config(), det.model().config());
+    for (key, value, name) in [
+        ("input_padding", serde_json::json!(32), "input_padding = 32"),
+        ("input_pool", serde_json::json!(3), "flow.input_pool = 3"),
+        ("blocks_per_tap", serde_json::json!([3, 2, 1]), "flow.blocks_per_tap = [3, 2, 1]"),
+    ] {
+        let bad = dir.path().join(format!("{key}.clsflow"));
+        rewrite(&path, &bad, |_| {}, |m| {
+            if key == "input_padding" {
+                m["config"][key] = value.clone();
+            } else {
+                m["config"]["flow"][key] = value.clone();
+            }
+        });
+        let e = load_err(&bad);
+        assert!(e.contains(name) && e.contains("no longer"), "{key}: {e}");
+    }
 }
 
 #[test]

@@ -55,8 +55,6 @@ fn folded_multiply_adds_count_the_folded_layers() {
         blocks: 3,
         condition_channels: 4,
         clamp: 1.9,
-        input_pool: 1,
-        blocks_per_tap: None,
     };
     let flow = ConditionalFlow::new(&(vs.root() / "flow"), 7, &cfg);
     assert_eq!(flow.folded_multiply_adds(), 3 * (4 * 16 + 16 * 6 + 7 * 7));
@@ -95,8 +93,6 @@ fn flow_inverts_and_log_det_matches_autograd_jacobian() {
             blocks: 4,
             condition_channels: 4,
             clamp: 1.9,
-            input_pool: 1,
-            blocks_per_tap: None,
         },
     );
     // make the subnets non-trivial
@@ -146,8 +142,6 @@ fn whole_map_log_prob_equals_row_log_prob() {
             blocks: 3,
             condition_channels: 8,
             clamp: 1.9,
-            input_pool: 1,
-            blocks_per_tap: None,
         },
     );
     let fmap = Tensor::randn([2, 6, 4, 5], (Kind::Float, Device::Cpu));
@@ -186,51 +180,6 @@ fn whole_map_flows_equal_the_fiber_loop_reference() {
         assert_eq!(a.size(), b.size());
         assert!(common::rel_err(a, b) < 1e-5);
     }
-}
-
-#[test]
-fn pooled_flow_inputs_are_local_means_on_every_path() {
-    // a 3x3 mean at stride 1: same size, an inner position is the mean of its 9 neighbours, a
-    // corner the mean of the 4 it has
-    let f = Tensor::arange(2 * 25, (Kind::Float, Device::Cpu)).view([1, 2, 5, 5]);
-    let p = clsflow::flow::pool_flow_input(&f, 3);
-    assert_eq!(p.size(), f.size());
-    assert!((p.double_value(&[0, 0, 2, 2]) - 12.0).abs() < 1e-5);
-    assert!((p.double_value(&[0, 1, 0, 0]) - (25.0 + 26.0 + 30.0 + 31.0) / 4.0).abs() < 1e-5);
-    assert_eq!(
-        clsflow::flow::pool_flow_input(&f, 1).double_value(&[0, 1, 4, 3]),
-        f.double_value(&[0, 1, 4, 3])
-    );
-    // the whole-map, folded and fiber-loop paths all model the pooled taps
-    tch::manual_seed(9);
-    let mut cfg = common::tiny_config();
-    cfg.flow.input_pool = 3;
-    let mut model = clsflow::ClsFlowModel::new(cfg.clone(), Device::Cpu).unwrap();
-    let x = Tensor::randn([2, 3, 64, 64], (Kind::Float, Device::Cpu));
-    let taps = tch::no_grad(|| model.features(&x));
-    let whole = tch::no_grad(|| model.flow_log_prob_maps(&taps));
-    let slow = tch::no_grad(|| clsflow::reference::fiber_loop_log_prob_maps(&model, &taps, 7));
-    model.fold_flows();
-    let folded = tch::no_grad(|| model.flow_log_prob_maps(&taps));
-    for i in 0..3 {
-        assert!(common::rel_err(&slow[i], &whole[i]) < 1e-5);
-        assert!(common::rel_err(&folded[i], &whole[i]) < 1e-5);
-        // pooling changes what is modelled: the same flows on the raw taps give other values
-        let mut by_hand = model.flows()[i].log_prob_map(
-            &clsflow::flow::pool_flow_input(&taps[i], 3),
-            model.condition_rows(i),
-        );
-        assert!(common::rel_err(&by_hand, &whole[i]) < 1e-5);
-        by_hand = model.flows()[i].log_prob_map(&taps[i], model.condition_rows(i));
-        assert!(common::rel_err(&by_hand, &whole[i]) > 1e-3);
-    }
-    assert!(cfg.validate().is_ok());
-    cfg.flow.input_pool = 2;
-    assert!(cfg.validate().is_err(), "an even window is refused");
-    cfg.flow.input_pool = 1;
-    cfg.flow.blocks_per_tap = Some([2, 0, 2]);
-    let err = cfg.validate().unwrap_err().to_string();
-    assert!(err.contains("[2, 0, 2] blocks"), "{err}");
 }
 
 #[test]
@@ -286,8 +235,6 @@ fn bfloat16_rotation_of_large_calls_stays_close() {
         blocks: 3,
         condition_channels: 16,
         clamp: 1.9,
-        input_pool: 1,
-        blocks_per_tap: None,
     };
     let flow = ConditionalFlow::new(&vs.root(), c, &cfg);
     let folded = flow.fold(&positional_rows(16, 16, 16, Device::Cpu));

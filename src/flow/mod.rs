@@ -17,58 +17,74 @@ use tch::{Kind, Tensor};
 const HALF_LOG_2PI: f64 = 0.918_938_533_204_672_7;
 
 /// Hyper-parameters of the flows (docs/method.md section 4). Fields left out take the paper's
-/// values (checkpoints written before `input_pool` existed read as the paper's 1).
+/// values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(try_from = "StoredFlowConfig")]
 pub struct FlowConfig {
     /// Coupling blocks per flow.
     pub blocks: usize,
-    /// Coupling blocks of each tap's flow (stride 8, 16, 32 for Lite0), instead of `blocks`
-    /// for all three (docs/experiments.md, item 33). Left out of checkpoints when absent.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub blocks_per_tap: Option<[usize; 3]>,
     /// Channels of the positional-encoding condition (multiple of 4).
     pub condition_channels: i64,
     /// Soft clamp alpha of the affine coupling.
     pub clamp: f64,
-    /// Side of the window over which each tap's feature vectors are averaged (stride 1) before
-    /// the flows see them, as PatchCore's locally aware features; 1 = the raw vectors (the
-    /// paper's). Odd. Border windows average the positions they hold.
-    pub input_pool: i64,
-}
-
-/// Averages a feature map (N, C, h, w) over `window` x `window` neighbourhoods at stride 1
-/// (the identity for a window of 1).
-pub fn pool_flow_input(features: &Tensor, window: i64) -> Tensor {
-    if window <= 1 {
-        return features.shallow_clone();
-    }
-    features.avg_pool2d(
-        [window, window],
-        [1, 1],
-        [window / 2, window / 2],
-        false,
-        false,
-        None,
-    )
-}
-
-impl FlowConfig {
-    /// Coupling blocks of the flow of `tap`.
-    pub fn blocks_at(&self, tap: usize) -> usize {
-        self.blocks_per_tap.map_or(self.blocks, |b| b[tap])
-    }
 }
 
 impl Default for FlowConfig {
     fn default() -> Self {
         FlowConfig {
             blocks: 6,
-            blocks_per_tap: None,
             condition_channels: 128,
             clamp: 1.9,
-            input_pool: 1,
         }
+    }
+}
+
+/// The stored form, which also reads the keys of two options clsflow no longer has: a config
+/// or checkpoint that gave them their neutral value loads, one that used them is refused.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct StoredFlowConfig {
+    blocks: usize,
+    condition_channels: i64,
+    clamp: f64,
+    blocks_per_tap: Option<[usize; 3]>,
+    input_pool: Option<i64>,
+}
+
+impl Default for StoredFlowConfig {
+    fn default() -> Self {
+        let d = FlowConfig::default();
+        StoredFlowConfig {
+            blocks: d.blocks,
+            condition_channels: d.condition_channels,
+            clamp: d.clamp,
+            blocks_per_tap: None,
+            input_pool: None,
+        }
+    }
+}
+
+impl TryFrom<StoredFlowConfig> for FlowConfig {
+    type Error = String;
+
+    fn try_from(s: StoredFlowConfig) -> Result<Self, String> {
+        if let Some(b) = s.blocks_per_tap.filter(|b| b.iter().any(|&n| n != s.blocks)) {
+            return Err(crate::model::removed_option(
+                "flow.blocks_per_tap",
+                &format!("{b:?}"),
+            ));
+        }
+        if let Some(k) = s.input_pool.filter(|&k| k != 1) {
+            return Err(crate::model::removed_option(
+                "flow.input_pool",
+                &k.to_string(),
+            ));
+        }
+        Ok(FlowConfig {
+            blocks: s.blocks,
+            condition_channels: s.condition_channels,
+            clamp: s.clamp,
+        })
     }
 }
 

@@ -63,7 +63,6 @@ pub fn tiny_config() -> ModelConfig {
         backbone: BackboneKind::EfficientnetLite0,
         input_size: 64,
         resize: clsflow::InputResize::Stretch,
-        input_padding: 0,
         decoder: DecoderConfig {
             head_channels: 16,
             stage_channels: vec![16, 8, 4, 4],
@@ -74,8 +73,6 @@ pub fn tiny_config() -> ModelConfig {
             blocks: 2,
             condition_channels: 8,
             clamp: 1.9,
-            input_pool: 1,
-            blocks_per_tap: None,
         },
     }
 }

@@ -2,11 +2,11 @@
 //! come from held-out good training images and synthetic defects made from them, never from
 //! test labels.
 //!
-//! - tap aggregation (docs/experiments.md, item 22): the paper's sum of likelihoods, or the mean or
+//! - tap aggregation (docs/experiments.md): the paper's sum of likelihoods, or the mean or
 //!   the largest of the taps' anomalies z-scored on the held-out good images; a variant is taken
 //!   only when the flow map alone does clearly better (more than `fusion_tolerance`) on the
 //!   synthetic validation set below, which does not flatter the flows (they never saw a defect);
-//!   the per-position reference (item 24) is chosen with it, by the same rule: every
+//!   the per-position reference is chosen with it, by the same rule: every
 //!   combination of aggregation and reference is scored, and one other than the paper's (sum,
 //!   global) needs a gain above `fusion_tolerance`;
 //! - weights: image AUROC, pixel AUROC and AU-PRO on the synthetic validation set (held-out good
@@ -14,10 +14,10 @@
 //!   when `holdout_textures` > 0) are computed for every candidate weight. The fused map's weight
 //!   is the SMALLEST one within `fusion_tolerance` of the best mean of the three; the image
 //!   score's weight the smallest one within one standard error of the best image AUROC
-//!   (`score_tolerance_se`, Hanley and McNeil's closed form; at least `fusion_tolerance`; item
-//!   43), since the score is judged at image level only (the pixel metrics reward classifier
-//!   weight that costs image AUROC on real good images, docs/experiments.md items 10-15). The image
-//!   score is the map's maximum or the mean of its top fraction (item 25): each of
+//!   (`score_tolerance_se`, Hanley and McNeil's closed form; at least `fusion_tolerance`),
+//!   since the score is judged at image level only (the pixel metrics reward classifier
+//!   weight that costs image AUROC on real good images, docs/experiments.md). The image
+//!   score is the map's maximum or the mean of its top fraction: each of
 //!   `score_top_fractions` is scored by its best validation image AUROC over the weights, and
 //!   one other than the first (the paper's max) needs a gain above that same tolerance. The
 //!   classifier was trained
@@ -101,7 +101,7 @@ pub struct Calibration {
     /// the weights were fixed).
     pub score_reductions: Vec<ScoreCandidate>,
     /// The gain in validation image AUROC a larger score weight needed: `fusion_tolerance` or
-    /// `score_tolerance_se` standard errors of the best AUROC, the larger (item 43).
+    /// `score_tolerance_se` standard errors of the best AUROC, the larger.
     pub score_weight_tolerance: f64,
     /// Every candidate weight with its validation figures (empty when the weight was fixed).
     pub candidates: Vec<Candidate>,
@@ -429,7 +429,7 @@ pub fn calibrate(
         .or_else(|| pick_weight(&candidates, cfg.fusion_tolerance, |c| c.objective))
         .unwrap_or(1.0);
     // the image score's reduction, then its weight under that reduction, each needing a gain
-    // above one standard error of the validation image AUROC (item 43)
+    // above one standard error of the validation image AUROC
     let score_tolerance = |best: f64| {
         let se = auroc_standard_error(best, synthetic_defects, holdout.len()).unwrap_or(0.0);
         cfg.fusion_tolerance.max(cfg.score_tolerance_se * se)
@@ -627,7 +627,7 @@ mod tests {
 
     #[test]
     fn one_standard_error_keeps_the_smaller_score_weight() {
-        // run AD's validation image AUROCs (76 good images, 70 synthetic defects) at w_s =
+        // one training run's validation image AUROCs (76 good images, 70 synthetic defects) at w_s =
         // 0.6 ... 8: 0.005 takes 2 for a gain of 0.006, about two thirds of a standard error
         let scored = [
             (0.6, 0.97274),

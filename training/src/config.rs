@@ -45,13 +45,9 @@ pub struct ModelSection {
     #[serde(default = "default_input_size")]
     pub input_size: i64,
     /// How images of other shapes become the square input: `stretch` (the paper's) or `tile`
-    /// (aspect ratio kept, short side = input_size, overlapping tiles; docs/experiments.md item 26).
+    /// (aspect ratio kept, short side = input_size, overlapping tiles; docs/experiments.md).
     #[serde(default)]
     pub resize: InputResize,
-    /// Reflection padding (px per side, a multiple of 32) around the input before the
-    /// extractor, cropped from its taps: 0 (the paper's) or e.g. 32 (docs/experiments.md item 27).
-    #[serde(default)]
-    pub input_padding: i64,
     /// ImageNet weights of the extractor; default `<models dir>/<backbone file name>`.
     #[serde(default)]
     pub weights: Option<PathBuf>,
@@ -150,7 +146,7 @@ pub struct CalibrationConfig {
     /// The image score's weight and reduction, judged on validation image AUROC alone, need a
     /// gain above this many standard errors of that AUROC (Hanley and McNeil; about 0.009 for
     /// 76 good images and 70 defects at 0.98), or above `fusion_tolerance` where that is larger:
-    /// the one-standard-error rule (docs/experiments.md, item 43). 0 = `fusion_tolerance` alone.
+    /// the one-standard-error rule (docs/experiments.md). 0 = `fusion_tolerance` alone.
     pub score_tolerance_se: f64,
     /// Threshold = max(max held-out good score, mean + this many standard deviations).
     pub threshold_sigmas: f64,
@@ -166,11 +162,11 @@ pub struct CalibrationConfig {
     /// What each position's log p / C is compared with: `auto` chooses between the paper's
     /// `global` reference and the `position` one (each position centred on the training
     /// images' mean there) on the same objective and with the same rule as `tap_aggregation`
-    /// (docs/experiments.md, item 24); `auto` is `global` with a fixed `fusion_weight`.
+    /// (docs/experiments.md); `auto` is `global` with a fixed `fusion_weight`.
     pub tap_reference: ReferenceChoice,
     /// Candidate image scores, each the mean of that fraction of a map's largest values (0:
     /// the maximum, the paper's). Calibration takes one other than the first only for a gain
-    /// above `fusion_tolerance` in validation image AUROC (docs/experiments.md, item 25); with
+    /// above `fusion_tolerance` in validation image AUROC (docs/experiments.md); with
     /// fixed weights the first is used.
     pub score_top_fractions: Vec<f64>,
 }
@@ -179,7 +175,7 @@ pub struct CalibrationConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AggregationChoice {
-    /// Chosen by calibration (docs/experiments.md, item 22).
+    /// Chosen by calibration (docs/experiments.md).
     #[default]
     Auto,
     /// The paper's sum of likelihoods.
@@ -206,7 +202,7 @@ impl AggregationChoice {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ReferenceChoice {
-    /// Chosen by calibration (docs/experiments.md, item 24).
+    /// Chosen by calibration (docs/experiments.md).
     #[default]
     Auto,
     /// The paper's: one reference per tap.
@@ -401,7 +397,6 @@ impl TrainConfig {
         let mut m = ModelConfig::new(self.model.backbone);
         m.input_size = self.model.input_size;
         m.resize = self.model.resize;
-        m.input_padding = self.model.input_padding;
         if let Some(d) = &self.model.decoder {
             m.decoder = d.clone();
         }

@@ -27,8 +27,7 @@ pub fn image_batches<'a>(
         .map(move |chunk| images_to_batch(chunk, norm).expect("non-empty RGB batch"))
 }
 
-/// What the flows model of every image, per tap (N, C, h, w) ([`ClsFlowModel::flow_inputs`]),
-/// on the CPU.
+/// What the flows model of every image: its taps (N, C, h, w), on the CPU.
 pub fn extract_features(
     model: &ClsFlowModel,
     images: &[RgbImage],
@@ -39,7 +38,7 @@ pub fn extract_features(
     tch::no_grad(|| {
         for x in image_batches(images, 16, norm) {
             let n = x.size()[0] as u64;
-            let taps = model.flow_inputs(&model.features(&x.to_device(model.device())));
+            let taps = model.features(&x.to_device(model.device()));
             for (p, t) in parts.iter_mut().zip(taps) {
                 p.push(t.to_device(tch::Device::Cpu));
             }
@@ -56,20 +55,6 @@ pub fn to_rows(features: &Tensor) -> Tensor {
         .permute([0, 2, 3, 1])
         .reshape([n * h * w, c])
         .contiguous()
-}
-
-/// Mean -log p / C of the flow of `tap` over feature rows (N * HW, C) laid out as [`to_rows`]
-/// does: the held-out criterion that chose the flows' schedule (docs/experiments.md, items 9, 18).
-pub fn mean_nll_per_channel(model: &ClsFlowModel, tap: usize, rows: &Tensor) -> f64 {
-    tch::no_grad(|| {
-        let cond = model.condition_rows(tap);
-        let n = rows.size()[0] / cond.size()[0];
-        let lp = model.flows()[tap].log_prob(rows, &cond.repeat([n, 1]));
-        -lp.to_kind(Kind::Double)
-            .mean(Kind::Double)
-            .double_value(&[])
-            / model.flows()[tap].channels() as f64
-    })
 }
 
 /// Adam for the flow of one tap.

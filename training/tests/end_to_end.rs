@@ -95,7 +95,7 @@ fn train_resume_evaluate_report_on_demo_category() {
         .iter()
         .find(|c| c.fusion_weight == cal.scoring.score_weight)
         .unwrap();
-    // within one standard error of the best validation AUROC (item 43), and never less than
+    // within one standard error of the best validation AUROC, and never less than
     // the fixed tolerance
     let se = clsflow::metrics::auroc_standard_error(
         best_image,

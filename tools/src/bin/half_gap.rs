@@ -1,7 +1,7 @@
 //! Diagnostic: how far the detector's `half` precision (CPU: bfloat16 matmuls in the flows)
 //! moves a trained run's fused maps, image scores and verdicts, on its held-out good images and
 //! a ninth of its training images. Training images only; no test image is read.
-//! cargo run --release -p clsflow-train --example half_gap -- RUN_DIR
+//! cargo run --release -p clsflow-tools --bin half_gap -- RUN_DIR
 use clsflow::{Detector, DetectorOptions};
 use clsflow_train::train::TrainState;
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! largest flow on a helper thread beside the others, one libtorch thread each. The default
 //! config, random feature rows for as many images as magnetic_tile's training split holds (the
 //! time of a step does not depend on the values), the two layouts taken in turn.
-//! cargo run --release -p clsflow-train --example stage2_threads -- [ROUNDS] [FRACTION]
+//! cargo run --release -p clsflow-tools --bin stage2_threads -- [ROUNDS] [FRACTION]
 use clsflow::ClsFlowModel;
 use clsflow_train::config::TrainConfig;
 use clsflow_train::stage2::{FlowJob, train_round};

@@ -2,7 +2,7 @@
 //! libtorch work and when a second thread joins in after the first has used libtorch (as a
 //! GStreamer streaming thread would after a model loaded on the application's thread).
 //!
-//! cargo run --release --example openmp_threads
+//! cargo run --release -p clsflow-tools --bin openmp_threads
 //!
 //! The CPU libtorch runs its parallel loops on GNU OpenMP, which gives every calling thread its
 //! own team of workers; with more OpenMP-managed threads than CPUs, libgomp makes all of them

@@ -1,0 +1,5 @@
+include!("../torch-rpath.rs");
+
+fn main() {
+    link_libtorch();
+}
