@@ -150,7 +150,9 @@ impl ClsFlowModel {
         let flows = taps
             .iter()
             .enumerate()
-            .map(|(i, &c)| ConditionalFlow::new(&(flow_vars[i].root() / "flows" / i), c, &config.flow))
+            .map(|(i, &c)| {
+                ConditionalFlow::new(&(flow_vars[i].root() / "flows" / i), c, &config.flow)
+            })
             .collect();
         let cond_rows = config
             .tap_sizes()

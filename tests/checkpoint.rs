@@ -146,26 +146,40 @@ fn removed_options_load_when_neutral_and_are_named_otherwise() {
     let dir = tempfile::tempdir().unwrap();
     let (path, det) = saved_model(dir.path());
     let neutral = dir.path().join("neutral.clsflow");
-    rewrite(&path, &neutral, |_| {}, |m| {
-        m["config"]["input_padding"] = serde_json::json!(0);
-        m["config"]["flow"]["input_pool"] = serde_json::json!(1);
-        m["config"]["flow"]["blocks_per_tap"] = serde_json::json!([3, 3, 3]);
-    });
+    rewrite(
+        &path,
+        &neutral,
+        |_| {},
+        |m| {
+            m["config"]["input_padding"] = serde_json::json!(0);
+            m["config"]["flow"]["input_pool"] = serde_json::json!(1);
+            m["config"]["flow"]["blocks_per_tap"] = serde_json::json!([3, 3, 3]);
+        },
+    );
     let loaded = load_cpu(&neutral).unwrap();
     assert_eq!(loaded.model().config(), det.model().config());
     for (key, value, name) in [
         ("input_padding", serde_json::json!(32), "input_padding = 32"),
         ("input_pool", serde_json::json!(3), "flow.input_pool = 3"),
-        ("blocks_per_tap", serde_json::json!([3, 2, 1]), "flow.blocks_per_tap = [3, 2, 1]"),
+        (
+            "blocks_per_tap",
+            serde_json::json!([3, 2, 1]),
+            "flow.blocks_per_tap = [3, 2, 1]",
+        ),
     ] {
         let bad = dir.path().join(format!("{key}.clsflow"));
-        rewrite(&path, &bad, |_| {}, |m| {
-            if key == "input_padding" {
-                m["config"][key] = value.clone();
-            } else {
-                m["config"]["flow"][key] = value.clone();
-            }
-        });
+        rewrite(
+            &path,
+            &bad,
+            |_| {},
+            |m| {
+                if key == "input_padding" {
+                    m["config"][key] = value.clone();
+                } else {
+                    m["config"]["flow"][key] = value.clone();
+                }
+            },
+        );
         let e = load_err(&bad);
         assert!(e.contains(name) && e.contains("no longer"), "{key}: {e}");
     }

@@ -238,3 +238,62 @@ fn clearing_overrides_restores_the_calibrated_scoring() {
     assert_eq!(info.fusion_weight, calibrated.fusion_weight);
     assert_eq!(info.region_threshold, calibrated.region_threshold);
 }
+
+/// Only exactly -1 means "calibrated" for the thresholds: other negative values are raw
+/// thresholds like any other (maps and scores can be negative); for the weights, any negative
+/// value means the checkpoint's.
+#[test]
+fn negative_thresholds_other_than_minus_one_are_used_as_given() {
+    let mut h = harness("threshold=-0.5 region-threshold=-2.5 score-weight=-3");
+    let rgb = common::rgb_frame(64, 48);
+    let (info, _) = run(&mut h, VideoFormat::Rgb, 64, 48, &rgb);
+    let calibrated = clsflow::checkpoint::read_manifest(&common::model())
+        .unwrap()
+        .scoring;
+    assert_eq!(info.threshold, -0.5);
+    assert_eq!(info.region_threshold, -2.5);
+    assert_eq!(info.score_weight, calibrated.score_weight);
+}
+
+/// The normalised score is 0.5 at the threshold in use and rises with the raw score; each
+/// region carries DL Streamer's detection structure with its confidence.
+#[test]
+fn normalised_scores_and_detection_structures() {
+    common::init();
+    let rgb = common::rgb_frame(64, 48);
+    let mut h = harness("");
+    let (info, _) = run(&mut h, VideoFormat::Rgb, 64, 48, &rgb);
+    let mut at = harness(&format!("threshold={}", info.score));
+    let (same, _) = run(&mut at, VideoFormat::Rgb, 64, 48, &rgb);
+    assert!(
+        (same.normalized_score - 0.5).abs() < 1e-9,
+        "{}",
+        same.normalized_score
+    );
+    assert!(!same.anomalous, "a score at the threshold is not above it");
+    let mut below = harness(&format!("threshold={}", info.score - 1.0));
+    let (higher, _) = run(&mut below, VideoFormat::Rgb, 64, 48, &rgb);
+    assert!(higher.normalized_score > 0.5 && higher.anomalous);
+    let mut above = harness(&format!("threshold={}", info.score + 1.0));
+    let (lower, _) = run(&mut above, VideoFormat::Rgb, 64, 48, &rgb);
+    assert!(lower.normalized_score < 0.5 && !lower.anomalous);
+
+    // every region: a detection structure with label, confidence and the box as fractions
+    let mut h = harness("region-threshold=-1e30");
+    h.set_src_caps(common::caps(VideoFormat::Rgb, 64, 48));
+    let out = h
+        .push_and_pull(common::pack(&rgb, 64, 48, VideoFormat::Rgb))
+        .unwrap();
+    let rois: Vec<_> = out
+        .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+        .collect();
+    assert_eq!(rois.len(), 1, "the whole map is one region");
+    assert_eq!(rois[0].id(), 0);
+    let d = rois[0].param("detection").expect("detection structure");
+    assert_eq!(d.get::<&str>("label").unwrap(), "defect");
+    let c = d.get::<f64>("confidence").unwrap();
+    assert!((0.5..=1.0).contains(&c), "{c}");
+    assert_eq!(d.get::<f64>("x_min").unwrap(), 0.0);
+    assert_eq!(d.get::<f64>("x_max").unwrap(), 1.0);
+    assert_eq!(d.get::<f64>("y_max").unwrap(), 1.0);
+}

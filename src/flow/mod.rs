@@ -68,7 +68,10 @@ impl TryFrom<StoredFlowConfig> for FlowConfig {
     type Error = String;
 
     fn try_from(s: StoredFlowConfig) -> Result<Self, String> {
-        if let Some(b) = s.blocks_per_tap.filter(|b| b.iter().any(|&n| n != s.blocks)) {
+        if let Some(b) = s
+            .blocks_per_tap
+            .filter(|b| b.iter().any(|&n| n != s.blocks))
+        {
             return Err(crate::model::removed_option(
                 "flow.blocks_per_tap",
                 &format!("{b:?}"),

@@ -315,6 +315,13 @@ impl TrainConfig {
         {
             bail!("stage2: epochs, fiber_batch, lr must be positive and warmup_epochs <= epochs");
         }
+        if s2.vectors_per_epoch == Some(0) {
+            bail!(
+                "stage2.vectors_per_epoch = 0: the flows would train on no feature vector; give \
+                 at least fiber_batch ({}), or leave it out to use every vector",
+                s2.fiber_batch
+            );
+        }
         if !(s2.weight_decay >= 0.0 && s2.weight_decay.is_finite()) {
             bail!("stage2.weight_decay must be >= 0, got {}", s2.weight_decay);
         }

@@ -259,6 +259,24 @@ pub fn progress(len: u64, what: &str) -> ProgressBar {
     pb
 }
 
+/// A file left out of training or evaluation, with the reason.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SkippedFile {
+    /// The file.
+    pub path: PathBuf,
+    /// Why it was left out.
+    pub error: String,
+}
+
+/// Images read and resized, and the files that could not be read.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    /// Each readable image with its path, in input order.
+    pub images: Vec<(PathBuf, RgbImage)>,
+    /// Unreadable files (with `on_bad_image = "skip"`).
+    pub skipped: Vec<SkippedFile>,
+}
+
 /// Prints a warning on stderr above the progress bar; unlike `ProgressBar::println`, also when
 /// stderr is not a terminal (CI, logs, pipes), where the bar itself is hidden.
 pub fn warn(pb: &ProgressBar, message: &str) {
@@ -266,13 +284,8 @@ pub fn warn(pb: &ProgressBar, message: &str) {
 }
 
 /// Loads and resizes images to `size` x `size`; unreadable files are reported by path and
-/// skipped or fatal by `on_bad`. Returns the images with their paths.
-pub fn load_images(
-    paths: &[PathBuf],
-    size: u32,
-    on_bad: OnBadImage,
-    what: &str,
-) -> Result<Vec<(PathBuf, RgbImage)>> {
+/// skipped or fatal by `on_bad`.
+pub fn load_images(paths: &[PathBuf], size: u32, on_bad: OnBadImage, what: &str) -> Result<Loaded> {
     load_images_for(paths, size, InputResize::Stretch, on_bad, what)
 }
 
@@ -283,19 +296,25 @@ pub fn load_images_for(
     resize: InputResize,
     on_bad: OnBadImage,
     what: &str,
-) -> Result<Vec<(PathBuf, RgbImage)>> {
+) -> Result<Loaded> {
     let pb = progress(paths.len() as u64, what);
-    let mut out = Vec::with_capacity(paths.len());
+    let mut out = Loaded::default();
     for p in paths {
         match read_rgb(p) {
-            Ok(img) => out.push((p.clone(), resize_for(&img, size, resize))),
-            Err(e) if on_bad == OnBadImage::Skip => warn(&pb, &format!("skipping {e:#}")),
+            Ok(img) => out.images.push((p.clone(), resize_for(&img, size, resize))),
+            Err(e) if on_bad == OnBadImage::Skip => {
+                warn(&pb, &format!("skipping {e:#}"));
+                out.skipped.push(SkippedFile {
+                    path: p.clone(),
+                    error: format!("{e:#}"),
+                });
+            }
             Err(e) => return Err(e.context("use --on-bad-image skip to leave such files out")),
         }
         pb.inc(1);
     }
     pb.finish_and_clear();
-    if out.is_empty() {
+    if out.images.is_empty() {
         bail!(
             "no readable images among {} file(s) for {what}",
             paths.len()

@@ -1,6 +1,7 @@
 //! Evaluation on the test split with the official MVTec AD metrics, for the fused map and for
 //! each branch alone, overall and per defect type, plus decisions at the calibrated threshold.
 
+use crate::data::SkippedFile;
 use crate::data::{Dataset, OnBadImage, progress, read_mask, read_rgb, resize_for, warn};
 use anyhow::{Result, bail};
 use clsflow::metrics::{self, Curve, MaskedMap};
@@ -139,15 +140,6 @@ impl PixelCoverage {
         }
         Some(s + ".")
     }
-}
-
-/// A file left out of evaluation or training, with the reason.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
-pub struct SkippedFile {
-    /// The file.
-    pub path: PathBuf,
-    /// Why it was left out.
-    pub error: String,
 }
 
 /// Everything evaluation measured.

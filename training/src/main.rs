@@ -12,7 +12,7 @@ use clsflow_train::report::{save_png, write_report};
 use clsflow_train::synth::foreground::{foreground_mask, rule_for_category};
 use clsflow_train::synth::textures::load_textures;
 use clsflow_train::synth::{DefectSynthesizer, sample_sheet};
-use clsflow_train::train::train;
+use clsflow_train::train::{Interrupted, Start, train};
 use rand::SeedableRng;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,9 +43,13 @@ enum Command {
         /// Output folder (checkpoints, state, summary).
         #[arg(long)]
         out: PathBuf,
-        /// Continue an interrupted run in --out.
-        #[arg(long)]
+        /// Continue the run in --out from its last finished epoch (same data and config).
+        #[arg(long, conflicts_with = "overwrite")]
         resume: bool,
+        /// Start over in an --out that holds a run (its model is kept as model.clsflow.bak
+        /// until the new one is written).
+        #[arg(long)]
+        overwrite: bool,
         #[command(flatten)]
         overrides: Overrides,
     },
@@ -153,7 +157,9 @@ fn main() {
     clsflow::alloc::keep_tensor_memory();
     if let Err(e) = run(Cli::parse()) {
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        // 130: stopped by Ctrl-C (128 + SIGINT), as shells report it
+        let interrupted = e.downcast_ref::<Interrupted>().is_some();
+        std::process::exit(if interrupted { 130 } else { 1 });
     }
 }
 
@@ -169,6 +175,7 @@ fn run(cli: Cli) -> Result<()> {
             data,
             out,
             resume,
+            overwrite,
             overrides,
         } => {
             let mut cfg = TrainConfig::load_or_builtin(config.as_deref())?;
@@ -177,14 +184,24 @@ fn run(cli: Cli) -> Result<()> {
             let flag = stop.clone();
             ctrlc::set_handler(move || {
                 if flag.swap(true, Ordering::SeqCst) {
-                    eprintln!("\nsecond interrupt: exiting now");
-                    std::process::exit(130);
+                    eprintln!("\nsecond interrupt: stopping now; the last finished epoch is saved");
+                    // _exit: no destructors or exit handlers while the main thread is inside
+                    // libtorch (running them there crashed the process); every file the run
+                    // writes is written atomically, so nothing on disk is half-written
+                    unsafe { libc::_exit(130) };
                 }
-                eprintln!("\ninterrupt: finishing the current step and saving (Ctrl-C again to quit at once)");
+                eprintln!(
+                    "\ninterrupt: finishing the current step and saving (Ctrl-C again to stop at once)"
+                );
             })
             .context("cannot install the Ctrl-C handler")?;
+            let start = match (resume, overwrite) {
+                (true, _) => Start::Resume,
+                (_, true) => Start::Overwrite,
+                _ => Start::Fresh,
+            };
             let t0 = Instant::now();
-            let r = train(cfg, &data, &out, resume, stop)?;
+            let r = train(cfg, &data, &out, start, stop)?;
             let s = &r.state;
             println!(
                 "\ntraining finished in {:.1} min",
@@ -349,6 +366,7 @@ fn run(cli: Cli) -> Result<()> {
             let size = cfg.model.input_size as u32;
             let n = count.clamp(1, ds.train.len());
             let imgs: Vec<_> = load_images(&ds.train[..n], size, cfg.data.on_bad_image, "loading")?
+                .images
                 .into_iter()
                 .map(|(_, i)| i)
                 .collect();

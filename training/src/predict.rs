@@ -3,8 +3,7 @@
 //! `predictions.jsonl`, and per image a heatmap, a binary mask and an overlay PNG at the image's
 //! own size, under the output folder in the inputs' folder structure.
 
-use crate::data::{IMAGE_EXTENSIONS, is_image, progress, read_rgb, warn};
-use crate::evaluate::SkippedFile;
+use crate::data::{IMAGE_EXTENSIONS, SkippedFile, is_image, progress, read_rgb, warn};
 use crate::report::{save_gray_png, save_png};
 use anyhow::{Context, Result, bail};
 use clsflow::checkpoint::write_atomic;

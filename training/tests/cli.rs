@@ -138,3 +138,355 @@ fn missing_weights_name_every_place_looked_at() {
         "{msg}"
     );
 }
+
+/// `train` with the tiny test config on `data` into `out`, more epochs than the default so that
+/// an interrupt finds it busy; extra arguments appended.
+fn tiny_train(dir: &Path, data: &str, out: &str, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clsflow-train"));
+    cmd.current_dir(dir).args([
+        "train",
+        "--config",
+        repo().join("configs/test-tiny.toml").to_str().unwrap(),
+        "--data",
+        data,
+        "--out",
+        out,
+        "--frozen-epochs",
+        "3",
+        "--joint-epochs",
+        "2",
+        "--flow-epochs",
+        "3",
+    ]);
+    cmd.args(extra);
+    cmd
+}
+
+fn sigint(child: &std::process::Child) {
+    // SAFETY: kill(2) on a child process id this test owns
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+}
+
+/// Ctrl-C twice in quick succession, at different moments of a real training run, 20 times:
+/// the trainer stops with exit status 130 every time (never a crash or a panic), and the last
+/// run's saved progress resumes to a finished model.
+#[test]
+fn a_second_ctrl_c_stops_at_once_without_a_crash() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    demo(dir.path());
+    let mut stopped = 0;
+    for i in 0..20 {
+        let out = format!("run{i}");
+        let child = tiny_train(dir.path(), "plates", &out, &[])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // from start-up to stage 2 (the whole run takes several seconds)
+        std::thread::sleep(std::time::Duration::from_millis(300 + 250 * i));
+        sigint(&child);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let _ = unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            o.status.signal().is_none(),
+            "run {i}: killed by signal {:?}: {err}",
+            o.status.signal()
+        );
+        assert!(!err.contains("panicked"), "run {i}: {err}");
+        match o.status.code() {
+            Some(130) => stopped += 1,
+            // finished before the signals came
+            Some(0) => assert!(dir.path().join(&out).join("model.clsflow").is_file()),
+            c => panic!("run {i}: exit status {c:?}: {err}"),
+        }
+    }
+    assert!(stopped >= 15, "only {stopped} of 20 runs were interrupted");
+    // the last interrupted run resumes to a loadable model
+    let last = (0..20)
+        .rev()
+        .map(|i| format!("run{i}"))
+        .find(|r| !dir.path().join(r).join("model.clsflow").exists())
+        .unwrap();
+    let o = tiny_train(dir.path(), "plates", &last, &["--resume"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(dir.path().join(&last).join("model.clsflow").is_file());
+}
+
+/// One Ctrl-C: the current step finishes, progress is saved, and the exit status is 130.
+#[test]
+fn one_ctrl_c_saves_and_exits_130() {
+    let dir = tempfile::tempdir().unwrap();
+    demo(dir.path());
+    let child = tiny_train(dir.path(), "plates", "run", &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    sigint(&child);
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(err.contains("--resume"), "{err}");
+    assert!(dir.path().join("run/state.json").is_file());
+}
+
+/// Unreadable training images are named on stderr even when it is not a terminal, left out of
+/// the run's lists, and listed with their errors in training.json; eval names its own.
+#[test]
+fn skipped_files_are_always_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    demo(dir.path());
+    for i in 0..4 {
+        std::fs::write(
+            dir.path().join(format!("plates/train/good/corrupt{i}.png")),
+            b"\x89PNG\r\n\x1a\n broken",
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.path().join("plates/test/crack/corrupt.png"), b"nope").unwrap();
+    let o = tiny_train(dir.path(), "plates", "run", &[])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for i in 0..4 {
+        assert!(err.contains(&format!("corrupt{i}.png")), "{err}");
+    }
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("run/training.json")).unwrap(),
+    )
+    .unwrap();
+    let skipped = summary["skipped_files"].as_array().unwrap();
+    assert_eq!(skipped.len(), 4);
+    assert!(
+        skipped
+            .iter()
+            .all(|s| s["error"].as_str().unwrap().contains("corrupt"))
+    );
+    assert_eq!(
+        summary["train_images"].as_u64().unwrap() + summary["holdout_images"].as_u64().unwrap(),
+        12,
+        "the 12 readable images only"
+    );
+    let state = std::fs::read_to_string(dir.path().join("run/state.json")).unwrap();
+    let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+    for list in ["train", "holdout"] {
+        assert!(
+            !state[list].to_string().contains("corrupt"),
+            "{list} lists an unreadable file"
+        );
+    }
+    let o = run(
+        dir.path(),
+        &[
+            "eval",
+            "--model",
+            "run/model.clsflow",
+            "--data",
+            "plates",
+            "--out",
+            "report",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("corrupt.png"), "{}", text(&o));
+    let md = std::fs::read_to_string(dir.path().join("report/report.md")).unwrap();
+    assert!(
+        md.contains("1 file(s) skipped") && md.contains("corrupt.png"),
+        "{md}"
+    );
+    let json = std::fs::read_to_string(dir.path().join("report/report.json")).unwrap();
+    assert!(json.contains("corrupt.png"));
+}
+
+/// Work that cannot succeed is refused before any is done, and leaves no output folder.
+#[test]
+fn impossible_work_is_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    demo(dir.path());
+    let o = tiny_train(dir.path(), "plates", "zero", &["--vectors-per-epoch", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("vectors_per_epoch = 0"), "{}", text(&o));
+    assert!(
+        !dir.path().join("zero").exists(),
+        "no folder for refused work"
+    );
+    let o = tiny_train(dir.path(), "missing", "nodata", &[])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let msg = text(&o);
+    assert!(
+        msg.contains("missing") && msg.contains("No such file"),
+        "{msg}"
+    );
+    assert!(
+        !dir.path().join("nodata").exists(),
+        "no folder for refused work"
+    );
+    let o = tiny_train(
+        dir.path(),
+        "plates",
+        "notex",
+        &["--textures", "/no/textures"],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        !o.status.success() && text(&o).contains("/no/textures"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        !dir.path().join("notex").exists(),
+        "no folder for refused work"
+    );
+    // an OS error is said once
+    std::fs::create_dir_all(dir.path().join("taken/report.json")).unwrap();
+    let o = tiny_train(dir.path(), "plates", "run", &[])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(
+        dir.path(),
+        &[
+            "eval",
+            "--model",
+            "run/model.clsflow",
+            "--data",
+            "plates",
+            "--out",
+            "taken",
+        ],
+        &[],
+    );
+    let msg = text(&o);
+    assert!(!o.status.success());
+    assert_eq!(msg.matches("os error").count(), 1, "{msg}");
+}
+
+/// A folder that holds a run is never silently reused: a fresh run is refused, --overwrite
+/// keeps the old model until the new one is written, and --resume must match the stored run.
+#[test]
+fn runs_in_use_are_protected() {
+    let dir = tempfile::tempdir().unwrap();
+    demo(dir.path());
+    let o = tiny_train(dir.path(), "plates", "run", &[])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let model = dir.path().join("run/model.clsflow");
+    let first = std::fs::read(&model).unwrap();
+    let o = tiny_train(dir.path(), "plates", "run", &[])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("--overwrite") && text(&o).contains("--resume"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        std::fs::read(&model).unwrap(),
+        first,
+        "the model is untouched"
+    );
+
+    // --overwrite, interrupted at once: the old model is still there, as model.clsflow.bak
+    let child = tiny_train(dir.path(), "plates", "run", &["--overwrite", "--seed", "2"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    sigint(&child);
+    let o = child.wait_with_output().unwrap();
+    if o.status.code() == Some(130) {
+        let bak = dir.path().join("run/model.clsflow.bak");
+        assert_eq!(
+            std::fs::read(&bak).unwrap(),
+            first,
+            "kept until the new one is written"
+        );
+        assert!(!model.exists());
+        // --resume with other data or another seed is refused with the difference named
+        std::fs::create_dir_all(dir.path().join("other")).unwrap();
+        let o = run(
+            dir.path(),
+            &[
+                "demo-data",
+                "--out",
+                "other/plates",
+                "--train",
+                "4",
+                "--test-good",
+                "0",
+                "--per-defect",
+                "0",
+            ],
+            &[],
+        );
+        assert!(o.status.success());
+        let o = tiny_train(
+            dir.path(),
+            "other/plates",
+            "run",
+            &["--resume", "--seed", "2"],
+        )
+        .output()
+        .unwrap();
+        assert!(!o.status.success());
+        assert!(text(&o).contains("other/plates"), "{}", text(&o));
+        let o = tiny_train(dir.path(), "plates", "run", &["--resume", "--seed", "3"])
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        assert!(text(&o).contains("seed: stored 2, given 3"), "{}", text(&o));
+        let o = tiny_train(dir.path(), "plates", "run", &["--resume", "--seed", "2"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+    } else {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert!(model.is_file());
+    assert!(
+        !dir.path().join("run/model.clsflow.bak").exists(),
+        "dropped once replaced"
+    );
+    assert_ne!(std::fs::read(&model).unwrap(), first, "seed 2's model");
+}
+
+/// The one-image warning names the holdout fraction the config gave.
+#[test]
+fn the_no_holdout_warning_names_the_configured_fraction() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(
+        dir.path(),
+        &[
+            "demo-data",
+            "--out",
+            "two",
+            "--train",
+            "2",
+            "--test-good",
+            "0",
+            "--per-defect",
+            "0",
+        ],
+        &[],
+    );
+    assert!(o.status.success());
+    let o = tiny_train(dir.path(), "two", "run", &[]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let msg = text(&o);
+    assert!(msg.contains("holdout_fraction 0.2"), "{msg}");
+}

@@ -7,7 +7,7 @@ use clsflow_train::data::{Dataset, OnBadImage};
 use clsflow_train::demo_data::{DemoCounts, generate};
 use clsflow_train::evaluate::{evaluate, score_test_set};
 use clsflow_train::report::write_report;
-use clsflow_train::train::{MODEL, train};
+use clsflow_train::train::{MODEL, Start, train};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -62,7 +62,7 @@ fn train_resume_evaluate_report_on_demo_category() {
     .unwrap();
     let out = dir.path().join("run");
     let stop = Arc::new(AtomicBool::new(false));
-    let r = train(tiny(), &data, &out, false, stop.clone()).unwrap();
+    let r = train(tiny(), &data, &out, Start::Fresh, stop.clone()).unwrap();
     assert!(
         r.model.exists() && out.join("last.clsflow").exists() && out.join("state.json").exists()
     );
@@ -138,7 +138,7 @@ fn train_resume_evaluate_report_on_demo_category() {
     );
 
     // resuming a finished run redoes no epoch and gives the same calibrated model
-    let again = train(tiny(), &data, &out, true, stop).unwrap();
+    let again = train(tiny(), &data, &out, Start::Resume, stop).unwrap();
     assert_eq!(again.state.stage1_losses, r.state.stage1_losses);
 
     let det = load_on_cpu(&out);
@@ -215,7 +215,7 @@ fn resume_without_state_is_a_clear_error() {
         tiny(),
         &data,
         &dir.path().join("run"),
-        true,
+        Start::Resume,
         Arc::new(AtomicBool::new(false)),
     )
     .unwrap_err();
@@ -238,17 +238,39 @@ fn an_interrupted_run_saves_and_resumes() {
     .unwrap();
     let out = dir.path().join("run");
     // the stop flag is already raised: the first step notices it, saves, and reports how to resume
-    let err = train(tiny(), &data, &out, false, Arc::new(AtomicBool::new(true))).unwrap_err();
+    let err = train(
+        tiny(),
+        &data,
+        &out,
+        Start::Fresh,
+        Arc::new(AtomicBool::new(true)),
+    )
+    .unwrap_err();
     assert!(format!("{err:#}").contains("--resume"), "{err:#}");
     assert!(out.join("state.json").exists() && out.join("last.clsflow").exists());
-    let r = train(tiny(), &data, &out, true, Arc::new(AtomicBool::new(false))).unwrap();
+    let r = train(
+        tiny(),
+        &data,
+        &out,
+        Start::Resume,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .unwrap();
     assert_eq!(r.state.stage1_done, 2);
 }
 
 #[test]
 fn data_errors_name_the_problem() {
     let dir = tempfile::tempdir().unwrap();
+    // a missing folder is reported as missing, a file as not being a folder
     let err = Dataset::open(&dir.path().join("missing")).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("missing") && msg.contains("No such file"),
+        "{msg}"
+    );
+    std::fs::write(dir.path().join("file"), b"x").unwrap();
+    let err = Dataset::open(&dir.path().join("file")).unwrap_err();
     assert!(format!("{err:#}").contains("not a folder"), "{err:#}");
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(empty.join("train/good")).unwrap();
@@ -266,9 +288,15 @@ fn data_errors_name_the_problem() {
         1,
     )
     .unwrap();
+    // a defective test image without its mask counts at image level only
     std::fs::remove_file(d.join("ground_truth/crack/000_mask.png")).unwrap();
-    let err = Dataset::open(&d).unwrap_err();
-    assert!(format!("{err:#}").contains("000_mask.png"), "{err:#}");
+    let ds = Dataset::open(&d).unwrap();
+    let crack = ds.test.iter().find(|t| t.defect_type == "crack").unwrap();
+    assert!(crack.mask.is_none());
+    assert!(
+        ds.test.iter().any(|t| t.mask.is_some()),
+        "the other types keep theirs"
+    );
     // unreadable image: skipped with --on-bad-image skip, fatal with fail
     let bad = dir.path().join("plain");
     std::fs::create_dir_all(&bad).unwrap();
@@ -280,7 +308,8 @@ fn data_errors_name_the_problem() {
         "plain folder of good images"
     );
     let ok = clsflow_train::data::load_images(&ds.train, 32, OnBadImage::Skip, "t").unwrap();
-    assert_eq!(ok.len(), 1);
+    assert_eq!(ok.images.len(), 1);
+    assert!(ok.skipped[0].path.ends_with("broken.png"));
     let err = clsflow_train::data::load_images(&ds.train, 32, OnBadImage::Fail, "t").unwrap_err();
     assert!(format!("{err:#}").contains("broken.png"), "{err:#}");
 }
@@ -296,7 +325,7 @@ fn real_images_of_any_channel_count_load() {
     assert_eq!(ds.test.iter().filter(|t| t.mask.is_some()).count(), 392);
     // grayscale JPEGs of varying size become RGB at the model size
     let imgs = clsflow_train::data::load_images(&ds.train[..3], 64, OnBadImage::Fail, "t").unwrap();
-    assert!(imgs.iter().all(|(_, i)| i.dimensions() == (64, 64)));
+    assert!(imgs.images.iter().all(|(_, i)| i.dimensions() == (64, 64)));
     let m =
         clsflow_train::data::read_mask(ds.test.iter().find_map(|t| t.mask.as_ref()).unwrap(), 64)
             .unwrap();
@@ -319,7 +348,14 @@ fn tiled_training_and_evaluation_on_real_non_square_images() {
     cfg.calibration.holdout_fraction = 0.25;
     cfg.stage2.vectors_per_epoch = None;
     let out = dir.path().join("run");
-    let r = train(cfg, &root, &out, false, Arc::new(AtomicBool::new(false))).unwrap();
+    let r = train(
+        cfg,
+        &root,
+        &out,
+        Start::Fresh,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .unwrap();
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&r.summary).unwrap()).unwrap();
     let (images, tiles) = (

@@ -8,7 +8,7 @@ use clsflow_train::demo_data::{DemoCounts, generate};
 use clsflow_train::evaluate::{evaluate, score_test_set};
 use clsflow_train::predict::{PredictOptions, Save, collect_inputs, predict};
 use clsflow_train::report::write_report;
-use clsflow_train::train::{MODEL, train};
+use clsflow_train::train::{MODEL, Start, train};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -21,7 +21,14 @@ fn repo() -> PathBuf {
 fn tiny_model(data: &Path, out: &Path) -> Detector {
     let mut cfg = TrainConfig::load(&repo().join("configs/test-tiny.toml")).unwrap();
     cfg.data.max_train_images = Some(16);
-    train(cfg, data, out, false, Arc::new(AtomicBool::new(false))).unwrap();
+    train(
+        cfg,
+        data,
+        out,
+        Start::Fresh,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .unwrap();
     Detector::load(
         out.join(MODEL),
         &DetectorOptions {

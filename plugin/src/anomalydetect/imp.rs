@@ -15,6 +15,9 @@ use gst_video::prelude::*;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Instant;
 
+/// The value of the threshold and weight properties that means "the checkpoint's value".
+const UNSET: f64 = -1.0;
+
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
         "anomalydetect",
@@ -125,15 +128,15 @@ impl ObjectImpl for AnomalyDetect {
                     .build(),
                 glib::ParamSpecDouble::builder("threshold")
                     .nick("Threshold")
-                    .blurb("Image score above which a frame is anomalous; -1 = the checkpoint's calibrated value")
-                    .minimum(-1.0)
+                    .blurb("Image score (raw units, as the metadata's score) above which a frame is anomalous; exactly -1 (the default) = the checkpoint's calibrated value, any other value is used as given. The normalised score is 0.5 at this threshold")
+                    .minimum(-f64::MAX)
                     .maximum(f64::MAX)
                     .default_value(-1.0)
                     .mutable_playing()
                     .build(),
                 glib::ParamSpecDouble::builder("score-weight")
                     .nick("Score weight")
-                    .blurb("Weight of the classifier map in the image score (max of flow + weight x classifier); -1 = the checkpoint's value")
+                    .blurb("Weight of the classifier map in the image score (max of flow + weight x classifier); any negative value (default -1) = the checkpoint's value")
                     .minimum(-1.0)
                     .maximum(1000.0)
                     .default_value(-1.0)
@@ -141,7 +144,7 @@ impl ObjectImpl for AnomalyDetect {
                     .build(),
                 glib::ParamSpecDouble::builder("fusion-weight")
                     .nick("Fusion weight")
-                    .blurb("Weight of the classifier map in the fused map (the attached map and the regions); -1 = the checkpoint's value")
+                    .blurb("Weight of the classifier map in the fused map (the attached map and the regions); any negative value (default -1) = the checkpoint's value")
                     .minimum(-1.0)
                     .maximum(1000.0)
                     .default_value(-1.0)
@@ -149,8 +152,8 @@ impl ObjectImpl for AnomalyDetect {
                     .build(),
                 glib::ParamSpecDouble::builder("region-threshold")
                     .nick("Region threshold")
-                    .blurb("Fused-map value above which pixels form defect regions; -1 = the checkpoint's calibrated value")
-                    .minimum(-1.0)
+                    .blurb("Fused-map value above which pixels form defect regions; exactly -1 (the default) = the checkpoint's calibrated value, any other value is used as given")
+                    .minimum(-f64::MAX)
                     .maximum(f64::MAX)
                     .default_value(-1.0)
                     .mutable_playing()
@@ -359,15 +362,17 @@ impl AnomalyDetect {
         let (d, scoring, model): (Detection, Scoring, String) =
             torch_thread::try_run(move || -> clsflow::Result<_> {
                 let mut detector = detector.lock().unwrap_or_else(|e| e.into_inner());
-                // -1 means "the checkpoint's value", also after an override was set and cleared
+                // the checkpoint's value, also after an override was set and cleared: exactly -1
+                // for thresholds (raw scores can be negative), any negative value for weights
                 let c = detector.manifest().scoring.clone();
-                let pick = |v: f64, default: f64| if v >= 0.0 { v } else { default };
+                let threshold_or = |v: f64, default: f64| if v == UNSET { default } else { v };
+                let weight_or = |v: f64, default: f64| if v < 0.0 { default } else { v };
                 let [threshold, score_weight, fusion_weight, region_threshold] = overrides;
                 detector.set_scoring(Scoring {
-                    threshold: pick(threshold, c.threshold),
-                    score_weight: pick(score_weight, c.score_weight),
-                    fusion_weight: pick(fusion_weight, c.fusion_weight),
-                    region_threshold: pick(region_threshold, c.region_threshold),
+                    threshold: threshold_or(threshold, c.threshold),
+                    score_weight: weight_or(score_weight, c.score_weight),
+                    fusion_weight: weight_or(fusion_weight, c.fusion_weight),
+                    region_threshold: threshold_or(region_threshold, c.region_threshold),
                     ..c
                 });
                 let maps = detector.detect_input(&input_tensor_dims(&input, dims.0, dims.1))?;

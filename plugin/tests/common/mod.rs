@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use clsflow_train::config::TrainConfig;
-use clsflow_train::train::{MODEL, train};
+use clsflow_train::train::{MODEL, Start, train};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
@@ -60,8 +60,14 @@ pub fn model() -> PathBuf {
             let model = out.join(MODEL);
             // on the libtorch thread that the elements use (see clsflow::torch_thread)
             clsflow::torch_thread::run(move || {
-                train(cfg, &data, &out, false, Arc::new(AtomicBool::new(false)))
-                    .expect("tiny training")
+                train(
+                    cfg,
+                    &data,
+                    &out,
+                    Start::Fresh,
+                    Arc::new(AtomicBool::new(false)),
+                )
+                .expect("tiny training")
             })
             .expect("training job");
             model
