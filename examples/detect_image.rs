@@ -2,7 +2,7 @@
 //!
 //! cargo run --release --example detect_image -- MODEL.clsflow IMAGE [HEATMAP.png] [DEVICE]
 use clsflow::colormap::{self, HeatScale};
-use clsflow::{Detector, DetectorOptions};
+use clsflow::{Detector, DetectorOptions, DeviceSpec};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // a program that scores many images on its main thread should do this (see clsflow::alloc)
@@ -13,14 +13,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::process::exit(2);
     }
     let options = DetectorOptions {
-        device: args.get(3).cloned().unwrap_or_else(|| "auto".into()),
+        device: args.get(3).map_or(Ok(DeviceSpec::Auto), |d| d.parse())?,
         half: false,
     };
     let detector = Detector::load(&args[0], &options)?;
     let image = image::open(&args[1])
         .map_err(|e| format!("{}: {e}", args[1]))?
         .to_rgb8();
-    let d = detector.detect(std::slice::from_ref(&image))?.remove(0);
+    let d = detector.detect_one(&image)?;
     let threshold = detector.scoring().threshold;
     println!(
         "{}: score {:.4} (threshold {:.4}) -> {}",

@@ -247,7 +247,16 @@ pub fn load(path: &Path, device: Device) -> Result<(ClsFlowModel, Manifest)> {
     let bytes = weights::read_file(path)?;
     let manifest = manifest_from_bytes(path, &bytes)?;
     let file = weights::parse(path, &bytes)?;
-    let model = ClsFlowModel::new(manifest.config.clone(), device)?;
+    // a manifest's architecture is validated first; a libtorch refusal while building it
+    // anyway (tch panics there) becomes this file's error rather than a crash
+    let config = manifest.config.clone();
+    let model =
+        std::panic::catch_unwind(move || ClsFlowModel::new(config, device)).map_err(|_| {
+            Error::checkpoint(
+                path,
+                "the architecture in the manifest cannot be built (corrupted or foreign file?)",
+            )
+        })??;
     let vars = model.named_variables();
     let expected: BTreeSet<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
     let present: BTreeSet<&str> = file.names().into_iter().collect();

@@ -89,9 +89,21 @@ impl DecoderConfig {
                 self.stage_blocks
             )));
         }
+        // far beyond any useful decoder, and within what a tensor's size can hold
+        let widths = std::iter::once(self.head_channels).chain(self.stage_channels.iter().copied());
+        if widths.clone().any(|c| c > MAX_WIDTH) || self.stage_blocks.iter().any(|&b| b > 64) {
+            return Err(crate::Error::Config(format!(
+                "decoder widths must be at most {MAX_WIDTH} and stages at most 64 blocks, got \
+                 head {}, stages {:?} with {:?} blocks",
+                self.head_channels, self.stage_channels, self.stage_blocks
+            )));
+        }
         Ok(())
     }
 }
+
+/// The widest layer a decoder config may ask for.
+const MAX_WIDTH: i64 = 16_384;
 
 fn conv3(p: &Path, c_in: i64, c_out: i64) -> Conv2d {
     let opts = ConvOpts {

@@ -1,10 +1,11 @@
 //! [`Detector`]: a trained model on a device, ready to score images of any size.
 
 use crate::checkpoint::{self, Manifest};
-use crate::device::parse_device;
+use crate::device::DeviceSpec;
 use crate::model::ClsFlowModel;
 use crate::preprocess::{image_batch_dims, prepare_batch, prepare_batch_to, rgb_to_tensor};
-use crate::scoring::{BatchMaps, Scoring, branch_maps, combine, compute_maps};
+use crate::regions::{DEFAULT_MIN_REGION_AREA, FrameRegion, frame_regions};
+use crate::scoring::{BatchMaps, BranchMaps, Scoring, branch_maps, combine, compute_maps};
 use crate::tiling::{self, InputResize, TileLayout};
 use crate::{Error, Result};
 use image::RgbImage;
@@ -12,22 +13,13 @@ use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 /// How to place a detector.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct DetectorOptions {
-    /// `auto`, `cpu`, `cuda` or `cuda:N`.
-    pub device: String,
+    /// Where it runs.
+    pub device: DeviceSpec,
     /// Reduced precision: on CUDA the whole model in float16; on the CPU the flows' matrix
     /// products in bfloat16 (CPUs with AVX512-BF16 or AMX-BF16 only), the rest in float32.
     pub half: bool,
-}
-
-impl Default for DetectorOptions {
-    fn default() -> Self {
-        DetectorOptions {
-            device: "auto".into(),
-            half: false,
-        }
-    }
 }
 
 /// A single-channel map of f32 values, row-major.
@@ -116,10 +108,17 @@ fn bilinear_taps(input: usize, output: usize) -> Vec<(usize, usize, f32)> {
 /// The result for one image.
 #[derive(Debug, Clone)]
 pub struct Detection {
-    /// Image score: max of the fused map.
+    /// Image score in raw units: the maximum (or the mean of the largest values, where
+    /// calibration chose that) of flow + score weight x classifier.
     pub score: f32,
+    /// The score in [0, 1], 0.5 at the threshold ([`Scoring::normalized_score`]).
+    pub normalized_score: f64,
     /// Whether the score is above the detector's threshold.
     pub anomalous: bool,
+    /// Defect regions (fused map above the region threshold, at least
+    /// [`DEFAULT_MIN_REGION_AREA`] map pixels), largest value first, in the pixels of the
+    /// image the detection is for.
+    pub regions: Vec<FrameRegion>,
     /// Fused map at model resolution.
     pub fused: AnomalyMap,
     /// Flow (density) branch map.
@@ -154,7 +153,7 @@ pub struct Detector {
 impl Detector {
     /// Loads a checkpoint (validated) onto the device of `options`.
     pub fn load(path: impl AsRef<Path>, options: &DetectorOptions) -> Result<Self> {
-        let device = parse_device(&options.device)?;
+        let device = options.device.resolve()?;
         if options.half {
             check_half(device)?;
         }
@@ -318,25 +317,33 @@ impl Detector {
         if layout.tiles() == 1 {
             return Ok(compute_maps(&self.model, x, &self.scoring));
         }
-        let (flow, cls) = branch_maps(&self.model, &tiling::cut(x, layout)?, &self.scoring);
-        Ok(combine(
-            tiling::stitch(&flow, layout)?,
-            tiling::stitch(&cls, layout)?,
-            &self.scoring,
-        ))
+        let tiles = branch_maps(&self.model, &tiling::cut(x, layout)?, &self.scoring);
+        let stitched = BranchMaps {
+            flow: tiling::stitch(&tiles.flow, layout)?,
+            cls: tiling::stitch(&tiles.cls, layout)?,
+        };
+        Ok(combine(stitched, &self.scoring))
     }
 
-    /// Scores RGB images of any sizes (each resized to the model input, or tiled).
+    /// Scores one RGB image of any size; regions are in its pixels.
+    pub fn detect_one(&self, image: &RgbImage) -> Result<Detection> {
+        let mut all = self.detect(std::slice::from_ref(image))?;
+        Ok(all.remove(0))
+    }
+
+    /// Scores RGB images of any sizes (each resized to the model input, or tiled), as one
+    /// batch where they share a layout; regions are in each image's pixels.
     pub fn detect(&self, images: &[RgbImage]) -> Result<Vec<Detection>> {
         if images.is_empty() {
             return Ok(Vec::new());
         }
+        let frame = |img: &RgbImage| (img.width(), img.height());
         if self.resize() == InputResize::Tile {
             // every shape has its own layout: one image at a time
             let mut out = Vec::with_capacity(images.len());
             for img in images {
                 let maps = self.detect_batch(&rgb_to_tensor(img).unsqueeze(0))?;
-                out.extend(self.split(&maps)?);
+                out.extend(self.split(&maps, &[frame(img)], DEFAULT_MIN_REGION_AREA)?);
             }
             return Ok(out);
         }
@@ -351,21 +358,45 @@ impl Detector {
                 .collect::<Result<Vec<_>>>()?;
             Ok(Tensor::cat(&items, 0))
         })?;
-        self.split(&self.detect_input(&batch)?)
+        let frames: Vec<(u32, u32)> = images.iter().map(frame).collect();
+        self.split(
+            &self.detect_input(&batch)?,
+            &frames,
+            DEFAULT_MIN_REGION_AREA,
+        )
     }
 
-    /// Splits batch maps into per-image [`Detection`]s on the CPU.
-    pub fn split(&self, maps: &BatchMaps) -> Result<Vec<Detection>> {
+    /// Splits batch maps into per-image [`Detection`]s on the CPU, with regions of at least
+    /// `min_region_area` map pixels in the pixels of each image's `frames` entry (width,
+    /// height).
+    pub fn split(
+        &self,
+        maps: &BatchMaps,
+        frames: &[(u32, u32)],
+        min_region_area: u32,
+    ) -> Result<Vec<Detection>> {
         let scores = Vec::<f32>::try_from(maps.scores.to_device(Device::Cpu).to_kind(Kind::Float))?;
+        if frames.len() != scores.len() {
+            return Err(Error::Input(format!(
+                "{} frame sizes for a batch of {}",
+                frames.len(),
+                scores.len()
+            )));
+        }
         scores
             .iter()
+            .zip(frames)
             .enumerate()
-            .map(|(i, &score)| {
+            .map(|(i, (&score, &(w, h)))| {
                 let i = i as i64;
+                let fused = AnomalyMap::from_tensor(&maps.fused.get(i))?;
+                let threshold = self.scoring.region_threshold as f32;
                 Ok(Detection {
                     score,
+                    normalized_score: self.scoring.normalized_score(score.into()),
                     anomalous: f64::from(score) > self.scoring.threshold,
-                    fused: AnomalyMap::from_tensor(&maps.fused.get(i))?,
+                    regions: frame_regions(&fused, threshold, min_region_area, w, h),
+                    fused,
                     flow: AnomalyMap::from_tensor(&maps.flow.get(i))?,
                     cls: AnomalyMap::from_tensor(&maps.cls.get(i))?,
                 })

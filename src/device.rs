@@ -1,41 +1,87 @@
-//! Parsing of user device strings (`auto`, `cpu`, `cuda`, `cuda:N`).
+//! Where a detector runs: [`DeviceSpec`] (`auto`, `cpu`, `cuda`, `cuda:N`) and its resolution to
+//! a libtorch device.
 
 use crate::{Error, Result};
 use tch::{Cuda, Device};
 
-/// Turns a device string into a [`tch::Device`].
-///
-/// `auto` picks the first CUDA device when one is usable, else the CPU. Asking for CUDA where
-/// none is usable is an error (rather than a silent fall-back to the CPU).
-pub fn parse_device(spec: &str) -> Result<Device> {
-    let err = |message: String| Error::Device {
-        device: spec.to_string(),
-        message,
-    };
-    match spec.trim().to_ascii_lowercase().as_str() {
-        "auto" => Ok(Device::cuda_if_available()),
-        "cpu" => Ok(Device::Cpu),
-        s if s == "cuda" || s.starts_with("cuda:") => {
-            let index = match s.strip_prefix("cuda:") {
-                None => 0,
+/// Where a detector runs, as a user names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceSpec {
+    /// The first CUDA GPU when one is usable, else the CPU.
+    #[default]
+    Auto,
+    /// The CPU.
+    Cpu,
+    /// CUDA GPU number N (`cuda` is `cuda:0`).
+    Cuda(usize),
+}
+
+impl DeviceSpec {
+    /// The libtorch device; asking for CUDA where none is usable is an error (rather than a
+    /// silent fall-back to the CPU).
+    pub fn resolve(self) -> Result<Device> {
+        match self {
+            DeviceSpec::Auto => Ok(Device::cuda_if_available()),
+            DeviceSpec::Cpu => Ok(Device::Cpu),
+            DeviceSpec::Cuda(index) => {
+                let err = |message: String| Error::Device {
+                    device: self.to_string(),
+                    message,
+                };
+                let count = Cuda::device_count() as usize;
+                if count == 0 {
+                    return Err(err(
+                        "CUDA is not available (no GPU, or a binary built without the `cuda` \
+                         feature)"
+                            .into(),
+                    ));
+                }
+                if index >= count {
+                    return Err(err(format!("only {count} CUDA device(s) present")));
+                }
+                Ok(Device::Cuda(index))
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for DeviceSpec {
+    type Err = Error;
+
+    /// `auto`, `cpu`, `cuda` or `cuda:N`, in any case.
+    fn from_str(spec: &str) -> Result<Self> {
+        let err = |message: String| Error::Device {
+            device: spec.to_string(),
+            message,
+        };
+        match spec.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(DeviceSpec::Auto),
+            "cpu" => Ok(DeviceSpec::Cpu),
+            "cuda" => Ok(DeviceSpec::Cuda(0)),
+            s => match s.strip_prefix("cuda:") {
                 Some(n) => n
                     .parse::<usize>()
-                    .map_err(|_| err(format!("{n:?} is not a device index")))?,
-            };
-            let count = Cuda::device_count() as usize;
-            if count == 0 {
-                return Err(err(
-                    "CUDA is not available (no GPU, or a binary built without the `cuda` feature)"
-                        .into(),
-                ));
-            }
-            if index >= count {
-                return Err(err(format!("only {count} CUDA device(s) present")));
-            }
-            Ok(Device::Cuda(index))
+                    .map(DeviceSpec::Cuda)
+                    .map_err(|_| err(format!("{n:?} is not a device index"))),
+                None => Err(err("expected auto, cpu, cuda or cuda:N".into())),
+            },
         }
-        _ => Err(err("expected auto, cpu, cuda or cuda:N".into())),
     }
+}
+
+impl std::fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceSpec::Auto => f.write_str("auto"),
+            DeviceSpec::Cpu => f.write_str("cpu"),
+            DeviceSpec::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+/// Turns a device string into a [`tch::Device`] ([`DeviceSpec`], then [`DeviceSpec::resolve`]).
+pub fn parse_device(spec: &str) -> Result<Device> {
+    spec.parse::<DeviceSpec>()?.resolve()
 }
 
 /// The canonical string of a device, the inverse of [`parse_device`].

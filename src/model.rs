@@ -45,18 +45,18 @@ impl ModelConfig {
 
     /// Checks the configuration for values the networks cannot use.
     pub fn validate(&self) -> Result<()> {
-        if self.input_size < 64 || self.input_size % 32 != 0 {
+        if self.input_size < 64 || self.input_size > 8192 || self.input_size % 32 != 0 {
             return Err(Error::Config(format!(
-                "input_size must be a multiple of 32 and at least 64, got {}",
+                "input_size must be a multiple of 32 from 64 to 8192, got {}",
                 self.input_size
             )));
         }
-        if self.flow.blocks == 0
-            || self.flow.condition_channels < 4
+        if !(1..=64).contains(&self.flow.blocks)
+            || !(4..=4096).contains(&self.flow.condition_channels)
             || self.flow.condition_channels % 4 != 0
         {
             return Err(Error::Config(format!(
-                "flows need at least one block and a condition width that is a positive multiple of 4, got {} blocks and {} channels",
+                "flows need 1 to 64 blocks and a condition width that is a multiple of 4 from 4 to 4096, got {} blocks and {} channels",
                 self.flow.blocks, self.flow.condition_channels
             )));
         }

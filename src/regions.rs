@@ -4,6 +4,10 @@ use crate::detector::AnomalyMap;
 use image::{GrayImage, Luma};
 use imageproc::region_labelling::{Connectivity, connected_components};
 
+/// The smallest region reported by default, in map pixels (a few pixels of noise are not a
+/// defect); `anomalydetect`'s `min-region-area` and `predict --min-region-area` change it.
+pub const DEFAULT_MIN_REGION_AREA: u32 = 4;
+
 /// One connected region of map values above the threshold.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Region {

@@ -283,6 +283,16 @@ impl Default for Scoring {
     }
 }
 
+/// The two branch maps of a batch before fusion, on the model's device: flow (density) and
+/// classifier, (N, 1, H, W) each.
+#[derive(Debug)]
+pub struct BranchMaps {
+    /// Flow (density) map.
+    pub flow: Tensor,
+    /// Classifier map, defect probability in 0..1.
+    pub cls: Tensor,
+}
+
 /// All maps of a batch at the model's input resolution, on the model's device.
 #[derive(Debug)]
 pub struct BatchMaps {
@@ -485,12 +495,11 @@ pub fn resize_maps(maps: &Tensor, height: i64, width: i64) -> Tensor {
 
 /// Runs the whole detector on a normalised batch (N, 3, S, S): extractor once, both heads, maps.
 pub fn compute_maps(model: &ClsFlowModel, batch: &Tensor, scoring: &Scoring) -> BatchMaps {
-    let (flow, cls) = branch_maps(model, batch, scoring);
-    combine(flow, cls, scoring)
+    combine(branch_maps(model, batch, scoring), scoring)
 }
 
-/// The two branch maps of a normalised batch (N, 3, S, S): flow and classifier, (N, 1, S, S).
-pub fn branch_maps(model: &ClsFlowModel, batch: &Tensor, scoring: &Scoring) -> (Tensor, Tensor) {
+/// The two branch maps of a normalised batch (N, 3, S, S), (N, 1, S, S) each.
+pub fn branch_maps(model: &ClsFlowModel, batch: &Tensor, scoring: &Scoring) -> BranchMaps {
     tch::no_grad(|| {
         let taps = model.features(batch);
         let cls = model
@@ -498,7 +507,10 @@ pub fn branch_maps(model: &ClsFlowModel, batch: &Tensor, scoring: &Scoring) -> (
             .to_kind(Kind::Float)
             .sigmoid();
         let logp = model.flow_log_prob_maps(&taps);
-        (flow_map(&logp, scoring, model.config().input_size), cls)
+        BranchMaps {
+            flow: flow_map(&logp, scoring, model.config().input_size),
+            cls,
+        }
     })
 }
 
@@ -511,11 +523,13 @@ pub fn maps_from_heads(
     size: i64,
 ) -> BatchMaps {
     let cls = cls_logits.to_kind(Kind::Float).sigmoid();
-    combine(flow_map(log_prob_maps, scoring, size), cls, scoring)
+    let flow = flow_map(log_prob_maps, scoring, size);
+    combine(BranchMaps { flow, cls }, scoring)
 }
 
 /// The fused map and the image scores from the two branch maps (N, 1, H, W) of any shape.
-pub fn combine(flow: Tensor, cls: Tensor, scoring: &Scoring) -> BatchMaps {
+pub fn combine(maps: BranchMaps, scoring: &Scoring) -> BatchMaps {
+    let BranchMaps { flow, cls } = maps;
     let fused = fuse(&flow, &cls, scoring.fusion_weight);
     let scores = if scoring.score_weight == scoring.fusion_weight {
         image_scores(&fused, scoring.score_top_fraction)

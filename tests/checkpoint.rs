@@ -58,7 +58,7 @@ fn load_cpu(path: &Path) -> clsflow::Result<Detector> {
     Detector::load(
         path,
         &DetectorOptions {
-            device: "cpu".into(),
+            device: clsflow::DeviceSpec::Cpu,
             half: false,
         },
     )

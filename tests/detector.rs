@@ -168,7 +168,7 @@ fn half_on_the_cpu_is_bfloat16_flow_matmuls_or_a_clear_error() {
         let e = Detector::load(
             "x",
             &DetectorOptions {
-                device: "cpu".into(),
+                device: clsflow::DeviceSpec::Cpu,
                 half: true,
             },
         )

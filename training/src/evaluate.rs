@@ -234,26 +234,27 @@ pub fn score_test_set(
             continue;
         }
         let start = Instant::now();
-        let scored = if det.resize() == InputResize::Tile {
+        if det.resize() == InputResize::Tile {
             // each shape has its own tiles: one image at a time
-            let mut all = Vec::new();
-            for img in &imgs {
-                all.extend(scored_maps(det, &img.unsqueeze(0), q, size as i64)?);
+            for (img, meta) in imgs.iter().zip(metas) {
+                items.extend(scored_items(
+                    det,
+                    &img.unsqueeze(0),
+                    vec![meta],
+                    q,
+                    size as i64,
+                )?);
             }
-            all
         } else {
-            scored_maps(det, &Tensor::stack(&imgs, 0), q, size as i64)?
-        };
-        infer_secs += start.elapsed().as_secs_f64();
-        for ((path, defect_type, mask), (maps, scores)) in metas.into_iter().zip(scored) {
-            items.push(ScoredItem {
-                path,
-                defect_type,
-                mask,
-                maps,
-                scores,
-            });
+            items.extend(scored_items(
+                det,
+                &Tensor::stack(&imgs, 0),
+                metas,
+                q,
+                size as i64,
+            )?);
         }
+        infer_secs += start.elapsed().as_secs_f64();
     }
     pb.finish_and_clear();
     if items.is_empty() {
@@ -271,14 +272,17 @@ pub fn score_test_set(
     })
 }
 
-/// One image's fused, flow and classifier maps and image scores.
-type MapsAndScores = ([Vec<f32>; 3], [f32; 3]);
-
-/// The detector on a batch of same-sized images: per image its fused, flow and classifier maps
-/// at `size` x `size` (the masks' grid; tiled images' maps are resized to it) and their image
-/// scores, the detector's for the fused map and the same reduction of each branch's map,
-/// computed before any resize.
-fn scored_maps(det: &Detector, batch: &Tensor, q: f64, size: i64) -> Result<Vec<MapsAndScores>> {
+/// The detector on a batch of same-sized images, described by `metas` (path, defect type, mask)
+/// in batch order: per image its fused, flow and classifier maps at `size` x `size` (the masks'
+/// grid; tiled images' maps are resized to it) and their image scores, the detector's for the
+/// fused map and the same reduction of each branch's map, computed before any resize.
+fn scored_items(
+    det: &Detector,
+    batch: &Tensor,
+    metas: Vec<(PathBuf, String, Option<Vec<bool>>)>,
+    q: f64,
+    size: i64,
+) -> Result<Vec<ScoredItem>> {
     let maps = det.detect_batch(batch)?;
     let all =
         [&maps.fused, &maps.flow, &maps.cls].map(|t| t.to_device(Device::Cpu).to_kind(Kind::Float));
@@ -296,12 +300,17 @@ fn scored_maps(det: &Detector, batch: &Tensor, q: f64, size: i64) -> Result<Vec<
             resize_maps(&t, size, size)
         }
     });
-    Ok((0..batch.size()[0])
-        .map(|i| {
-            let m = on_grid
+    Ok(metas
+        .into_iter()
+        .enumerate()
+        .map(|(i, (path, defect_type, mask))| ScoredItem {
+            path,
+            defect_type,
+            mask,
+            maps: on_grid
                 .each_ref()
-                .map(|t| Vec::<f32>::try_from(t.get(i).flatten(0, -1)).expect("map"));
-            (m, [0, 1, 2].map(|b| scores[b][i as usize]))
+                .map(|t| Vec::<f32>::try_from(t.get(i as i64).flatten(0, -1)).expect("map")),
+            scores: [0, 1, 2].map(|b| scores[b][i]),
         })
         .collect())
 }

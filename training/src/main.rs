@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use clsflow::{Detector, DetectorOptions};
+use clsflow::{Detector, DetectorOptions, DeviceSpec};
 use clsflow_train::config::{DEFAULT_CONFIG_TOML, Overrides, TrainConfig};
 use clsflow_train::data::{Dataset, OnBadImage, load_images};
 use clsflow_train::demo_data::{self, DemoCounts};
@@ -67,7 +67,7 @@ enum Command {
         out: PathBuf,
         /// Device: auto, cpu, cuda, cuda:N.
         #[arg(long, default_value = "auto")]
-        device: String,
+        device: DeviceSpec,
         /// Images per batch.
         #[arg(long, default_value_t = 8)]
         batch_size: usize,
@@ -97,7 +97,7 @@ enum Command {
         save: Vec<Save>,
         /// Device: auto, cpu, cuda, cuda:N.
         #[arg(long, default_value = "auto")]
-        device: String,
+        device: DeviceSpec,
         /// Images per batch.
         #[arg(long, default_value_t = 8)]
         batch_size: usize,

@@ -39,7 +39,7 @@ fn load_on_cpu(out: &Path) -> Detector {
     Detector::load(
         out.join(MODEL),
         &DetectorOptions {
-            device: "cpu".into(),
+            device: clsflow::DeviceSpec::Cpu,
             half: false,
         },
     )

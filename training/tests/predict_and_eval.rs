@@ -32,7 +32,7 @@ fn tiny_model(data: &Path, out: &Path) -> Detector {
     Detector::load(
         out.join(MODEL),
         &DetectorOptions {
-            device: "cpu".into(),
+            device: clsflow::DeviceSpec::Cpu,
             half: false,
         },
     )

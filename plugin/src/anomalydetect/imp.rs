@@ -3,9 +3,10 @@
 use crate::frame::{DETECT_FORMATS, model_input};
 use crate::meta::{AnomalyInfo, MESSAGE, RegionInfo};
 use clsflow::detector::AnomalyMap;
-use clsflow::regions::frame_regions;
 use clsflow::resample::input_tensor_dims;
-use clsflow::{Detection, Detector, DetectorOptions, Normalization, Scoring, torch_thread};
+use clsflow::{
+    Detection, Detector, DetectorOptions, DeviceSpec, Normalization, Scoring, torch_thread,
+};
 use clsflow::{InputResize, TileLayout};
 use gst::glib;
 use gst::prelude::*;
@@ -295,8 +296,11 @@ impl AnomalyDetect {
             return Ok(());
         }
         let t0 = Instant::now();
+        let device: DeviceSpec = settings.device.parse().map_err(|e| {
+            gst::error_msg!(gst::ResourceError::Settings, ["Property 'device': {}", e])
+        })?;
         let options = DetectorOptions {
-            device: settings.device.clone(),
+            device,
             half: settings.half,
         };
         // loading runs libtorch (weights, flow folding): on the one libtorch thread as well
@@ -359,6 +363,7 @@ impl AnomalyDetect {
             settings.fusion_weight,
             settings.region_threshold,
         ];
+        let min_region_area = settings.min_region_area;
         let (d, scoring, model): (Detection, Scoring, String) =
             torch_thread::try_run(move || -> clsflow::Result<_> {
                 let mut detector = detector.lock().unwrap_or_else(|e| e.into_inner());
@@ -376,7 +381,8 @@ impl AnomalyDetect {
                     ..c
                 });
                 let maps = detector.detect_input(&input_tensor_dims(&input, dims.0, dims.1))?;
-                let d = detector.split(&maps)?.remove(0);
+                let frame = [(w as u32, h as u32)];
+                let d = detector.split(&maps, &frame, min_region_area)?.remove(0);
                 Ok((
                     d,
                     detector.scoring().clone(),
@@ -385,22 +391,17 @@ impl AnomalyDetect {
             })
             .map_err(|e| e.to_string())?;
         let ms = t0.elapsed().as_secs_f64() * 1e3;
-        let regions: Vec<RegionInfo> = frame_regions(
-            &d.fused,
-            scoring.region_threshold as f32,
-            settings.min_region_area,
-            w as u32,
-            h as u32,
-        )
-        .into_iter()
-        .map(|r| RegionInfo {
-            rect: r.rect(),
-            max_score: r.max_score.into(),
-            mean_score: r.mean_score.into(),
-            area: r.area,
-            confidence: scoring.normalized_region_score(r.max_score.into()),
-        })
-        .collect();
+        let regions: Vec<RegionInfo> = d
+            .regions
+            .iter()
+            .map(|r| RegionInfo {
+                rect: r.rect(),
+                max_score: r.max_score.into(),
+                mean_score: r.mean_score.into(),
+                area: r.area,
+                confidence: scoring.normalized_region_score(r.max_score.into()),
+            })
+            .collect();
         let map: AnomalyMap = match settings.map_size {
             0 => d.fused,
             n => d.fused.resized(n as usize, n as usize),

@@ -10,7 +10,7 @@ fn main() -> anyhow::Result<()> {
     let a: Vec<String> = std::env::args().collect();
     let run = Path::new(&a[1]);
     let opts = |half| DetectorOptions {
-        device: "cpu".into(),
+        device: clsflow::DeviceSpec::Cpu,
         half,
     };
     let model = run.join("model.clsflow");

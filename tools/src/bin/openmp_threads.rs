@@ -30,7 +30,7 @@ fn median_ms(det: &Detector) -> f64 {
     for i in 0..25 {
         let t0 = Instant::now();
         let maps = det.detect_batch(&frame).expect("detect");
-        let _ = det.split(&maps).expect("split");
+        let _ = det.split(&maps, &[(1280, 720)], 4).expect("split");
         if i >= 5 {
             v.push(t0.elapsed().as_secs_f64() * 1e3);
         }

@@ -12,7 +12,6 @@ use anyhow::Result;
 use clap::Parser;
 use clsflow::preprocess::prepare_batch;
 use clsflow::reference::fiber_loop_log_prob_maps;
-use clsflow::regions::find_regions;
 use clsflow::scoring::{BatchMaps, maps_from_heads};
 use clsflow::{ClsFlowModel, Detector, DetectorOptions, Scoring};
 use clsflow_train::config::TrainConfig;
@@ -71,9 +70,12 @@ fn time_rows(iters: usize, device: Device, rows: &mut [Row<'_>]) -> Vec<f64> {
 /// The post-processing every detector row ends with: the maps copied to Rust, one detection per
 /// frame, and the regions of each fused map.
 fn regions(det: &Detector, maps: &BatchMaps) {
-    for d in det.split(maps).expect("split") {
-        let _ = find_regions(&d.fused, det.scoring().region_threshold as f32, 4);
-    }
+    let side = det.map_size() as u32;
+    let frames = vec![(side, side); maps.scores.size()[0] as usize];
+    let detections = det
+        .split(maps, &frames, clsflow::regions::DEFAULT_MIN_REGION_AREA)
+        .expect("split");
+    std::hint::black_box(detections);
 }
 
 /// A detector of a config's architecture with seeded random weights: timing needs the shapes,
@@ -116,7 +118,10 @@ fn main() -> Result<()> {
                 Some(m) => Detector::load(
                     m,
                     &DetectorOptions {
-                        device: clsflow::device::device_name(device),
+                        device: match device {
+                            Device::Cuda(i) => clsflow::DeviceSpec::Cuda(i),
+                            _ => clsflow::DeviceSpec::Cpu,
+                        },
                         half: false,
                     },
                 )?,

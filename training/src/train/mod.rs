@@ -10,7 +10,7 @@ mod state;
 pub use prepare::{BACKUP_SUFFIX, config_differences};
 pub use state::TrainState;
 
-use crate::calibrate::{Calibration, calibrate};
+use crate::calibrate::{Calibration, CalibrationInput, calibrate};
 use crate::config::TrainConfig;
 use crate::data::{Dataset, SkippedFile, progress};
 use crate::synth::DefectSynthesizer;
@@ -384,18 +384,18 @@ fn run_calibration(run: &mut Run, features: [tch::Tensor; 3]) -> Calibration {
     } else {
         (&run.held.tiles, &run.held.layouts, &run.held_fgs)
     };
-    let calibration = calibrate(
-        &run.model,
-        &references,
-        images,
+    let calibration = calibrate(&CalibrationInput {
+        model: &run.model,
+        references: &references,
+        holdout: images,
         layouts,
-        fgs,
-        &run.train.tiles,
-        run.val_synth.as_ref().unwrap_or(&run.synth),
-        &run.cfg.calibration,
-        &run.norm,
-        run.cfg.seed,
-    );
+        holdout_foregrounds: fgs,
+        sources: &run.train.tiles,
+        synth: run.val_synth.as_ref().unwrap_or(&run.synth),
+        config: &run.cfg.calibration,
+        norm: &run.norm,
+        seed: run.cfg.seed,
+    });
     run.state.seconds[2] = tc.elapsed().as_secs_f64();
     calibration
 }
