@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export GST_PLUGIN_PATH := $(CURDIR)/target/debug$(if $(GST_PLUGIN_PATH),:$(GST_PLUGIN_PATH))
 
-.PHONY: setup test lint unit pipeline-test install-test install demo bench probes eval clean-runs
+.PHONY: setup test lint unit pipeline-test install-test install demo bench probes eval eval-all clean-runs
 
 setup:
 	scripts/setup.sh
@@ -52,3 +52,8 @@ TRAIN_ARGS ?=
 eval: setup
 	$(CARGO) run --release -p clsflow-train -- train --config $(CONFIG) --data $(DATA) --out $(OUT) $(TRAIN_ARGS)
 	$(CARGO) run --release -p clsflow-train -- eval --model $(OUT)/model.clsflow --data $(DATA) --out $(OUT)/report
+
+# Train and evaluate the default (or CONFIG / TRAIN_ARGS) on every category at hand, two seeds
+# each; the summary table goes into docs/experiments.md. scripts/get-elpv.sh adds two categories.
+eval-all: setup
+	scripts/eval-all.sh

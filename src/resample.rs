@@ -1,4 +1,5 @@
-//! Packed 8-bit video frames straight to normalised network input, in plain Rust.
+//! 8-bit video frames (packed RGB-like, or 4:2:0 YUV as decoders give) straight to normalised
+//! network input, in plain Rust.
 //!
 //! The same antialiased bilinear resize as libtorch's `_upsample_bilinear2d_aa` (and PIL's):
 //! a triangle filter whose support widens with the downscale factor, applied along rows, then
@@ -52,6 +53,141 @@ impl PackedFrame<'_> {
         }
         Ok(())
     }
+}
+
+/// How a YUV frame's values map to RGB: the matrix's luma weights of red and blue, and whether
+/// the values use the full 0..255 range or the video range (luma 16..235, chroma 16..240).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct YuvColorimetry {
+    /// Kr: BT.601 0.299, BT.709 0.2126, BT.2020 0.2627.
+    pub kr: f32,
+    /// Kb: BT.601 0.114, BT.709 0.0722, BT.2020 0.0593.
+    pub kb: f32,
+    /// Full range (JPEG) rather than video range.
+    pub full_range: bool,
+}
+
+impl YuvColorimetry {
+    /// BT.601, video range (standard definition).
+    pub const BT601: YuvColorimetry = YuvColorimetry {
+        kr: 0.299,
+        kb: 0.114,
+        full_range: false,
+    };
+    /// BT.709, video range (high definition).
+    pub const BT709: YuvColorimetry = YuvColorimetry {
+        kr: 0.2126,
+        kb: 0.0722,
+        full_range: false,
+    };
+
+    /// RGB of one pixel, rounded and clamped to 0..255 as a colour converter writes it.
+    #[inline]
+    pub fn rgb(&self, y: u8, u: u8, v: u8) -> [u8; 3] {
+        let (y, cb, cr) = if self.full_range {
+            (f32::from(y), f32::from(u) - 128.0, f32::from(v) - 128.0)
+        } else {
+            (
+                (f32::from(y) - 16.0) * (255.0 / 219.0),
+                (f32::from(u) - 128.0) * (255.0 / 224.0),
+                (f32::from(v) - 128.0) * (255.0 / 224.0),
+            )
+        };
+        let (kr, kb) = (self.kr, self.kb);
+        let r = y + 2.0 * (1.0 - kr) * cr;
+        let b = y + 2.0 * (1.0 - kb) * cb;
+        let g = (y - kr * r - kb * b) / (1.0 - kr - kb);
+        [r, g, b].map(|c| c.round().clamp(0.0, 255.0) as u8)
+    }
+}
+
+/// A 4:2:0 YUV frame: a full-resolution luma plane and chroma at half resolution in both axes,
+/// either as two planes (I420: U then V) or as one plane of interleaved U, V pairs (NV12).
+#[derive(Debug, Clone, Copy)]
+pub struct Yuv420Frame<'a> {
+    /// Luma rows, `y_stride` bytes apart.
+    pub y: &'a [u8],
+    /// Bytes from one luma row to the next.
+    pub y_stride: usize,
+    /// U samples (for NV12: the interleaved plane).
+    pub u: &'a [u8],
+    /// V samples (for NV12: the interleaved plane from its second byte).
+    pub v: &'a [u8],
+    /// Bytes from one chroma row to the next.
+    pub uv_stride: usize,
+    /// Bytes from one chroma sample to the next within a row: 1 for I420, 2 for NV12.
+    pub uv_step: usize,
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// How the values map to RGB.
+    pub colorimetry: YuvColorimetry,
+}
+
+impl Yuv420Frame<'_> {
+    fn validate(&self) -> Result<()> {
+        let empty = self.width == 0 || self.height == 0;
+        let (cw, ch) = (
+            self.width.div_ceil(2).max(1),
+            self.height.div_ceil(2).max(1),
+        );
+        let chroma = self.uv_stride * (ch - 1) + (cw - 1) * self.uv_step + 1;
+        if empty
+            || !matches!(self.uv_step, 1 | 2)
+            || self.y_stride < self.width
+            || self.y.len() < self.y_stride * (self.height - 1) + self.width
+            || self.uv_stride < (cw - 1) * self.uv_step + 1
+            || self.u.len() < chroma
+            || self.v.len() < chroma
+        {
+            return Err(Error::Input(format!(
+                "4:2:0 frame {}x{}: planes of {}, {} and {} bytes do not match strides {} and {}",
+                self.width,
+                self.height,
+                self.y.len(),
+                self.u.len(),
+                self.v.len(),
+                self.y_stride,
+                self.uv_stride
+            )));
+        }
+        Ok(())
+    }
+
+    /// Row `y` as packed RGB.
+    fn rgb_row(&self, y: usize, out: &mut [u8]) {
+        let luma = &self.y[y * self.y_stride..y * self.y_stride + self.width];
+        let c = (y / 2) * self.uv_stride;
+        for (x, (px, &l)) in out.chunks_exact_mut(3).zip(luma).enumerate() {
+            let i = c + (x / 2) * self.uv_step;
+            px.copy_from_slice(&self.colorimetry.rgb(l, self.u[i], self.v[i]));
+        }
+    }
+}
+
+/// A 4:2:0 frame resized to `width` x `height` and normalised, as [`packed_to_input_dims`]
+/// makes from the same picture in RGB: each row is converted to RGB as it is read (a colour
+/// converter's rounding), then resized in the same pass.
+pub fn yuv420_to_input_dims(
+    frame: &Yuv420Frame,
+    width: usize,
+    height: usize,
+    norm: &Normalization,
+) -> Result<Vec<f32>> {
+    frame.validate()?;
+    let mut rgb = vec![0u8; frame.width * 3];
+    resize_rows(
+        frame.width,
+        frame.height,
+        width,
+        height,
+        norm,
+        |y, cols, r, g, b| {
+            frame.rgb_row(y, &mut rgb);
+            resize_row::<3>(&rgb, [0, 1, 2], cols, r, g, b);
+        },
+    )
 }
 
 /// Filter taps of one axis: for output `i`, input indices `start[i]..start[i] + len[i]` with
@@ -123,18 +259,55 @@ pub fn packed_to_input_dims(
     norm: &Normalization,
 ) -> Result<Vec<f32>> {
     frame.validate()?;
+    let bpp = frame.bytes_per_pixel;
+    let offsets = frame.rgb_offsets;
+    resize_rows(
+        frame.width,
+        frame.height,
+        width,
+        height,
+        norm,
+        |y, cols, r, g, b| {
+            let row = &frame.data[y * frame.stride..y * frame.stride + frame.width * bpp];
+            match bpp {
+                4 => resize_row::<4>(row, offsets, cols, r, g, b),
+                3 => resize_row::<3>(row, offsets, cols, r, g, b),
+                _ => resize_row::<1>(row, offsets, cols, r, g, b),
+            }
+        },
+    )
+}
+
+/// The resize of a `w` x `h` frame to `width` x `height`, normalised: `row(y, cols, r, g, b)`
+/// resizes source row `y` horizontally into one row of each channel; then the columns.
+fn resize_rows(
+    w: usize,
+    h: usize,
+    width: usize,
+    height: usize,
+    norm: &Normalization,
+    mut row: impl FnMut(usize, &AxisWeights, &mut [f32], &mut [f32], &mut [f32]),
+) -> Result<Vec<f32>> {
     if width == 0 || height == 0 {
         return Err(Error::Input(format!("input size {width}x{height}")));
     }
-    let (w, h) = (frame.width, frame.height);
     let cols = AxisWeights::new(w, width);
     let rows = AxisWeights::new(h, height);
     // rows first (3, h, width), then columns: the order of libtorch and PIL
     let mut tmp = vec![0f32; 3 * h * width];
-    match frame.bytes_per_pixel {
-        4 => horizontal::<4>(frame, &cols, width, &mut tmp),
-        3 => horizontal::<3>(frame, &cols, width, &mut tmp),
-        _ => horizontal::<1>(frame, &cols, width, &mut tmp),
+    {
+        let (r, rest) = tmp.split_at_mut(h * width);
+        let (g, b) = rest.split_at_mut(h * width);
+        for y in 0..h {
+            let out = y * width..(y + 1) * width;
+            row(
+                y,
+                &cols,
+                &mut r[out.clone()],
+                &mut g[out.clone()],
+                &mut b[out],
+            );
+        }
     }
     let mut out = vec![0f32; 3 * height * width];
     for c in 0..3 {
@@ -169,36 +342,26 @@ pub fn input_tensor_dims(input: &[f32], width: usize, height: usize) -> tch::Ten
     tch::Tensor::from_slice(input).view([1, 3, height as i64, width as i64])
 }
 
-/// Resizes every row of the frame to `size` columns into `tmp` (3, h, size).
-fn horizontal<const BPP: usize>(
-    frame: &PackedFrame,
+/// Resizes one row of packed pixels (`BPP` bytes each, R, G, B at `offsets`) horizontally into
+/// one row of each channel.
+fn resize_row<const BPP: usize>(
+    row: &[u8],
+    [or, og, ob]: [usize; 3],
     cols: &AxisWeights,
-    size: usize,
-    tmp: &mut [f32],
+    r: &mut [f32],
+    g: &mut [f32],
+    b: &mut [f32],
 ) {
-    let h = frame.height;
-    let [or, og, ob] = frame.rgb_offsets;
-    let (r, rest) = tmp.split_at_mut(h * size);
-    let (g, b) = rest.split_at_mut(h * size);
-    for (y, row) in frame.data.chunks(frame.stride).take(h).enumerate() {
-        let row = &row[..frame.width * BPP];
-        let out = y * size..(y + 1) * size;
-        for (x, ((r, g), b)) in r[out.clone()]
-            .iter_mut()
-            .zip(&mut g[out.clone()])
-            .zip(&mut b[out])
-            .enumerate()
-        {
-            let (start, weights) = cols.taps(x);
-            let px = &row[start * BPP..(start + weights.len()) * BPP];
-            let (mut sr, mut sg, mut sb) = (0f32, 0f32, 0f32);
-            for (p, &wk) in px.chunks_exact(BPP).zip(weights) {
-                sr += wk * f32::from(p[or]);
-                sg += wk * f32::from(p[og]);
-                sb += wk * f32::from(p[ob]);
-            }
-            (*r, *g, *b) = (sr, sg, sb);
+    for (x, ((r, g), b)) in r.iter_mut().zip(g).zip(b).enumerate() {
+        let (start, weights) = cols.taps(x);
+        let px = &row[start * BPP..(start + weights.len()) * BPP];
+        let (mut sr, mut sg, mut sb) = (0f32, 0f32, 0f32);
+        for (p, &wk) in px.chunks_exact(BPP).zip(weights) {
+            sr += wk * f32::from(p[or]);
+            sg += wk * f32::from(p[og]);
+            sb += wk * f32::from(p[ob]);
         }
+        (*r, *g, *b) = (sr, sg, sb);
     }
 }
 
@@ -281,6 +444,73 @@ mod tests {
                 "{w}x{h} bpp {bpp} -> {ow}x{oh}: max diff {diff}"
             );
         }
+    }
+
+    /// A 4:2:0 frame of a picture gives the input of the same picture converted to RGB (the
+    /// conversion's rounding only), for both layouts; a frame too short for its sizes is refused.
+    #[test]
+    fn yuv420_matches_its_rgb_conversion() {
+        let (w, h) = (67usize, 41usize);
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        let luma: Vec<u8> = (0..w * h).map(|i| (16 + (i * 7) % 219) as u8).collect();
+        let u: Vec<u8> = (0..cw * ch).map(|i| (16 + (i * 5) % 224) as u8).collect();
+        let v: Vec<u8> = (0..cw * ch).map(|i| (240 - (i * 3) % 224) as u8).collect();
+        let nv12: Vec<u8> = u.iter().zip(&v).flat_map(|(&a, &b)| [a, b]).collect();
+        for col in [YuvColorimetry::BT601, YuvColorimetry::BT709] {
+            let mut rgb = vec![0u8; w * h * 3];
+            for y in 0..h {
+                for x in 0..w {
+                    let c = (y / 2) * cw + x / 2;
+                    let p = col.rgb(luma[y * w + x], u[c], v[c]);
+                    rgb[(y * w + x) * 3..(y * w + x) * 3 + 3].copy_from_slice(&p);
+                }
+            }
+            let packed = PackedFrame {
+                data: &rgb,
+                width: w,
+                height: h,
+                stride: w * 3,
+                bytes_per_pixel: 3,
+                rgb_offsets: [0, 1, 2],
+            };
+            let want = packed_to_input_dims(&packed, 32, 24, &NORM).unwrap();
+            let i420 = Yuv420Frame {
+                y: &luma,
+                y_stride: w,
+                u: &u,
+                v: &v,
+                uv_stride: cw,
+                uv_step: 1,
+                width: w,
+                height: h,
+                colorimetry: col,
+            };
+            let nv = Yuv420Frame {
+                u: &nv12,
+                v: &nv12[1..],
+                uv_stride: 2 * cw,
+                uv_step: 2,
+                ..i420
+            };
+            for f in [i420, nv] {
+                let got = yuv420_to_input_dims(&f, 32, 24, &NORM).unwrap();
+                let diff = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                assert!(diff < 1e-5, "{diff}");
+            }
+            let short = Yuv420Frame {
+                y: &luma[..w * h - 1],
+                ..i420
+            };
+            assert!(yuv420_to_input_dims(&short, 32, 24, &NORM).is_err());
+        }
+        // grey in video range is grey in RGB; white and black at the range's ends
+        assert_eq!(YuvColorimetry::BT709.rgb(16, 128, 128), [0, 0, 0]);
+        assert_eq!(YuvColorimetry::BT709.rgb(235, 128, 128), [255, 255, 255]);
+        assert_eq!(YuvColorimetry::BT601.rgb(126, 128, 128), [128, 128, 128]);
     }
 
     #[test]

@@ -52,6 +52,12 @@ pub fn run<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Result<
     torch_thread().run(f)
 }
 
+/// Queues `f` on the process-wide libtorch thread without waiting for it (a panic in it is
+/// caught there); the job reports its results through channels of its own.
+pub fn spawn(f: impl FnOnce() + Send + 'static) -> Result<()> {
+    torch_thread().spawn(f)
+}
+
 /// [`run`] for a job that can fail: its error and a panic come back as one [`Result`].
 pub fn try_run<R: Send + 'static>(f: impl FnOnce() -> Result<R> + Send + 'static) -> Result<R> {
     run(f)?
@@ -76,6 +82,18 @@ impl TorchThread {
         rx.recv()
             .map_err(|_| Error::Panicked("the clsflow-torch thread dropped a job".into()))?
             .map_err(panic_error)
+    }
+
+    /// Queues `f` on this thread without waiting for it (see [`spawn`]).
+    pub fn spawn(&self, f: impl FnOnce() + Send + 'static) -> Result<()> {
+        let job: Job = Box::new(move || {
+            let _ = catch_unwind(AssertUnwindSafe(f));
+        });
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(job)
+            .map_err(|_| Error::Panicked("the clsflow-torch thread has stopped".into()))
     }
 
     /// Whether the caller is the libtorch thread.
@@ -122,5 +140,10 @@ mod tests {
         assert!(e.to_string().contains("bad frame"), "{e}");
         assert!(try_run(|| -> Result<u8> { panic!("boom") }).is_err());
         assert_eq!(try_run(|| Ok(5u8)).unwrap(), 5);
+        // spawned jobs run there too, in order, and a panic in one does not stop the thread
+        let (tx, rx) = std::sync::mpsc::channel();
+        spawn(|| panic!("boom in a spawned job")).unwrap();
+        spawn(move || tx.send(std::thread::current().id()).unwrap()).unwrap();
+        assert_eq!(rx.recv().unwrap(), a);
     }
 }

@@ -4,7 +4,7 @@
 //! cargo run --release -p gst-plugin-clsflow --example anomaly_json -- \
 //!   'videotestsrc num-buffers=10 ! anomalydetect model=model.clsflow ! fakesink'
 use gst::prelude::*;
-use gstclsflow::meta::{AnomalyInfo, RegionInfo};
+use gstclsflow::meta::{AnomalyInfo, RegionInfo, frame_json};
 use std::io::Write;
 
 fn main() {
@@ -33,33 +33,22 @@ fn run() -> Result<(), String> {
         .find(|e| e.factory().is_some_and(|f| f.name() == "anomalydetect"))
         .ok_or("the pipeline has no anomalydetect element")?;
     let frame = std::sync::atomic::AtomicU64::new(0);
-    detect.static_pad("src").unwrap().add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-        if let Some(buffer) = info.buffer() {
-            let n = frame.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if let Some(a) = AnomalyInfo::from_buffer(buffer) {
-                let regions: Vec<_> = RegionInfo::all_from_buffer(buffer)
-                    .into_iter()
-                    .map(|r| serde_json::json!({"x": r.rect.0, "y": r.rect.1, "width": r.rect.2, "height": r.rect.3, "max_score": r.max_score, "mean_score": r.mean_score, "area": r.area, "normalized_score": r.confidence}))
-                    .collect();
-                let line = serde_json::json!({
-                    "frame": n,
-                    "pts_ms": buffer.pts().map(|t| t.mseconds()),
-                    "score": a.score,
-                    "normalized_score": a.normalized_score,
-                    "anomalous": a.anomalous,
-                    "threshold": a.threshold,
-                    "fresh": a.fresh,
-                    "inference_ms": a.inference_ms,
-                    "map_size": [a.map_width, a.map_height],
-                    "model": a.model,
-                    "regions": regions,
-                });
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{line}");
+    let name = detect.name().to_string();
+    detect
+        .static_pad("src")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(buffer) = info.buffer() {
+                let n = frame.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if let Some(a) = AnomalyInfo::from_buffer(buffer) {
+                    let regions = RegionInfo::all_from_buffer(buffer);
+                    let line = frame_json(n, buffer.pts(), &name, &a, &regions);
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "{line}");
+                }
             }
-        }
-        gst::PadProbeReturn::Ok
-    });
+            gst::PadProbeReturn::Ok
+        });
     pipeline.set_state(gst::State::Playing).map_err(|_| {
         format!(
             "the pipeline cannot start: {}",

@@ -1,11 +1,17 @@
-//! Raw video frames to network input, for every packed format `anomalydetect` accepts.
+//! Raw video frames to network input, for every format `anomalydetect` accepts: packed RGB-like
+//! and grey frames, and the 4:2:0 YUV frames that decoders and cameras give (NV12, I420).
 
 use clsflow::Normalization;
-use clsflow::resample::{PackedFrame, packed_to_input_dims};
-use gst_video::VideoFormat;
+use clsflow::resample::{
+    PackedFrame, Yuv420Frame, YuvColorimetry, packed_to_input_dims, yuv420_to_input_dims,
+};
+use gst_video::prelude::*;
+use gst_video::{VideoColorMatrix, VideoColorRange, VideoFormat};
 
 /// Formats `anomalydetect` accepts.
-pub const DETECT_FORMATS: [VideoFormat; 11] = [
+pub const DETECT_FORMATS: [VideoFormat; 13] = [
+    VideoFormat::Nv12,
+    VideoFormat::I420,
     VideoFormat::Rgb,
     VideoFormat::Bgr,
     VideoFormat::Rgba,
@@ -17,6 +23,21 @@ pub const DETECT_FORMATS: [VideoFormat; 11] = [
     VideoFormat::Xrgb,
     VideoFormat::Xbgr,
     VideoFormat::Gray8,
+];
+
+/// Formats `anomalyoverlay` draws on: the packed RGB-like ones (YUV and grey frames need a
+/// `videoconvert` before it).
+pub const OVERLAY_FORMATS: [VideoFormat; 10] = [
+    VideoFormat::Rgb,
+    VideoFormat::Bgr,
+    VideoFormat::Rgba,
+    VideoFormat::Bgra,
+    VideoFormat::Argb,
+    VideoFormat::Abgr,
+    VideoFormat::Rgbx,
+    VideoFormat::Bgrx,
+    VideoFormat::Xrgb,
+    VideoFormat::Xbgr,
 ];
 
 /// Bytes per pixel and the byte offsets of R, G and B within a pixel.
@@ -33,7 +54,65 @@ pub fn layout(format: VideoFormat) -> Option<(usize, [usize; 3])> {
     })
 }
 
-/// A raw frame of one of [`DETECT_FORMATS`] as the model's normalised input (3, height, width)
+/// A mapped frame of one of [`DETECT_FORMATS`] as the model's normalised input (3, height,
+/// width) of `dims` = (width, height): packed formats through [`model_input`], NV12 and I420
+/// converted to RGB by the caps' colour matrix and range as their rows are read.
+pub fn frame_input(
+    frame: &gst_video::VideoFrameRef<&gst::BufferRef>,
+    dims: (usize, usize),
+    norm: &Normalization,
+) -> Result<Vec<f32>, String> {
+    let (w, h) = (frame.width() as usize, frame.height() as usize);
+    let format = frame.format();
+    let strides = frame.plane_stride();
+    let plane = |i: u32| {
+        frame
+            .plane_data(i)
+            .map_err(|_| format!("cannot read plane {i}"))
+    };
+    match format {
+        VideoFormat::Nv12 | VideoFormat::I420 => {
+            let c = frame.info().colorimetry();
+            let colorimetry = YuvColorimetry {
+                full_range: c.range() == VideoColorRange::Range0_255,
+                ..match c.matrix() {
+                    VideoColorMatrix::Bt601 | VideoColorMatrix::Smpte240m => YuvColorimetry::BT601,
+                    VideoColorMatrix::Bt2020 => YuvColorimetry {
+                        kr: 0.2627,
+                        kb: 0.0593,
+                        full_range: false,
+                    },
+                    // BT.709 and unknown: GStreamer's default for HD, and its matrix for SD
+                    // differs by little
+                    _ => YuvColorimetry::BT709,
+                }
+            };
+            let y = plane(0)?;
+            let nv12 = format == VideoFormat::Nv12;
+            let (u, v) = if nv12 {
+                let uv = plane(1)?;
+                (uv, uv.get(1..).unwrap_or_default())
+            } else {
+                (plane(1)?, plane(2)?)
+            };
+            let f = Yuv420Frame {
+                y,
+                y_stride: strides[0] as usize,
+                u,
+                v,
+                uv_stride: strides[1] as usize,
+                uv_step: if nv12 { 2 } else { 1 },
+                width: w,
+                height: h,
+                colorimetry,
+            };
+            yuv420_to_input_dims(&f, dims.0, dims.1, norm).map_err(|e| e.to_string())
+        }
+        _ => model_input(plane(0)?, w, h, strides[0] as usize, format, dims, norm),
+    }
+}
+
+/// A raw frame of one of the packed [`DETECT_FORMATS`] as the model's normalised input (3, height, width)
 /// of `dims` = (width, height), planar floats, resized and converted in one pass in plain Rust
 /// ([`clsflow::resample`]).
 ///

@@ -133,6 +133,44 @@ impl AnomalyInfo {
     }
 }
 
+/// One processed frame as a JSON object: the schema of `results-location` and of the
+/// `anomaly_json` example (documented in the README): `frame` (index in the stream), `pts_ms`,
+/// `source` (element name), `score`, `normalized_score`, `anomalous`, `threshold`, `fresh`,
+/// `inference_ms`, `map_size`, `model`, and `regions` (`x`, `y`, `width`, `height` in frame
+/// pixels, `area`, `max_score`, `mean_score`, `normalized_score`).
+pub fn frame_json(
+    frame: u64,
+    pts: Option<gst::ClockTime>,
+    source: &str,
+    info: &AnomalyInfo,
+    regions: &[RegionInfo],
+) -> serde_json::Value {
+    let regions: Vec<serde_json::Value> = regions
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "x": r.rect.0, "y": r.rect.1, "width": r.rect.2, "height": r.rect.3,
+                "area": r.area, "max_score": r.max_score, "mean_score": r.mean_score,
+                "normalized_score": r.confidence,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "frame": frame,
+        "pts_ms": pts.map(|t| t.mseconds()),
+        "source": source,
+        "score": info.score,
+        "normalized_score": info.normalized_score,
+        "anomalous": info.anomalous,
+        "threshold": info.threshold,
+        "fresh": info.fresh,
+        "inference_ms": info.inference_ms,
+        "map_size": [info.map_width, info.map_height],
+        "model": info.model,
+        "regions": regions,
+    })
+}
+
 /// A defect region in frame coordinates.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RegionInfo {

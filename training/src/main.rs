@@ -26,6 +26,10 @@ use std::time::Instant;
     about = "Train, calibrate and evaluate clsflow anomaly detectors"
 )]
 struct Cli {
+    /// libtorch threads (default: one per core); lower it when other libtorch processes, such
+    /// as a GStreamer pipeline, share the cores.
+    #[arg(long, global = true)]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -169,6 +173,12 @@ fn pct(v: Option<f64>) -> String {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if let Some(n) = cli.threads {
+        if n == 0 {
+            bail!("--threads 0: give at least 1 (leave it out for one per core)");
+        }
+        tch::set_num_threads(n as i32);
+    }
     match cli.command {
         Command::Train {
             config,

@@ -162,6 +162,39 @@ fn tiny_train(dir: &Path, data: &str, out: &str, extra: &[&str]) -> Command {
     cmd
 }
 
+/// Starts `cmd`, waits until the run has begun (its stderr says how many training images it
+/// has: the Ctrl-C handler is in place), then `delay_ms` more, sends one SIGINT and returns the
+/// exit status with everything the run printed on stderr.
+fn interrupt_after_start(cmd: &mut Command, delay_ms: u64) -> (std::process::ExitStatus, String) {
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("training images") {
+                let _ = tx.send(());
+            }
+            all += &line;
+            all.push('\n');
+        }
+        all
+    });
+    let _ = rx.recv_timeout(std::time::Duration::from_secs(60));
+    std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+    sigint(&child);
+    let status = child.wait().unwrap();
+    (status, reader.join().unwrap())
+}
+
 fn sigint(child: &std::process::Child) {
     // SAFETY: kill(2) on a child process id this test owns
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
@@ -178,25 +211,45 @@ fn a_second_ctrl_c_stops_at_once_without_a_crash() {
     let mut stopped = 0;
     for i in 0..20 {
         let out = format!("run{i}");
-        let child = tiny_train(dir.path(), "plates", &out, &[])
+        let mut child = tiny_train(dir.path(), "plates", &out, &[])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        // from start-up to stage 2 (the whole run takes several seconds)
-        std::thread::sleep(std::time::Duration::from_millis(300 + 250 * i));
+        // stderr is read on a thread; the signals start once the run has begun (its first line
+        // comes after the Ctrl-C handler is installed: before that, SIGINT's default applies)
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut all = String::new();
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.contains("training images") {
+                    let _ = tx.send(());
+                }
+                all += &line;
+                all.push('\n');
+            }
+            all
+        });
+        let _ = rx.recv_timeout(std::time::Duration::from_secs(60));
+        // from the first epochs to stage 2 (the whole run takes several seconds)
+        std::thread::sleep(std::time::Duration::from_millis(50 + 200 * i));
         sigint(&child);
         std::thread::sleep(std::time::Duration::from_millis(300));
         let _ = unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-        let o = child.wait_with_output().unwrap();
-        let err = String::from_utf8_lossy(&o.stderr);
+        let status = child.wait().unwrap();
+        let err = reader.join().unwrap();
         assert!(
-            o.status.signal().is_none(),
+            status.signal().is_none(),
             "run {i}: killed by signal {:?}: {err}",
-            o.status.signal()
+            status.signal()
         );
         assert!(!err.contains("panicked"), "run {i}: {err}");
-        match o.status.code() {
+        match status.code() {
             Some(130) => stopped += 1,
             // finished before the signals came
             Some(0) => assert!(dir.path().join(&out).join("model.clsflow").is_file()),
@@ -222,16 +275,9 @@ fn a_second_ctrl_c_stops_at_once_without_a_crash() {
 fn one_ctrl_c_saves_and_exits_130() {
     let dir = tempfile::tempdir().unwrap();
     demo(dir.path());
-    let child = tiny_train(dir.path(), "plates", "run", &[])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(2500));
-    sigint(&child);
-    let o = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(130), "{err}");
+    let (status, err) =
+        interrupt_after_start(&mut tiny_train(dir.path(), "plates", "run", &[]), 500);
+    assert_eq!(status.code(), Some(130), "{err}");
     assert!(err.contains("--resume"), "{err}");
     assert!(dir.path().join("run/state.json").is_file());
 }
@@ -402,14 +448,11 @@ fn runs_in_use_are_protected() {
     );
 
     // --overwrite, interrupted at once: the old model is still there, as model.clsflow.bak
-    let child = tiny_train(dir.path(), "plates", "run", &["--overwrite", "--seed", "2"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    sigint(&child);
-    let o = child.wait_with_output().unwrap();
-    if o.status.code() == Some(130) {
+    let (status, err) = interrupt_after_start(
+        &mut tiny_train(dir.path(), "plates", "run", &["--overwrite", "--seed", "2"]),
+        200,
+    );
+    if status.code() == Some(130) {
         let bak = dir.path().join("run/model.clsflow.bak");
         assert_eq!(
             std::fs::read(&bak).unwrap(),
@@ -455,7 +498,7 @@ fn runs_in_use_are_protected() {
             .unwrap();
         assert!(o.status.success(), "{}", text(&o));
     } else {
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(status.success(), "{err}");
     }
     assert!(model.is_file());
     assert!(

@@ -1,23 +1,18 @@
 //! Implementation of `anomalydetect`: caps -> tensor -> detector -> maps -> metadata.
 
-use crate::frame::{DETECT_FORMATS, model_input};
-use crate::meta::{AnomalyInfo, MESSAGE, RegionInfo};
+use super::results::ResultsFile;
+use super::shared::{self, Overrides, SharedModel};
+use crate::frame::{DETECT_FORMATS, frame_input};
+use crate::meta::{AnomalyInfo, MESSAGE, RegionInfo, frame_json};
 use clsflow::detector::AnomalyMap;
-use clsflow::resample::input_tensor_dims;
-use clsflow::{
-    Detection, Detector, DetectorOptions, DeviceSpec, Normalization, Scoring, torch_thread,
-};
-use clsflow::{InputResize, TileLayout};
+use clsflow::{DeviceSpec, TileLayout, torch_thread};
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
-use gst_video::prelude::*;
+use std::path::Path;
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::Instant;
-
-/// The value of the threshold and weight properties that means "the checkpoint's value".
-const UNSET: f64 = -1.0;
+use std::time::{Duration, Instant};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -44,6 +39,12 @@ struct Settings {
     post_messages: bool,
     min_region_area: u32,
     half: bool,
+    model_instance_id: Option<String>,
+    batch_size: u32,
+    batch_timeout: u32,
+    results_location: Option<String>,
+    results_append: bool,
+    threads: u32,
 }
 
 impl Default for Settings {
@@ -60,6 +61,12 @@ impl Default for Settings {
             post_messages: false,
             min_region_area: DEFAULT_MIN_REGION_AREA,
             half: false,
+            model_instance_id: None,
+            batch_size: 1,
+            batch_timeout: 0,
+            results_location: None,
+            results_append: true,
+            threads: 0,
         }
     }
 }
@@ -71,28 +78,12 @@ struct Found {
     regions: Vec<RegionInfo>,
 }
 
-/// A detector that jobs on the libtorch thread use, one at a time.
-type SharedDetector = Arc<Mutex<Detector>>;
-/// What a detector was loaded for: (model path, device, half precision).
-type LoadKey = (String, String, bool);
-
-/// A loaded detector with what the streaming thread needs to prepare its input.
-struct Loaded {
-    detector: SharedDetector,
-    key: LoadKey,
-    /// The model's input size, resize and normalisation: frames become input on the streaming
-    /// thread.
-    input_size: usize,
-    resize: InputResize,
-    norm: Normalization,
-}
-
 #[derive(Default)]
 struct State {
-    /// Loaded detector with the (model, device, half) it was loaded for: kept across state
-    /// changes so that cycling the pipeline does not reload the model. Only jobs on
-    /// `clsflow::torch_thread` touch it.
-    detector: Option<Loaded>,
+    /// The shared model, held from start until the element goes to NULL (so that cycling the
+    /// pipeline through READY does not reload it).
+    model: Option<Arc<SharedModel>>,
+    results: Option<ResultsFile>,
     info: Option<gst_video::VideoInfo>,
     frame: u64,
     last: Option<Found>,
@@ -193,6 +184,44 @@ impl ObjectImpl for AnomalyDetect {
                     .default_value(false)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecString::builder("model-instance-id")
+                    .nick("Model instance id")
+                    .blurb("Elements with the same id, device and precision share one loaded model and batch their frames together; default (unset): the model path, so elements with the same model share it. Give an element its own id to keep it apart")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("batch-size")
+                    .nick("Batch size")
+                    .blurb("Frames of the elements sharing a model run as one batch of up to this many (the largest of theirs); 1 = one frame per call")
+                    .minimum(1)
+                    .maximum(256)
+                    .default_value(1)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("batch-timeout")
+                    .nick("Batch timeout")
+                    .blurb("Milliseconds a batch may wait for more frames before it runs (the largest of the sharing elements'); 0 = run what is queued")
+                    .maximum(10_000)
+                    .default_value(0)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("results-location")
+                    .nick("Results location")
+                    .blurb("File to which one JSON line per processed frame is appended (the README's schema), flushed per line; unset: none")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("results-append")
+                    .nick("Append results")
+                    .blurb("Append to an existing results file; false empties it when the element starts")
+                    .default_value(true)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("threads")
+                    .nick("Threads")
+                    .blurb("libtorch threads of the process's inference thread (shared by every anomalydetect of the process); 0 = libtorch's default, one per core. Lower it when other libtorch processes share the cores")
+                    .maximum(1024)
+                    .default_value(0)
+                    .mutable_ready()
+                    .build(),
             ]
         });
         PROPS.as_ref()
@@ -217,6 +246,12 @@ impl ObjectImpl for AnomalyDetect {
             "post-messages" => s.post_messages = value.get().expect("type checked"),
             "min-region-area" => s.min_region_area = value.get().expect("type checked"),
             "half" => s.half = value.get().expect("type checked"),
+            "model-instance-id" => s.model_instance_id = value.get().expect("type checked"),
+            "batch-size" => s.batch_size = value.get().expect("type checked"),
+            "batch-timeout" => s.batch_timeout = value.get().expect("type checked"),
+            "results-location" => s.results_location = value.get().expect("type checked"),
+            "results-append" => s.results_append = value.get().expect("type checked"),
+            "threads" => s.threads = value.get().expect("type checked"),
             other => unreachable!("unknown property {other}"),
         }
         gst::debug!(CAT, imp = self, "set {} to {:?}", pspec.name(), value);
@@ -236,6 +271,12 @@ impl ObjectImpl for AnomalyDetect {
             "post-messages" => s.post_messages.to_value(),
             "min-region-area" => s.min_region_area.to_value(),
             "half" => s.half.to_value(),
+            "model-instance-id" => s.model_instance_id.to_value(),
+            "batch-size" => s.batch_size.to_value(),
+            "batch-timeout" => s.batch_timeout.to_value(),
+            "results-location" => s.results_location.to_value(),
+            "results-append" => s.results_append.to_value(),
+            "threads" => s.threads.to_value(),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -254,6 +295,18 @@ impl ElementImpl for AnomalyDetect {
             )
         });
         Some(&*META)
+    }
+
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        let result = self.parent_change_state(transition)?;
+        if transition == gst::StateChange::ReadyToNull {
+            // the last element of a shared model to reach NULL frees it
+            self.state.lock().unwrap().model = None;
+        }
+        Ok(result)
     }
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
@@ -283,56 +336,56 @@ impl ElementImpl for AnomalyDetect {
 }
 
 impl AnomalyDetect {
-    fn load(&self, settings: &Settings) -> Result<(), gst::ErrorMessage> {
+    /// The shared model for the settings: the one this element holds if it still matches,
+    /// else the process's instance (loaded now if no element holds it).
+    fn load(&self, settings: &Settings) -> Result<Arc<SharedModel>, gst::ErrorMessage> {
         let Some(path) = settings.model.clone() else {
             return Err(gst::error_msg!(
                 gst::ResourceError::NotFound,
                 ["No model set: give the 'model' property a clsflow checkpoint path"]
             ));
         };
-        let key = (path.clone(), settings.device.clone(), settings.half);
-        let mut state = self.state.lock().unwrap();
-        if state.detector.as_ref().is_some_and(|l| l.key == key) {
-            return Ok(());
-        }
-        let t0 = Instant::now();
         let device: DeviceSpec = settings.device.parse().map_err(|e| {
             gst::error_msg!(gst::ResourceError::Settings, ["Property 'device': {}", e])
         })?;
-        let options = DetectorOptions {
-            device,
-            half: settings.half,
-        };
-        // loading runs libtorch (weights, flow folding): on the one libtorch thread as well
-        let file = path.clone();
-        let detector = torch_thread::try_run(move || Detector::load(&file, &options)).map_err(
-            |e| match e {
-                clsflow::Error::Device { .. } => {
+        let instance = settings.model_instance_id.clone().unwrap_or(path.clone());
+        let key = (instance.clone(), device.to_string(), settings.half);
+        if let Some(m) = self.state.lock().unwrap().model.clone()
+            && *m.key() == key
+            && m.path == path
+        {
+            return Ok(m);
+        }
+        let t0 = Instant::now();
+        let loads = shared::loads();
+        let model =
+            shared::acquire(&instance, &path, device, settings.half).map_err(|e| match e {
+                clsflow::Error::Device { .. } | clsflow::Error::Config(_) => {
                     gst::error_msg!(gst::ResourceError::Settings, ["{}", e])
                 }
                 clsflow::Error::Io { .. } => {
                     gst::error_msg!(gst::ResourceError::NotFound, ["Cannot open model: {}", e])
                 }
                 _ => gst::error_msg!(gst::ResourceError::Read, ["Invalid model: {}", e]),
-            },
-        )?;
-        gst::info!(
-            CAT,
-            imp = self,
-            "loaded {} ({}) on {} in {:.0} ms",
-            path,
-            detector.manifest().name,
-            clsflow::device::device_name(detector.device()),
-            t0.elapsed().as_secs_f64() * 1e3
-        );
-        state.detector = Some(Loaded {
-            input_size: detector.model().config().input_size as usize,
-            resize: detector.resize(),
-            norm: detector.manifest().normalization,
-            detector: Arc::new(Mutex::new(detector)),
-            key,
-        });
-        Ok(())
+            })?;
+        if shared::loads() > loads {
+            gst::info!(
+                CAT,
+                imp = self,
+                "loaded {} ({}) on {} in {:.0} ms as instance {instance:?}",
+                path,
+                model.name,
+                model.device_name,
+                t0.elapsed().as_secs_f64() * 1e3
+            );
+        } else {
+            gst::info!(
+                CAT,
+                imp = self,
+                "sharing the loaded instance {instance:?} of {path}"
+            );
+        }
+        Ok(model)
     }
 
     fn detect(
@@ -342,54 +395,31 @@ impl AnomalyDetect {
         settings: &Settings,
         state: &mut State,
     ) -> Result<Found, String> {
-        let loaded = state.detector.as_ref().ok_or("detector not loaded")?;
-        let (detector, norm) = (loaded.detector.clone(), loaded.norm);
+        let model = state.model.clone().ok_or("no model loaded")?;
         let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info)
             .map_err(|_| "cannot map the frame for reading")?;
         let (w, h) = (info.width() as usize, info.height() as usize);
         // the square input, or with tiling the frame at a short side of it
-        let layout = TileLayout::new(loaded.resize, w as i64, h as i64, loaded.input_size as i64)
+        let layout = TileLayout::new(model.resize, w as i64, h as i64, model.input_size as i64)
             .map_err(|e| format!("caps {info:?}: {e}"))?;
         let dims = (layout.width as usize, layout.height as usize);
-        let stride = frame.plane_stride()[0] as usize;
-        let data = frame.plane_data(0).map_err(|_| "cannot read plane 0")?;
         let t0 = Instant::now();
-        let input = model_input(data, w, h, stride, info.format(), dims, &norm)
+        let input = frame_input(&frame, dims, &model.norm)
             .map_err(|e| format!("frame does not match caps {info:?}: {e}"))?;
         drop(frame);
-        let overrides = [
-            settings.threshold,
-            settings.score_weight,
-            settings.fusion_weight,
-            settings.region_threshold,
-        ];
-        let min_region_area = settings.min_region_area;
-        let (d, scoring, model): (Detection, Scoring, String) =
-            torch_thread::try_run(move || -> clsflow::Result<_> {
-                let mut detector = detector.lock().unwrap_or_else(|e| e.into_inner());
-                // the checkpoint's value, also after an override was set and cleared: exactly -1
-                // for thresholds (raw scores can be negative), any negative value for weights
-                let c = detector.manifest().scoring.clone();
-                let threshold_or = |v: f64, default: f64| if v == UNSET { default } else { v };
-                let weight_or = |v: f64, default: f64| if v < 0.0 { default } else { v };
-                let [threshold, score_weight, fusion_weight, region_threshold] = overrides;
-                detector.set_scoring(Scoring {
-                    threshold: threshold_or(threshold, c.threshold),
-                    score_weight: weight_or(score_weight, c.score_weight),
-                    fusion_weight: weight_or(fusion_weight, c.fusion_weight),
-                    region_threshold: threshold_or(region_threshold, c.region_threshold),
-                    ..c
-                });
-                let maps = detector.detect_input(&input_tensor_dims(&input, dims.0, dims.1))?;
-                let frame = [(w as u32, h as u32)];
-                let d = detector.split(&maps, &frame, min_region_area)?.remove(0);
-                Ok((
-                    d,
-                    detector.scoring().clone(),
-                    detector.manifest().name.clone(),
-                ))
-            })
-            .map_err(|e| e.to_string())?;
+        let overrides = Overrides {
+            threshold: settings.threshold,
+            score_weight: settings.score_weight,
+            fusion_weight: settings.fusion_weight,
+            region_threshold: settings.region_threshold,
+        };
+        let (d, scoring) = model.detect(
+            input,
+            dims,
+            (w as u32, h as u32),
+            overrides,
+            settings.min_region_area,
+        )?;
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         let regions: Vec<RegionInfo> = d
             .regions
@@ -417,7 +447,7 @@ impl AnomalyDetect {
             map_width: map.width as u32,
             map_height: map.height as u32,
             map: map.data,
-            model,
+            model: model.name.clone(),
             inference_ms: ms,
             fresh: true,
             regions: regions.len() as u32,
@@ -434,18 +464,38 @@ impl BaseTransformImpl for AnomalyDetect {
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = self.settings.lock().unwrap().clone();
-        self.load(&settings)?;
+        let model = self.load(&settings)?;
+        model.allow_batching(
+            settings.batch_size as usize,
+            Duration::from_millis(settings.batch_timeout.into()),
+        );
+        if settings.threads > 0 {
+            let n = settings.threads as i32;
+            torch_thread::run(move || tch::set_num_threads(n)).map_err(|e| {
+                gst::error_msg!(gst::CoreError::Failed, ["Cannot set threads: {}", e])
+            })?;
+        }
+        let results = match &settings.results_location {
+            Some(path) => Some(
+                ResultsFile::open(Path::new(path), !settings.results_append)
+                    .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ["{}", e]))?,
+            ),
+            None => None,
+        };
         let mut state = self.state.lock().unwrap();
+        state.model = Some(model);
+        state.results = results;
         state.frame = 0;
         state.last = None;
         Ok(())
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
-        // keep the detector: restarting the pipeline must not reload the model
+        // keep the model until NULL: restarting the pipeline must not reload it
         let mut state = self.state.lock().unwrap();
         state.info = None;
         state.last = None;
+        state.results = None;
         Ok(())
     }
 
@@ -511,7 +561,6 @@ impl BaseTransformImpl for AnomalyDetect {
             r.info.inference_ms = 0.0;
             r
         };
-        drop(state);
         if let Err(e) = result.info.attach(buf) {
             gst::element_imp_error!(
                 self,
@@ -524,6 +573,22 @@ impl BaseTransformImpl for AnomalyDetect {
         for (id, r) in result.regions.iter().enumerate() {
             r.attach(buf, id as i32, frame);
         }
+        let index = state.frame - 1;
+        if let Some(results) = state.results.as_mut() {
+            let line = frame_json(
+                index,
+                buf.pts(),
+                &self.obj().name(),
+                &result.info,
+                &result.regions,
+            );
+            if let Err(e) = results.write_line(&line) {
+                gst::element_imp_warning!(self, gst::ResourceError::Write, ["{}", e]);
+                // one warning, not one per frame: stop writing
+                state.results = None;
+            }
+        }
+        drop(state);
         if settings.post_messages && result.info.anomalous && result.info.fresh {
             let s = gst::Structure::builder(MESSAGE)
                 .field("score", result.info.score)

@@ -10,6 +10,8 @@ use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+mod results;
+pub mod shared;
 
 glib::wrapper! {
     /// The `anomalydetect` element.

@@ -1,7 +1,7 @@
 //! Implementation of `anomalyoverlay`: metadata -> drawing on the frame.
 
 use super::OverlayMode;
-use crate::frame::{DETECT_FORMATS, layout};
+use crate::frame::{OVERLAY_FORMATS, layout};
 use crate::meta::{AnomalyInfo, RegionInfo};
 use ab_glyph::FontArc;
 use clsflow::detector::AnomalyMap;
@@ -179,12 +179,8 @@ impl ElementImpl for AnomalyOverlay {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let formats = DETECT_FORMATS
-                .iter()
-                .copied()
-                .filter(|f| *f != gst_video::VideoFormat::Gray8);
             let caps = gst_video::VideoCapsBuilder::new()
-                .format_list(formats)
+                .format_list(OVERLAY_FORMATS)
                 .build();
             vec![
                 gst::PadTemplate::new(

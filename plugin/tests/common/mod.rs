@@ -90,9 +90,17 @@ pub fn rgb_frame(w: usize, h: usize) -> Vec<u8> {
     v
 }
 
-/// Packs RGB pixels into a buffer of `format` with GStreamer's default strides.
+/// Packs RGB pixels into a buffer of `format` with GStreamer's default strides (NV12 and I420:
+/// converted with the colour matrix and range that GStreamer gives such caps by default, chroma
+/// averaged over each 2x2 block, as a colour converter does).
 pub fn pack(rgb: &[u8], w: u32, h: u32, format: gst_video::VideoFormat) -> gst::Buffer {
     let info = gst_video::VideoInfo::builder(format, w, h).build().unwrap();
+    if matches!(
+        format,
+        gst_video::VideoFormat::Nv12 | gst_video::VideoFormat::I420
+    ) {
+        return pack_yuv420(rgb, &info);
+    }
     let (bpp, offs) = gstclsflow::frame::layout(format).unwrap();
     let stride = info.stride()[0] as usize;
     let mut data = vec![0u8; info.size()];
@@ -106,6 +114,61 @@ pub fn pack(rgb: &[u8], w: u32, h: u32, format: gst_video::VideoFormat) -> gst::
                 for c in 0..3 {
                     data[dst + offs[c]] = src[c];
                 }
+            }
+        }
+    }
+    gst::Buffer::from_mut_slice(data)
+}
+
+fn pack_yuv420(rgb: &[u8], info: &gst_video::VideoInfo) -> gst::Buffer {
+    let (w, h) = (info.width() as usize, info.height() as usize);
+    let c = info.colorimetry();
+    let (kr, kb) = match c.matrix() {
+        gst_video::VideoColorMatrix::Bt601 => (0.299f32, 0.114f32),
+        _ => (0.2126, 0.0722),
+    };
+    let full = c.range() == gst_video::VideoColorRange::Range0_255;
+    let px = |x: usize, y: usize| {
+        let p = &rgb[(y.min(h - 1) * w + x.min(w - 1)) * 3..][..3];
+        [p[0], p[1], p[2]].map(f32::from)
+    };
+    let yuv = |[r, g, b]: [f32; 3]| {
+        let y = kr * r + (1.0 - kr - kb) * g + kb * b;
+        let (cb, cr) = ((b - y) / (2.0 * (1.0 - kb)), (r - y) / (2.0 * (1.0 - kr)));
+        if full {
+            [y, cb + 128.0, cr + 128.0]
+        } else {
+            [
+                16.0 + y * 219.0 / 255.0,
+                128.0 + cb * 224.0 / 255.0,
+                128.0 + cr * 224.0 / 255.0,
+            ]
+        }
+    };
+    let strides = info.stride();
+    let offsets = info.offset();
+    let mut data = vec![0u8; info.size()];
+    for y in 0..h {
+        for x in 0..w {
+            data[offsets[0] + y * strides[0] as usize + x] = yuv(px(x, y))[0].round() as u8;
+        }
+    }
+    let nv12 = info.format() == gst_video::VideoFormat::Nv12;
+    for cy in 0..h.div_ceil(2) {
+        for cx in 0..w.div_ceil(2) {
+            let mut sum = [0f32; 3];
+            for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+                let v = yuv(px(2 * cx + dx, 2 * cy + dy));
+                sum.iter_mut().zip(v).for_each(|(s, v)| *s += v / 4.0);
+            }
+            let [_, u, v] = sum.map(|v| v.round().clamp(0.0, 255.0) as u8);
+            if nv12 {
+                let i = offsets[1] + cy * strides[1] as usize + 2 * cx;
+                data[i] = u;
+                data[i + 1] = v;
+            } else {
+                data[offsets[1] + cy * strides[1] as usize + cx] = u;
+                data[offsets[2] + cy * strides[2] as usize + cx] = v;
             }
         }
     }

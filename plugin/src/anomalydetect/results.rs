@@ -1,0 +1,69 @@
+//! `results-location`: one JSON line per processed frame appended to a file, flushed per line,
+//! so that other tools can follow it (`tail -f`) and a crash loses at most the frame in flight.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// An open results file.
+#[derive(Debug)]
+pub struct ResultsFile {
+    path: PathBuf,
+    file: File,
+}
+
+impl ResultsFile {
+    /// Opens `path` for appending (created if absent; emptied first only with `truncate`).
+    /// The error names the path and the reason.
+    pub fn open(path: &Path, truncate: bool) -> Result<Self, String> {
+        let mut options = OpenOptions::new();
+        options.create(true);
+        if truncate {
+            options.write(true).truncate(true);
+        } else {
+            options.append(true);
+        }
+        let file = options
+            .open(path)
+            .map_err(|e| format!("cannot open results file {}: {e}", path.display()))?;
+        Ok(ResultsFile {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    /// Appends one line and flushes it (one write, so lines of several elements appending to one
+    /// file do not interleave).
+    pub fn write_line(&mut self, value: &serde_json::Value) -> Result<(), String> {
+        let mut line = value.to_string();
+        line.push('\n');
+        self.file
+            .write_all(line.as_bytes())
+            .and_then(|()| self.file.flush())
+            .map_err(|e| format!("cannot write to results file {}: {e}", self.path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appends_unless_asked_to_truncate() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.jsonl");
+        std::fs::write(&p, "{\"old\":1}\n").unwrap();
+        let mut f = ResultsFile::open(&p, false).unwrap();
+        f.write_line(&serde_json::json!({"frame": 0})).unwrap();
+        drop(f);
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "{\"old\":1}\n{\"frame\":0}\n"
+        );
+        let mut f = ResultsFile::open(&p, true).unwrap();
+        f.write_line(&serde_json::json!({"frame": 1})).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "{\"frame\":1}\n");
+        let e = ResultsFile::open(&dir.path().join("no/such/dir/r.jsonl"), false).unwrap_err();
+        assert!(e.contains("no/such/dir"), "{e}");
+    }
+}
