@@ -18,6 +18,9 @@ echo
 echo "## GStreamer path"
 ./target/release/examples/bench_pipeline --frames "${BENCH_FRAMES:-60}" --soak-frames "${BENCH_SOAK_FRAMES:-10000}"
 echo
+echo "## Many streams"
+scripts/bench-streams.sh
+echo
 echo "## Stage 2: the flows one after the other vs side by side (configs/cpu-fast.toml, random rows)"
 ./target/release/stage2_threads 3 0.05
 echo

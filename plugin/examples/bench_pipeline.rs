@@ -6,8 +6,11 @@
 //! cargo run --release -p gst-plugin-clsflow --example bench_pipeline -- [--model M] [--frames N] [--rounds R] [--soak-frames N]
 use clsflow::regions::DEFAULT_MIN_REGION_AREA;
 use clsflow::resample::{PackedFrame, input_tensor, packed_to_input};
-use clsflow::{ClsFlowModel, Detector, DetectorOptions, Scoring, torch_thread};
+use clsflow::{Detector, DetectorOptions, torch_thread};
 use gst::prelude::*;
+
+#[path = "common/bench_model.rs"]
+mod bench_model;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -224,27 +227,7 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("clsflow-bench-{}", std::process::id()));
     let model = match arg("--model") {
         Some(m) => PathBuf::from(m),
-        None => {
-            // speed does not depend on the weights: an initialised model of the CPU default
-            let cfg = clsflow_train::config::TrainConfig::load(std::path::Path::new(
-                "configs/cpu-fast.toml",
-            ))
-            .expect("configs/cpu-fast.toml");
-            let p = dir.join("bench.clsflow");
-            let path = p.clone();
-            // all libtorch work of this process on its one libtorch thread, as in the element
-            torch_thread::run(move || {
-                tch::manual_seed(0);
-                let det = Detector::from_model(
-                    ClsFlowModel::new(cfg.model_config(), tch::Device::Cpu).unwrap(),
-                    Scoring::default(),
-                    "bench",
-                );
-                det.save(&path, None).unwrap();
-            })
-            .unwrap();
-            p
-        }
+        None => bench_model::default_model(&dir),
     };
     let (w, h) = (1280, 720);
     let threads = torch_thread::run(tch::get_num_threads).unwrap();

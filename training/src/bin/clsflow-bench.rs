@@ -2,8 +2,12 @@
 //! also runs on GPU servers without it). All rows use the same weights; ratios are to the
 //! backbone-alone floor of the same device and batch.
 //!
-//! clsflow-bench [--model M.clsflow] [--config configs/cpu-fast.toml] [--compare-config C.toml]
-//!               [--device cpu|cuda|all] [--iters N]
+//! clsflow-bench [--model M.clsflow] [--config C.toml] [--compare-config C.toml]
+//!               [--device cpu|cuda|all] [--iters N] [--batches 1,8,32]
+//! clsflow-bench --check-devices [--model M.clsflow]
+//!
+//! `--check-devices` runs one model on the CPU and on cuda:0 and fails unless their maps and
+//! scores agree to 1e-3 of the maps' range (the GPU check, `scripts/gpu-check.sh`).
 //!
 //! `--compare-config` adds the backbone-alone and full-detector rows of a second architecture (for
 //! example another backbone) to the same round robin, so the two compare as a ratio of one run.
@@ -25,9 +29,9 @@ struct Args {
     /// A trained checkpoint; without it a model of --config is initialised (speed does not depend on the weights).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Architecture when no --model is given.
-    #[arg(long, default_value = "configs/cpu-fast.toml")]
-    config: PathBuf,
+    /// Architecture when no --model is given; default: the built-in config.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// A second architecture whose backbone and full detector are timed in the same round robin.
     #[arg(long)]
     compare_config: Option<PathBuf>,
@@ -37,6 +41,12 @@ struct Args {
     /// Timed iterations per row (after 2 warm-up runs).
     #[arg(long, default_value_t = 10)]
     iters: usize,
+    /// Batch sizes timed, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    batches: Vec<i64>,
+    /// Compare the CPU's and cuda:0's maps and scores instead of timing.
+    #[arg(long)]
+    check_devices: bool,
 }
 
 /// Times every row round-robin (so that load from elsewhere hits all rows alike) after two
@@ -80,9 +90,13 @@ fn regions(det: &Detector, maps: &BatchMaps) {
 
 /// A detector of a config's architecture with seeded random weights: timing needs the shapes,
 /// not trained values.
-fn untrained_detector(config: &std::path::Path, device: Device, name: &str) -> Result<Detector> {
+fn untrained_detector(
+    config: Option<&std::path::Path>,
+    device: Device,
+    name: &str,
+) -> Result<Detector> {
     tch::manual_seed(0);
-    let cfg = TrainConfig::load(config)?;
+    let cfg = TrainConfig::load_or_builtin(config)?;
     Ok(Detector::from_model(
         ClsFlowModel::new(cfg.model_config(), device)?,
         Scoring::default(),
@@ -90,8 +104,73 @@ fn untrained_detector(config: &std::path::Path, device: Device, name: &str) -> R
     ))
 }
 
+/// The same model on the CPU and on cuda:0, one batch of 8 random frames: the largest
+/// difference of each map, relative to the CPU map's range, and of the scores.
+fn check_devices(args: &Args) -> Result<()> {
+    anyhow::ensure!(
+        tch::Cuda::is_available(),
+        "--check-devices: no CUDA device (a build without --features cuda, or no GPU)"
+    );
+    let dir = tempfile_dir()?;
+    let path = match &args.model {
+        Some(m) => m.clone(),
+        None => {
+            let p = dir.join("check.clsflow");
+            untrained_detector(args.config.as_deref(), Device::Cpu, "check")?.save(&p, None)?;
+            p
+        }
+    };
+    let load = |device| {
+        Detector::load(
+            &path,
+            &DetectorOptions {
+                device,
+                half: false,
+            },
+        )
+    };
+    let (cpu, gpu) = (
+        load(clsflow::DeviceSpec::Cpu)?,
+        load(clsflow::DeviceSpec::Cuda(0))?,
+    );
+    tch::manual_seed(1);
+    let s = cpu.map_size() as i64;
+    let frames =
+        (Tensor::rand([8, 3, s, s], (Kind::Float, Device::Cpu)) * 255.0).to_kind(Kind::Uint8);
+    let (a, b) = (cpu.detect_batch(&frames)?, gpu.detect_batch(&frames)?);
+    let mut worst = 0f64;
+    for (name, x, y) in [
+        ("fused", &a.fused, &b.fused),
+        ("flow", &a.flow, &b.flow),
+        ("classifier", &a.cls, &b.cls),
+        ("scores", &a.scores, &b.scores),
+    ] {
+        let y = y.to_device(Device::Cpu);
+        let range = (x.max() - x.min()).double_value(&[]).max(1e-12);
+        let diff = (x - &y).abs().max().double_value(&[]) / range;
+        println!("{name}: largest CPU/CUDA difference {diff:.2e} of the range");
+        worst = worst.max(diff);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    anyhow::ensure!(
+        worst <= 1e-3,
+        "CPU and CUDA differ by {worst:.2e} of the range (> 1e-3)"
+    );
+    println!("CPU and cuda:0 agree to {worst:.2e} of the maps' range");
+    Ok(())
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let d = std::env::temp_dir().join(format!("clsflow-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.check_devices {
+        return check_devices(&args);
+    }
     // as clsflow-train does: timing the kernel's page faults instead of the model would mislead
     let kept = clsflow::alloc::keep_tensor_memory();
     let devices: Vec<Device> = match args.device.as_str() {
@@ -125,7 +204,7 @@ fn main() -> Result<()> {
                         half: false,
                     },
                 )?,
-                None => untrained_detector(&args.config, device, "bench")?,
+                None => untrained_detector(args.config.as_deref(), device, "bench")?,
             };
             Ok(if half { det.with_half()? } else { det })
         };
@@ -133,7 +212,7 @@ fn main() -> Result<()> {
         // the architecture to compare with, random weights as the others' when no --model is given
         let other = match &args.compare_config {
             Some(c) => {
-                let o = untrained_detector(c, device, "compare")?;
+                let o = untrained_detector(Some(c), device, "compare")?;
                 anyhow::ensure!(
                     o.model().config().input_size == det.model().config().input_size,
                     "--compare-config {}: input size {} differs from {}",
@@ -154,7 +233,7 @@ fn main() -> Result<()> {
         let s = model.config().input_size;
         let norm = det.manifest().normalization;
         let scoring = det.scoring().clone();
-        for batch in [1i64, 8] {
+        for &batch in &args.batches {
             let frames = (Tensor::rand([batch, 3, s, s], (Kind::Float, device)) * 255.0)
                 .to_kind(Kind::Uint8);
             let x = prepare_batch(&frames, s, &norm, Kind::Float)?;
