@@ -11,7 +11,8 @@
 //!   map-height little-endian float32, row-major, the fused anomaly map), `model` (string),
 //!   `inference-ms` (double),
 //!   `fresh` (boolean: computed on this frame rather than repeated by `interval`),
-//!   `regions` (uint);
+//!   `regions` (uint), `results-dropped` (uint64: results that `results-location` dropped so
+//!   far);
 //! - one `GstVideoRegionOfInterestMeta` of type [`REGION_TYPE`] per defect region, in frame
 //!   coordinates, ids 0, 1, ... largest score first, with a parameter structure
 //!   [`REGION_PARAMS`] (`max-score`, `mean-score` (double), `area` (uint, frame pixels)) and a
@@ -75,6 +76,8 @@ pub struct AnomalyInfo {
     pub fresh: bool,
     /// Number of regions attached.
     pub regions: u32,
+    /// Results that `results-location` dropped so far (an MQTT broker away for long).
+    pub results_dropped: u64,
 }
 
 impl AnomalyInfo {
@@ -98,6 +101,7 @@ impl AnomalyInfo {
         s.set("inference-ms", self.inference_ms);
         s.set("fresh", self.fresh);
         s.set("regions", self.regions);
+        s.set("results-dropped", self.results_dropped);
         Ok(())
     }
 
@@ -129,6 +133,7 @@ impl AnomalyInfo {
             inference_ms: s.get("inference-ms").ok()?,
             fresh: s.get("fresh").ok()?,
             regions: s.get("regions").ok()?,
+            results_dropped: s.get("results-dropped").unwrap_or(0),
         })
     }
 }

@@ -1,6 +1,6 @@
 //! Implementation of `anomalydetect`: caps -> tensor -> detector -> maps -> metadata.
 
-use super::results::ResultsFile;
+use super::results::{ResultsSink, SinkOptions};
 use super::shared::{self, Overrides, SharedModel};
 use crate::frame::{DETECT_FORMATS, frame_input};
 use crate::meta::{AnomalyInfo, MESSAGE, RegionInfo, frame_json};
@@ -10,7 +10,6 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
-use std::path::Path;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,6 +43,7 @@ struct Settings {
     batch_timeout: u32,
     results_location: Option<String>,
     results_append: bool,
+    results_queue_size: u32,
     threads: u32,
 }
 
@@ -66,6 +66,7 @@ impl Default for Settings {
             batch_timeout: 0,
             results_location: None,
             results_append: true,
+            results_queue_size: 1000,
             threads: 0,
         }
     }
@@ -83,7 +84,9 @@ struct State {
     /// The shared model, held from start until the element goes to NULL (so that cycling the
     /// pipeline through READY does not reload it).
     model: Option<Arc<SharedModel>>,
-    results: Option<ResultsFile>,
+    results: Option<ResultsSink>,
+    /// Results the sink dropped (an MQTT broker away for long).
+    results_dropped: u64,
     info: Option<gst_video::VideoInfo>,
     frame: u64,
     last: Option<Found>,
@@ -206,7 +209,15 @@ impl ObjectImpl for AnomalyDetect {
                     .build(),
                 glib::ParamSpecString::builder("results-location")
                     .nick("Results location")
-                    .blurb("File to which one JSON line per processed frame is appended (the README's schema), flushed per line; unset: none")
+                    .blurb("Where one JSON record per processed frame goes (the README's schema): a file (appended, flushed per line) or mqtt://host:port/topic (QoS 1, client id clsflow-ELEMENT-PID, reconnecting while the broker is away); unset: none")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("results-queue-size")
+                    .nick("Results queue size")
+                    .blurb("MQTT messages held while the broker is unreachable; beyond it the oldest are dropped, counted in the metadata's results-dropped and logged")
+                    .minimum(1)
+                    .maximum(10_000_000)
+                    .default_value(1000)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecBoolean::builder("results-append")
@@ -251,6 +262,7 @@ impl ObjectImpl for AnomalyDetect {
             "batch-timeout" => s.batch_timeout = value.get().expect("type checked"),
             "results-location" => s.results_location = value.get().expect("type checked"),
             "results-append" => s.results_append = value.get().expect("type checked"),
+            "results-queue-size" => s.results_queue_size = value.get().expect("type checked"),
             "threads" => s.threads = value.get().expect("type checked"),
             other => unreachable!("unknown property {other}"),
         }
@@ -276,6 +288,7 @@ impl ObjectImpl for AnomalyDetect {
             "batch-timeout" => s.batch_timeout.to_value(),
             "results-location" => s.results_location.to_value(),
             "results-append" => s.results_append.to_value(),
+            "results-queue-size" => s.results_queue_size.to_value(),
             "threads" => s.threads.to_value(),
             other => unreachable!("unknown property {other}"),
         }
@@ -451,6 +464,7 @@ impl AnomalyDetect {
             inference_ms: ms,
             fresh: true,
             regions: regions.len() as u32,
+            results_dropped: 0,
         };
         Ok(Found { info, regions })
     }
@@ -476,15 +490,30 @@ impl BaseTransformImpl for AnomalyDetect {
             })?;
         }
         let results = match &settings.results_location {
-            Some(path) => Some(
-                ResultsFile::open(Path::new(path), !settings.results_append)
-                    .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ["{}", e]))?,
-            ),
+            Some(location) => {
+                let name = self.obj().name().to_string();
+                let options = SinkOptions {
+                    append: settings.results_append,
+                    client_id: &format!("clsflow-{name}-{}", std::process::id()),
+                    queue_size: settings.results_queue_size as usize,
+                };
+                let element = self.obj().downgrade();
+                let warn = move |message: String| {
+                    if let Some(e) = element.upgrade() {
+                        gst::warning!(CAT, obj = e, "{}", message);
+                    }
+                };
+                Some(
+                    ResultsSink::open(location, &options, warn)
+                        .map_err(|e| gst::error_msg!(gst::ResourceError::OpenWrite, ["{}", e]))?,
+                )
+            }
             None => None,
         };
         let mut state = self.state.lock().unwrap();
         state.model = Some(model);
         state.results = results;
+        state.results_dropped = 0;
         state.frame = 0;
         state.last = None;
         Ok(())
@@ -540,7 +569,7 @@ impl BaseTransformImpl for AnomalyDetect {
         };
         let run = state.last.is_none() || state.frame.is_multiple_of(settings.interval as u64);
         state.frame += 1;
-        let result = if run {
+        let mut result = if run {
             match self.detect(buf, &info, &settings, &mut state) {
                 Ok(r) => {
                     state.last = Some(r.clone());
@@ -561,6 +590,35 @@ impl BaseTransformImpl for AnomalyDetect {
             r.info.inference_ms = 0.0;
             r
         };
+        let index = state.frame - 1;
+        if let Some(results) = state.results.as_mut() {
+            let line = frame_json(
+                index,
+                buf.pts(),
+                &self.obj().name(),
+                &result.info,
+                &result.regions,
+            );
+            match results.send(&line) {
+                Ok(dropped) if dropped > state.results_dropped => {
+                    gst::warning!(
+                        CAT,
+                        imp = self,
+                        "{} result(s) dropped so far: the broker has been away longer than results-queue-size frames",
+                        dropped
+                    );
+                    state.results_dropped = dropped;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    gst::element_imp_warning!(self, gst::ResourceError::Write, ["{}", e]);
+                    // one warning, not one per frame: stop writing
+                    state.results = None;
+                }
+            }
+        }
+        result.info.results_dropped = state.results_dropped;
+        drop(state);
         if let Err(e) = result.info.attach(buf) {
             gst::element_imp_error!(
                 self,
@@ -573,22 +631,6 @@ impl BaseTransformImpl for AnomalyDetect {
         for (id, r) in result.regions.iter().enumerate() {
             r.attach(buf, id as i32, frame);
         }
-        let index = state.frame - 1;
-        if let Some(results) = state.results.as_mut() {
-            let line = frame_json(
-                index,
-                buf.pts(),
-                &self.obj().name(),
-                &result.info,
-                &result.regions,
-            );
-            if let Err(e) = results.write_line(&line) {
-                gst::element_imp_warning!(self, gst::ResourceError::Write, ["{}", e]);
-                // one warning, not one per frame: stop writing
-                state.results = None;
-            }
-        }
-        drop(state);
         if settings.post_messages && result.info.anomalous && result.info.fresh {
             let s = gst::Structure::builder(MESSAGE)
                 .field("score", result.info.score)

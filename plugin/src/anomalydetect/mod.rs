@@ -10,6 +10,7 @@ use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+mod mqtt;
 mod results;
 pub mod shared;
 

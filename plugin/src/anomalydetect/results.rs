@@ -1,6 +1,8 @@
 //! `results-location`: one JSON line per processed frame appended to a file, flushed per line,
-//! so that other tools can follow it (`tail -f`) and a crash loses at most the frame in flight.
+//! so that other tools can follow it (`tail -f`) and a crash loses at most the frame in flight;
+//! or, for an `mqtt://` location, one message per frame to a broker ([`super::mqtt`]).
 
+use super::mqtt::{MqttResults, MqttTarget};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -41,6 +43,56 @@ impl ResultsFile {
             .write_all(line.as_bytes())
             .and_then(|()| self.file.flush())
             .map_err(|e| format!("cannot write to results file {}: {e}", self.path.display()))
+    }
+}
+
+/// Where an element's results go.
+pub enum ResultsSink {
+    /// A JSON-lines file.
+    File(ResultsFile),
+    /// An MQTT broker.
+    Mqtt(MqttResults),
+}
+
+/// What [`ResultsSink::open`] needs besides the location.
+pub struct SinkOptions<'a> {
+    /// Append to an existing file rather than emptying it.
+    pub append: bool,
+    /// The MQTT client id.
+    pub client_id: &'a str,
+    /// Messages held for an unreachable broker.
+    pub queue_size: usize,
+}
+
+impl ResultsSink {
+    /// A file path, or an `mqtt://host:port/topic` URL; `warn` hears of broker outages.
+    pub fn open(
+        location: &str,
+        options: &SinkOptions,
+        warn: impl Fn(String) + Send + 'static,
+    ) -> Result<Self, String> {
+        if location.starts_with("mqtt://") || location.starts_with("mqtts://") {
+            let target = MqttTarget::parse(location)?;
+            Ok(ResultsSink::Mqtt(MqttResults::start(
+                target,
+                options.client_id.to_string(),
+                options.queue_size,
+                warn,
+            )))
+        } else {
+            Ok(ResultsSink::File(ResultsFile::open(
+                Path::new(location),
+                !options.append,
+            )?))
+        }
+    }
+
+    /// Sends one frame's results; returns how many were dropped so far (MQTT only).
+    pub fn send(&mut self, value: &serde_json::Value) -> Result<u64, String> {
+        match self {
+            ResultsSink::File(f) => f.write_line(value).map(|()| 0),
+            ResultsSink::Mqtt(m) => Ok(m.send(value)),
+        }
     }
 }
 

@@ -1,0 +1,260 @@
+//! `results-location=mqtt://...` against a real Mosquitto broker (Debian's `mosquitto`, started
+//! on a free loopback port by each test and stopped after it).
+mod common;
+
+use gst::prelude::*;
+use gstclsflow::meta::AnomalyInfo;
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A broker on `port`, stopped when dropped.
+struct Broker(Child);
+
+impl Broker {
+    fn start(port: u16) -> Broker {
+        let child = Command::new("mosquitto")
+            .args(["-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mosquitto (Debian package mosquitto, installed by scripts/setup.sh)");
+        // up when it accepts connections
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "mosquitto did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Broker(child)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Subscribes to `topic` and collects every message's JSON; returns once subscribed.
+fn subscribe(port: u16, topic: &str, id: &str) -> Arc<Mutex<Vec<serde_json::Value>>> {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let (client, mut connection) = Client::new(MqttOptions::new(id, "127.0.0.1", port), 64);
+    client.subscribe(topic, QoS::AtLeastOnce).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = got.clone();
+    std::thread::spawn(move || {
+        let _client = client;
+        for event in connection.iter() {
+            match event {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    let _ = tx.send(());
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    sink.lock()
+                        .unwrap()
+                        .push(serde_json::from_slice(&p.payload).unwrap());
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("subscribed");
+    got
+}
+
+fn wait_for(got: &Arc<Mutex<Vec<serde_json::Value>>>, n: usize) -> usize {
+    let t0 = Instant::now();
+    while got.lock().unwrap().len() < n && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    got.lock().unwrap().len()
+}
+
+fn pipeline(desc: &str) -> gst::Pipeline {
+    common::init();
+    gst::parse::launch(desc)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap()
+}
+
+/// Plays to EOS within `limit`; returns the error text otherwise.
+fn play(p: &gst::Pipeline, limit: Duration) -> Result<(), String> {
+    let bus = p.bus().unwrap();
+    if p.set_state(gst::State::Playing).is_err() {
+        let e = bus
+            .pop_filtered(&[gst::MessageType::Error])
+            .map(|m| match m.view() {
+                gst::MessageView::Error(e) => format!("{} ({:?})", e.error(), e.debug()),
+                _ => String::new(),
+            });
+        p.set_state(gst::State::Null).unwrap();
+        return Err(e.unwrap_or_default());
+    }
+    let msg = bus.timed_pop_filtered(
+        gst::ClockTime::from_nseconds(limit.as_nanos() as u64),
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    );
+    p.set_state(gst::State::Null).unwrap();
+    match msg {
+        Some(m) if m.type_() == gst::MessageType::Eos => Ok(()),
+        Some(m) => Err(format!("{m:?}")),
+        None => Err(format!("no EOS within {limit:?}")),
+    }
+}
+
+#[test]
+fn one_message_per_frame_reaches_the_broker() {
+    let port = free_port();
+    let _broker = Broker::start(port);
+    let got = subscribe(port, "clsflow/line1", "test-sub");
+    let p = pipeline(&format!(
+        "videotestsrc num-buffers=12 ! video/x-raw,width=96,height=64 \
+         ! anomalydetect name=cam0 model={} results-location=mqtt://127.0.0.1:{port}/clsflow/line1 \
+         ! fakesink",
+        common::model().display()
+    ));
+    play(&p, Duration::from_secs(60)).unwrap();
+    assert_eq!(wait_for(&got, 12), 12, "one message per frame");
+    let messages = got.lock().unwrap();
+    for (i, m) in messages.iter().enumerate() {
+        assert_eq!(m["frame"], i as u64, "in order");
+        assert_eq!(m["source"], "cam0");
+        for key in [
+            "score",
+            "normalized_score",
+            "anomalous",
+            "threshold",
+            "regions",
+        ] {
+            assert!(m.get(key).is_some(), "{key} missing in {m}");
+        }
+    }
+}
+
+/// The broker goes away mid-stream and comes back: the pipeline runs on at its own pace, counts
+/// what it had to drop, and publishes again once the broker is back.
+#[test]
+fn a_broker_that_goes_away_neither_stalls_nor_crashes_the_pipeline() {
+    let port = free_port();
+    let broker = Broker::start(port);
+    let p = pipeline(&format!(
+        "videotestsrc is-live=true num-buffers=80 ! video/x-raw,width=64,height=48,framerate=20/1 \
+         ! anomalydetect name=cam0 model={} results-location=mqtt://127.0.0.1:{port}/clsflow/t \
+           results-queue-size=5 ! fakesink sync=true",
+        common::model().display()
+    ));
+    let dropped: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let d = dropped.clone();
+    p.by_name("cam0")
+        .unwrap()
+        .static_pad("src")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(a) = info.buffer().and_then(|b| AnomalyInfo::from_buffer(b)) {
+                d.lock().unwrap().push(a.results_dropped);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    let runner = {
+        let p = p.clone();
+        std::thread::spawn(move || {
+            let t0 = Instant::now();
+            (play(&p, Duration::from_secs(60)), t0.elapsed())
+        })
+    };
+    // the outage from frame 10 to frame 60, whatever the machine's speed
+    let frames = |n: usize| {
+        let t0 = Instant::now();
+        while dropped.lock().unwrap().len() < n {
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "frame {n} never came"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    frames(10);
+    drop(broker);
+    frames(60);
+    let _broker = Broker::start(port);
+    let got = subscribe(port, "clsflow/t", "test-sub-2");
+    let (result, _took) = runner.join().unwrap();
+    result.unwrap();
+    let dropped = dropped.lock().unwrap();
+    assert_eq!(dropped.len(), 80, "every frame went through");
+    assert!(
+        *dropped.last().unwrap() > 0,
+        "drops counted in the metadata: {dropped:?}"
+    );
+    assert!(dropped.windows(2).all(|w| w[0] <= w[1]));
+    // publishing resumed: the stream's last frame arrives (with those kept during the outage)
+    let t0 = Instant::now();
+    while !got.lock().unwrap().iter().any(|m| m["frame"] == 79) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "the last frame never arrived after the broker came back"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A broker that is down for the whole stream: the pipeline still reaches its end (the streaming
+/// thread never waits for the broker), and says what it dropped.
+#[test]
+fn a_broker_that_never_answers_does_not_hold_the_stream() {
+    let port = free_port();
+    let p = pipeline(&format!(
+        "videotestsrc is-live=true num-buffers=30 ! video/x-raw,width=64,height=48,framerate=20/1 \
+         ! anomalydetect name=cam0 model={} results-location=mqtt://127.0.0.1:{port}/clsflow/t \
+           results-queue-size=3 ! fakesink sync=true",
+        common::model().display()
+    ));
+    let last = Arc::new(Mutex::new(None));
+    let l = last.clone();
+    p.by_name("cam0")
+        .unwrap()
+        .static_pad("src")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(a) = info.buffer().and_then(|b| AnomalyInfo::from_buffer(b)) {
+                *l.lock().unwrap() = Some(a.results_dropped);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    // no broker at all: EOS must come (a streaming thread that waited for it would never end)
+    play(&p, Duration::from_secs(60)).unwrap();
+    let dropped = last.lock().unwrap().expect("frames went through");
+    // room for 3 in the queue, 8 in the client's buffer, 1 in the publisher's hands
+    assert!(dropped >= 30 - 3 - 8 - 1, "dropped {dropped} of 30");
+}
+
+#[test]
+fn bad_urls_are_element_errors_at_start() {
+    for (url, needle) in [
+        ("mqtts://127.0.0.1:8883/t", "TLS"),
+        ("mqtt://127.0.0.1:1883", "topic"),
+    ] {
+        let p = pipeline(&format!(
+            "videotestsrc num-buffers=2 ! anomalydetect model={} results-location={url} ! fakesink",
+            common::model().display()
+        ));
+        let e = play(&p, Duration::from_secs(30)).unwrap_err();
+        assert!(e.contains(needle), "{url}: {e}");
+    }
+}
