@@ -5,7 +5,7 @@ use crate::device::DeviceSpec;
 use crate::model::ClsFlowModel;
 use crate::preprocess::{image_batch_dims, prepare_batch, prepare_batch_to, rgb_to_tensor};
 use crate::regions::{DEFAULT_MIN_REGION_AREA, FrameRegion, frame_regions};
-use crate::scoring::{BatchMaps, BranchMaps, Scoring, branch_maps, combine, compute_maps};
+use crate::scoring::{BatchMaps, BranchMaps, Scoring, branch_maps_with, combine, offset_tensors};
 use crate::tiling::{self, InputResize, TileLayout};
 use crate::{Error, Result};
 use image::RgbImage;
@@ -147,6 +147,9 @@ pub struct Detector {
     model: ClsFlowModel,
     manifest: Manifest,
     scoring: Scoring,
+    /// The scoring's per-position offsets as tensors on the model's device, made when the
+    /// scoring is set rather than in every forward pass.
+    offsets: Option<[Tensor; 3]>,
     kind: Kind,
 }
 
@@ -159,12 +162,14 @@ impl Detector {
         }
         let (mut model, manifest) = checkpoint::load(path.as_ref(), device)?;
         model.fold_for_inference();
-        let detector = Detector {
-            scoring: manifest.scoring.clone(),
+        let mut detector = Detector {
+            scoring: Scoring::default(),
             model,
             manifest,
+            offsets: None,
             kind: Kind::Float,
         };
+        detector.set_scoring(detector.manifest.scoring.clone());
         Ok(if options.half {
             detector.into_half()
         } else {
@@ -193,12 +198,15 @@ impl Detector {
     pub fn from_model(mut model: ClsFlowModel, scoring: Scoring, name: &str) -> Self {
         model.fold_for_inference();
         let manifest = Manifest::new(model.config().clone(), name, scoring.clone(), None, 0, 0);
-        Detector {
+        let mut detector = Detector {
             model,
             manifest,
-            scoring,
+            scoring: Scoring::default(),
+            offsets: None,
             kind: Kind::Float,
-        }
+        };
+        detector.set_scoring(scoring);
+        detector
     }
 
     /// Saves the model and current scoring as a checkpoint (atomically).
@@ -214,6 +222,12 @@ impl Detector {
             &self.manifest.name,
             training,
         )
+    }
+
+    /// Stops gradient tracking of the model's weights (see [`ClsFlowModel::freeze`]), as
+    /// tracing it into a TorchScript module requires.
+    pub fn freeze(&mut self) {
+        self.model.freeze();
     }
 
     /// The manifest the detector was loaded with.
@@ -234,6 +248,10 @@ impl Detector {
     /// Replaces the scoring (weights, thresholds), e.g. with user overrides of the calibrated
     /// one; the flow references should stay those of the checkpoint.
     pub fn set_scoring(&mut self, scoring: Scoring) {
+        if scoring.tap_offsets != self.scoring.tap_offsets || self.offsets.is_none() {
+            let sizes = self.model.config().tap_sizes();
+            self.offsets = offset_tensors(&scoring, sizes, self.device());
+        }
         self.scoring = scoring;
     }
 
@@ -315,9 +333,15 @@ impl Detector {
     /// Both heads on every tile of `x` (N, 3, H, W), the branch maps stitched back to H x W.
     fn detect_laid_out(&self, x: &Tensor, layout: &TileLayout) -> Result<BatchMaps> {
         if layout.tiles() == 1 {
-            return Ok(compute_maps(&self.model, x, &self.scoring));
+            let branches = branch_maps_with(&self.model, x, &self.scoring, self.offsets.as_ref());
+            return Ok(combine(branches, &self.scoring));
         }
-        let tiles = branch_maps(&self.model, &tiling::cut(x, layout)?, &self.scoring);
+        let tiles = branch_maps_with(
+            &self.model,
+            &tiling::cut(x, layout)?,
+            &self.scoring,
+            self.offsets.as_ref(),
+        );
         let stitched = BranchMaps {
             flow: tiling::stitch(&tiles.flow, layout)?,
             cls: tiling::stitch(&tiles.cls, layout)?,

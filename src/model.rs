@@ -330,6 +330,15 @@ impl ClsFlowModel {
         all
     }
 
+    /// Stops gradient tracking of every variable (inference only, and what tracing a
+    /// TorchScript module needs: weights become its constants).
+    pub fn freeze(&mut self) {
+        self.cls_vars.freeze();
+        for v in &mut self.flow_vars {
+            v.freeze();
+        }
+    }
+
     /// Converts every variable to half precision (inference on CUDA only).
     pub fn to_half(&mut self) {
         self.cls_vars.half();

@@ -27,7 +27,7 @@
 
 use crate::model::ClsFlowModel;
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// How the three taps' likelihood maps become one flow map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -309,10 +309,29 @@ pub struct BatchMaps {
 /// Turns per-tap log p / C maps (N, h, w) into the flow anomaly map (N, 1, size, size) by the
 /// scoring's reference and aggregation ([`sum_flow_map`], or the z-scored mean or max).
 pub fn flow_map(log_prob_maps: &[Tensor; 3], scoring: &Scoring, size: i64) -> Tensor {
+    flow_map_with(log_prob_maps, scoring, None, size)
+}
+
+/// [`flow_map`] with the per-position offsets already made tensors ([`offset_tensors`]; a
+/// detector keeps them, so that its forward pass creates no tensor from host data, which a
+/// TorchScript trace would record as zeros).
+pub fn flow_map_with(
+    log_prob_maps: &[Tensor; 3],
+    scoring: &Scoring,
+    offsets: Option<&[Tensor; 3]>,
+    size: i64,
+) -> Tensor {
     let centred;
-    let log_prob_maps = match scoring.tap_reference() {
-        TapReference::Global => log_prob_maps,
-        TapReference::Position => {
+    let log_prob_maps = match (scoring.tap_reference(), offsets) {
+        (TapReference::Global, _) => log_prob_maps,
+        (TapReference::Position, Some(o)) => {
+            centred = std::array::from_fn(|l| {
+                let t = &log_prob_maps[l];
+                t - o[l].to_kind(t.kind())
+            });
+            &centred
+        }
+        (TapReference::Position, None) => {
             centred = centre_taps(log_prob_maps, &scoring.tap_offsets);
             &centred
         }
@@ -371,6 +390,19 @@ fn zscore_flow_map(
         TapAggregation::Max => stacked.amax(0, false),
         TapAggregation::Sum => unreachable!("the sum has its own map"),
     }
+}
+
+/// A scoring's per-position offsets as (1, h, w) tensors on `device` for taps of `sizes` (the
+/// model's [`crate::ModelConfig::tap_sizes`]); None for the global reference.
+pub fn offset_tensors(scoring: &Scoring, sizes: [i64; 3], device: Device) -> Option<[Tensor; 3]> {
+    if scoring.tap_reference() == TapReference::Global {
+        return None;
+    }
+    Some(std::array::from_fn(|l| {
+        Tensor::from_slice(&scoring.tap_offsets[l])
+            .view([1, sizes[l], sizes[l]])
+            .to_device(device)
+    }))
 }
 
 /// Per tap, log p / C maps (N, h, w) minus the tap's per-position offsets (h * w, row-major;
@@ -493,13 +525,18 @@ pub fn resize_maps(maps: &Tensor, height: i64, width: i64) -> Tensor {
     maps.upsample_bilinear2d([height, width], false, None, None)
 }
 
-/// Runs the whole detector on a normalised batch (N, 3, S, S): extractor once, both heads, maps.
-pub fn compute_maps(model: &ClsFlowModel, batch: &Tensor, scoring: &Scoring) -> BatchMaps {
-    combine(branch_maps(model, batch, scoring), scoring)
-}
-
 /// The two branch maps of a normalised batch (N, 3, S, S), (N, 1, S, S) each.
 pub fn branch_maps(model: &ClsFlowModel, batch: &Tensor, scoring: &Scoring) -> BranchMaps {
+    branch_maps_with(model, batch, scoring, None)
+}
+
+/// [`branch_maps`] with the scoring's offsets already tensors ([`flow_map_with`]).
+pub fn branch_maps_with(
+    model: &ClsFlowModel,
+    batch: &Tensor,
+    scoring: &Scoring,
+    offsets: Option<&[Tensor; 3]>,
+) -> BranchMaps {
     tch::no_grad(|| {
         let taps = model.features(batch);
         let cls = model
@@ -508,7 +545,7 @@ pub fn branch_maps(model: &ClsFlowModel, batch: &Tensor, scoring: &Scoring) -> B
             .sigmoid();
         let logp = model.flow_log_prob_maps(&taps);
         BranchMaps {
-            flow: flow_map(&logp, scoring, model.config().input_size),
+            flow: flow_map_with(&logp, scoring, offsets, model.config().input_size),
             cls,
         }
     })

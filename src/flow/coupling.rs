@@ -224,21 +224,19 @@ impl FoldedBlock {
     /// of 20-576 values per block: 5-11 % of the flows' float32 time (BENCHMARKS.md).
     pub fn forward(&self, x: &Tensor) -> (Tensor, Tensor) {
         let (b, hw, c) = x.size3().expect("rows (B, HW, C)");
-        let x = x.reshape([b * hw, c]);
+        // -1 for the batch: a traced (TorchScript) module then takes any batch size
+        let x = x.reshape([-1, c]);
         let x1 = x.narrow(-1, 0, self.split);
         let x2_in = x.narrow(-1, self.split, self.n2);
         // (B, HW, 2d): the condition term is per position, broadcast over the batch
         let mut hidden = x1
             .to_kind(self.w1x_t.kind())
-            .reshape([b, hw, self.split])
+            .reshape([-1, hw, self.split])
             .matmul(&self.w1x_t);
         let _ = hidden.g_add_(&self.cond_term);
         let _ = hidden.relu_();
         let width = hidden.size()[2];
-        let mut a = hidden
-            .reshape([b * hw, width])
-            .mm(&self.w2_t)
-            .to_kind(x.kind());
+        let mut a = hidden.reshape([-1, width]).mm(&self.w2_t).to_kind(x.kind());
         let _ = a.g_add_(&self.b2);
         // A copy to contiguous rows pays for itself: on the strided half of `a`, libtorch's tanh
         // and exp run a row at a time and compute each row's tail (20 of 40 values on the
@@ -257,7 +255,7 @@ impl FoldedBlock {
         let _ = y.addmm_(&x2.to_kind(w1.kind()), w2);
         let y = y.to_kind(x.kind());
         let log_det = s.sum_dim_intlist(-1, false, Kind::Float) + self.log_gain;
-        (y.reshape([b, hw, c]), log_det.reshape([b, hw]))
+        (y.reshape([-1, hw, c]), log_det.reshape([-1, hw]))
     }
 
     /// Converts the folded tensors to another precision (half on CUDA).

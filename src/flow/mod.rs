@@ -212,13 +212,14 @@ impl ConditionalFlow {
 impl FoldedFlow {
     /// Same as [`ConditionalFlow::log_prob_map`] for maps of the folded grid, faster.
     pub fn log_prob_map(&self, features: &Tensor) -> Tensor {
-        let (b, c, h, w) = features.size4().expect("feature map (B, C, H, W)");
+        let (_, c, h, w) = features.size4().expect("feature map (B, C, H, W)");
         assert_eq!(
             h * w,
             self.positions,
             "feature map does not match the folded grid"
         );
-        let mut z = features.permute([0, 2, 3, 1]).reshape([b, h * w, c]);
+        // -1 for the batch: a traced (TorchScript) module then takes any batch size
+        let mut z = features.permute([0, 2, 3, 1]).reshape([-1, h * w, c]);
         let mut log_det: Option<Tensor> = None;
         for block in &self.blocks {
             let (y, j) = block.forward(&z);
@@ -231,7 +232,7 @@ impl FoldedFlow {
                 None => j,
             });
         }
-        (log_likelihood(&z, &log_det.expect("at least one block")) / c as f64).reshape([b, h, w])
+        (log_likelihood(&z, &log_det.expect("at least one block")) / c as f64).reshape([-1, h, w])
     }
 
     /// The same flow with its matmuls in `kind` and its latent rows in the input's precision.

@@ -13,6 +13,7 @@ pub mod data;
 pub mod demo_data;
 pub mod epoch_loss;
 pub mod evaluate;
+pub mod export;
 pub mod predict;
 pub mod report;
 pub mod schedule;

@@ -7,6 +7,7 @@ use clsflow_train::config::{DEFAULT_CONFIG_TOML, Overrides, TrainConfig};
 use clsflow_train::data::{Dataset, OnBadImage, load_images};
 use clsflow_train::demo_data::{self, DemoCounts};
 use clsflow_train::evaluate::{BRANCHES, evaluate, score_test_set};
+use clsflow_train::export::{ExportInput, export_torchscript};
 use clsflow_train::predict::{PredictOptions, Save, collect_inputs, predict};
 use clsflow_train::report::{save_png, write_report};
 use clsflow_train::synth::foreground::{foreground_mask, rule_for_category};
@@ -32,6 +33,13 @@ struct Cli {
     threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Export formats.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    /// A traced TorchScript module.
+    Torchscript,
 }
 
 #[derive(Subcommand)]
@@ -111,6 +119,21 @@ enum Command {
         /// Reduced precision, as for eval.
         #[arg(long)]
         half: bool,
+    },
+    /// Export a model for a serving engine: a TorchScript module in a Triton model repository.
+    Export {
+        /// Checkpoint.
+        #[arg(long)]
+        model: PathBuf,
+        /// Output folder (the repository: OUT/clsflow/1/model.pt, config.pbtxt, calibration.json).
+        #[arg(long)]
+        out: PathBuf,
+        /// Format (TorchScript, which Triton's PyTorch backend runs).
+        #[arg(long, value_enum, default_value = "torchscript")]
+        format: ExportFormat,
+        /// What the module takes: normalised floats, or 0..255 bytes normalised inside.
+        #[arg(long, value_enum, default_value = "float")]
+        input: ExportInput,
     },
     /// Show the built-in default config.
     Config {
@@ -355,6 +378,23 @@ fn run(cli: Cli) -> Result<()> {
                 }
             );
             println!("  results: {}", summary.jsonl.display());
+            Ok(())
+        }
+        Command::Export {
+            model,
+            out,
+            format: ExportFormat::Torchscript,
+            input,
+        } => {
+            let e = export_torchscript(&model, &out, input, None)?;
+            println!(
+                "exported {} (checked against the detector: largest difference {:.1e})",
+                model.display(),
+                e.max_difference
+            );
+            for f in [&e.module, &e.config, &e.calibration] {
+                println!("  {}", f.display());
+            }
             Ok(())
         }
         Command::Config { print } => {
