@@ -13,7 +13,7 @@ use clsflow_train::report::{save_png, write_report};
 use clsflow_train::synth::foreground::{foreground_mask, rule_for_category};
 use clsflow_train::synth::textures::load_textures;
 use clsflow_train::synth::{DefectSynthesizer, sample_sheet};
-use clsflow_train::train::{Interrupted, Start, train};
+use clsflow_train::train::{Interrupted, Start, recalibrate, train};
 use rand::SeedableRng;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -119,6 +119,20 @@ enum Command {
         /// Reduced precision, as for eval.
         #[arg(long)]
         half: bool,
+    },
+    /// Calibrate a finished training run anew (other thresholds or weight rules) without
+    /// training again: the new model and summary go to --out, the run stays as it was.
+    Recalibrate {
+        /// The training run's folder (its state.json and model.clsflow).
+        #[arg(long)]
+        run: PathBuf,
+        /// Output folder for the recalibrated model.clsflow and training.json.
+        #[arg(long)]
+        out: PathBuf,
+        /// Config whose [calibration] section applies (the rest is the run's); default: the
+        /// run's own calibration settings.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Export a model for a serving engine: a TorchScript module in a Triton model repository.
     Export {
@@ -378,6 +392,25 @@ fn run(cli: Cli) -> Result<()> {
                 }
             );
             println!("  results: {}", summary.jsonl.display());
+            Ok(())
+        }
+        Command::Recalibrate { run, out, config } => {
+            let calibration = match config {
+                Some(c) => TrainConfig::load(&c)?.calibration,
+                None => {
+                    clsflow_train::train::TrainState::load(&run)?
+                        .config
+                        .calibration
+                }
+            };
+            let r = recalibrate(&run, calibration, &out)?;
+            let s = &r.calibration.scoring;
+            println!(
+                "recalibrated: weights {} (map) and {} (score), thresholds {:.4} and {:.4}",
+                s.fusion_weight, s.score_weight, s.threshold, s.region_threshold
+            );
+            println!("  model:   {}", r.model.display());
+            println!("  summary: {}", r.summary.display());
             Ok(())
         }
         Command::Export {

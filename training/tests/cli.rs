@@ -533,3 +533,65 @@ fn the_no_holdout_warning_names_the_configured_fraction() {
     let msg = text(&o);
     assert!(msg.contains("holdout_fraction 0.2"), "{msg}");
 }
+
+/// `recalibrate` gives a finished run's calibration again with its own settings, and other
+/// thresholds with others, leaving the run as it was.
+#[test]
+fn recalibrate_a_finished_run() {
+    let dir = tempfile::tempdir().unwrap();
+    demo(dir.path());
+    let o = tiny_train(dir.path(), "plates", "run", &[])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(
+        dir.path(),
+        &["recalibrate", "--run", "run", "--out", "same"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let scoring = |f: &str| -> serde_json::Value {
+        let t = std::fs::read_to_string(dir.path().join(f).join("training.json")).unwrap();
+        serde_json::from_str::<serde_json::Value>(&t).unwrap()["calibration"]["scoring"].clone()
+    };
+    assert_eq!(
+        scoring("run"),
+        scoring("same"),
+        "the run's own settings, the same result"
+    );
+    let cfg = std::fs::read_to_string(repo().join("configs/test-tiny.toml"))
+        .unwrap()
+        .replace(
+            "[calibration]",
+            "[calibration]\nthreshold_sigmas = 9.0\ncut_paste_guard = true",
+        );
+    std::fs::write(dir.path().join("other.toml"), cfg).unwrap();
+    let o = run(
+        dir.path(),
+        &[
+            "recalibrate",
+            "--run",
+            "run",
+            "--out",
+            "other",
+            "--config",
+            "other.toml",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let (a, b) = (scoring("run"), scoring("other"));
+    assert!(b["threshold"].as_f64().unwrap() >= a["threshold"].as_f64().unwrap());
+    let t = std::fs::read_to_string(dir.path().join("other/training.json")).unwrap();
+    assert!(t.contains("\"guard\""), "the guard's figures are recorded");
+    let o = run(
+        dir.path(),
+        &["recalibrate", "--run", "plates", "--out", "x"],
+        &[],
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("state.json"),
+        "{}",
+        text(&o)
+    );
+}

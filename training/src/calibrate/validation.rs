@@ -84,6 +84,29 @@ impl ValidationSet {
         }
     }
 
+    /// One cut-and-paste copy of every held-out image ([`crate::synth::cutpaste`]), a kind of
+    /// defect stage 1 never saw, with the heads on them.
+    pub fn build_cut_paste(
+        model: &ClsFlowModel,
+        holdout: &[RgbImage],
+        foregrounds: &[Option<GrayImage>],
+        norm: &Normalization,
+        seed: u64,
+    ) -> Self {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xc07_9a57e);
+        let (mut defective, mut masks) = (Vec::new(), Vec::new());
+        for (img, fg) in holdout.iter().zip(foregrounds) {
+            let s = crate::synth::cutpaste::cut_paste(img, fg.as_ref(), &mut rng);
+            masks.push(s.mask.pixels().map(|p| p[0] > 0).collect::<Vec<bool>>());
+            defective.push(s.image);
+        }
+        ValidationSet {
+            masks,
+            size: model.config().input_size as usize,
+            defective: head_outputs(model, &defective, norm),
+        }
+    }
+
     /// Synthetic defects in the set.
     pub fn defects(&self) -> usize {
         self.masks.len()

@@ -18,7 +18,7 @@ use crate::synth::foreground::{ForegroundRule, foreground_mask, rule_for_categor
 use crate::synth::textures::load_textures;
 use crate::tiles::TiledImages;
 use crate::{stage1, stage2};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clsflow::checkpoint::{self, write_atomic};
 use clsflow::{ClsFlowModel, Normalization, TapReferences};
 use image::{GrayImage, RgbImage};
@@ -111,7 +111,7 @@ fn prepare(cfg: TrainConfig, data: &Path, out: &Path, start: Start) -> Result<Ru
     // textures before the output folder: a missing folder leaves nothing behind
     let textures = load_textures(&cfg.data.textures, size)?;
     prepare::claim_output(out, start)?;
-    let (mut state, model) = if start == Start::Resume {
+    let (state, model) = if start == Start::Resume {
         let state = prepare::resumed_state(out, &cfg, data)?;
         let model = prepare::resumed_model(out)?;
         eprintln!(
@@ -128,6 +128,18 @@ fn prepare(cfg: TrainConfig, data: &Path, out: &Path, start: Start) -> Result<Ru
     std::fs::create_dir_all(out)
         .with_context(|| format!("cannot create output folder {}", out.display()))?;
     prepare::remove_stale_temporaries(out);
+    assemble(cfg, ds, out, state, model, textures)
+}
+
+/// The run's images, foregrounds and synthesisers, from its state.
+fn assemble(
+    cfg: TrainConfig,
+    ds: Dataset,
+    out: &Path,
+    mut state: TrainState,
+    model: ClsFlowModel,
+    textures: Vec<RgbImage>,
+) -> Result<Run> {
     let (train, skipped_train) = state::network_inputs(&state.train, &cfg, "loading train")?;
     let (held, skipped_held) = state::network_inputs(&state.holdout, &cfg, "loading held-out")?;
     // unreadable files leave the run's lists, and are named in its state and summary
@@ -206,6 +218,47 @@ fn prepare(cfg: TrainConfig, data: &Path, out: &Path, start: Start) -> Result<Ru
         synth,
         val_synth,
     })
+}
+
+/// Calibrates a finished run in `run_dir` anew with `calibration` settings (thresholds, weight
+/// candidates, rules), writing the new model and summary into `out`; the run is left as it is.
+pub fn recalibrate(
+    run_dir: &Path,
+    calibration: crate::config::CalibrationConfig,
+    out: &Path,
+) -> Result<TrainOutcome> {
+    let mut state = TrainState::load(run_dir)?;
+    let c = &state.config;
+    if state.stage1_done < c.stage1.frozen_epochs + c.stage1.joint_epochs
+        || state.stage2_done.iter().any(|&d| d < c.stage2.epochs)
+    {
+        bail!(
+            "{}: the run has not finished training: continue it with `train --resume` first",
+            run_dir.display()
+        );
+    }
+    if out.join(MODEL).exists() {
+        bail!(
+            "--out {} already holds a model: choose another folder",
+            out.display()
+        );
+    }
+    state.config.calibration = calibration;
+    state.config.validate()?;
+    let cfg = state.config.clone();
+    let ds = Dataset::open(&state.data)?;
+    let textures = load_textures(&cfg.data.textures, cfg.model.input_size as u32)?;
+    let (model, _) = checkpoint::load(&run_dir.join(MODEL), tch::Device::cuda_if_available())
+        .with_context(|| format!("{}: no trained model to recalibrate", run_dir.display()))?;
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create output folder {}", out.display()))?;
+    let mut run = assemble(cfg, ds, out, state, model, textures)?;
+    // as training leaves the model: extractor frozen and folded
+    run.model.set_backbone_trainable(false);
+    run.model.set_extractor_folded(true);
+    let features = run_stage2(&mut run, &Arc::new(AtomicBool::new(false)))?;
+    let calibration = run_calibration(&mut run, features);
+    finish(run, calibration)
 }
 
 /// Stage 1: the classifier learns the synthetic defects, first on the frozen extractor, then
