@@ -9,34 +9,13 @@ use clsflow::resample::{PackedFrame, input_tensor, packed_to_input};
 use clsflow::{Detector, DetectorOptions, torch_thread};
 use gst::prelude::*;
 
-#[path = "common/bench_model.rs"]
-mod bench_model;
+#[path = "common/bench.rs"]
+mod bench;
+use bench::{arg, percentile, status_mib};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
-fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
 
 /// Median of sorted samples (the mean of the middle two for an even count).
 fn median(sorted: &[f64]) -> f64 {
@@ -227,7 +206,7 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("clsflow-bench-{}", std::process::id()));
     let model = match arg("--model") {
         Some(m) => PathBuf::from(m),
-        None => bench_model::default_model(&dir),
+        None => bench::default_model(&dir),
     };
     let (w, h) = (1280, 720);
     let threads = torch_thread::run(tch::get_num_threads).unwrap();
@@ -336,7 +315,7 @@ fn main() {
             ),
             Some(Box::new(move |n| {
                 if n == 100 || n % every == 0 {
-                    s.lock().unwrap().push((n, rss_mib()));
+                    s.lock().unwrap().push((n, status_mib("VmRSS:")));
                 }
             })),
         );

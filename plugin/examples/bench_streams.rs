@@ -10,34 +10,12 @@
 //! `--soak` samples resident memory every 1,000 frames instead (frames per stream from --frames).
 use gst::prelude::*;
 
-#[path = "common/bench_model.rs"]
-mod bench_model;
+#[path = "common/bench.rs"]
+mod bench;
+use bench::{arg, percentile, status_mib};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
-fn status_mib(key: &str) -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
 
 /// Frames per stream left out of latency figures (libtorch warms up on the first calls).
 const WARMUP: u64 = 3;
@@ -47,8 +25,7 @@ fn main() {
     gstclsflow::plugin_register_static().unwrap();
     let dir = std::env::temp_dir().join(format!("clsflow-streams-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let model =
-        arg("--model").unwrap_or_else(|| bench_model::default_model(&dir).display().to_string());
+    let model = arg("--model").unwrap_or_else(|| bench::default_model(&dir).display().to_string());
     let streams: usize = arg("--streams").map_or(1, |v| v.parse().unwrap());
     let mode = arg("--mode").unwrap_or_else(|| "shared".into());
     let batch: u32 = arg("--batch").map_or(1, |v| v.parse().unwrap());

@@ -162,10 +162,10 @@ fn tiny_train(dir: &Path, data: &str, out: &str, extra: &[&str]) -> Command {
     cmd
 }
 
-/// Starts `cmd`, waits until the run has begun (its stderr says how many training images it
-/// has: the Ctrl-C handler is in place), then `delay_ms` more, sends one SIGINT and returns the
-/// exit status with everything the run printed on stderr.
-fn interrupt_after_start(cmd: &mut Command, delay_ms: u64) -> (std::process::ExitStatus, String) {
+/// Starts `cmd` and returns once the run has begun (its stderr says how many training images it
+/// has: the Ctrl-C handler is in place; before it, SIGINT's default would apply), with a thread
+/// that collects everything the run prints on stderr.
+fn start_run(cmd: &mut Command) -> (std::process::Child, std::thread::JoinHandle<String>) {
     let mut child = cmd
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -189,6 +189,12 @@ fn interrupt_after_start(cmd: &mut Command, delay_ms: u64) -> (std::process::Exi
         all
     });
     let _ = rx.recv_timeout(std::time::Duration::from_secs(60));
+    (child, reader)
+}
+
+/// [`start_run`], `delay_ms` more, one SIGINT; the exit status and the run's stderr.
+fn interrupt_after_start(cmd: &mut Command, delay_ms: u64) -> (std::process::ExitStatus, String) {
+    let (mut child, reader) = start_run(cmd);
     std::thread::sleep(std::time::Duration::from_millis(delay_ms));
     sigint(&child);
     let status = child.wait().unwrap();
@@ -211,31 +217,7 @@ fn a_second_ctrl_c_stops_at_once_without_a_crash() {
     let mut stopped = 0;
     for i in 0..20 {
         let out = format!("run{i}");
-        let mut child = tiny_train(dir.path(), "plates", &out, &[])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        // stderr is read on a thread; the signals start once the run has begun (its first line
-        // comes after the Ctrl-C handler is installed: before that, SIGINT's default applies)
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            use std::io::BufRead;
-            let mut all = String::new();
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if line.contains("training images") {
-                    let _ = tx.send(());
-                }
-                all += &line;
-                all.push('\n');
-            }
-            all
-        });
-        let _ = rx.recv_timeout(std::time::Duration::from_secs(60));
+        let (mut child, reader) = start_run(&mut tiny_train(dir.path(), "plates", &out, &[]));
         // from the first epochs to stage 2 (the whole run takes several seconds)
         std::thread::sleep(std::time::Duration::from_millis(50 + 200 * i));
         sigint(&child);

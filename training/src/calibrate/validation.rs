@@ -2,7 +2,7 @@
 //! and the same images with synthetic defects, scored by image AUROC, pixel AUROC and AU-PRO.
 
 use super::heads::{HeadOutputs, MapRows, fused, head_outputs, image_scores_of};
-use crate::synth::DefectSynthesizer;
+use crate::synth::{DefectSynthesizer, Sample};
 use clsflow::metrics::{auroc, map_metrics};
 use clsflow::{ClsFlowModel, Normalization};
 use image::{GrayImage, RgbImage};
@@ -68,14 +68,23 @@ impl ValidationSet {
         seed: u64,
     ) -> Self {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_ca1b);
-        let mut defective = Vec::new();
-        let mut masks = Vec::new();
-        for (img, fg) in holdout.iter().zip(foregrounds) {
-            let s = synth.sample(img, sources, fg.as_ref(), true, &mut rng);
-            if s.label > 0.0 {
-                masks.push(s.mask.pixels().map(|p| p[0] > 0).collect::<Vec<bool>>());
-                defective.push(s.image);
-            }
+        let samples = holdout
+            .iter()
+            .zip(foregrounds)
+            .map(|(img, fg)| synth.sample(img, sources, fg.as_ref(), true, &mut rng));
+        Self::of_samples(model, norm, samples)
+    }
+
+    /// The defective samples (those with a defect) and the heads on them.
+    fn of_samples(
+        model: &ClsFlowModel,
+        norm: &Normalization,
+        samples: impl Iterator<Item = Sample>,
+    ) -> Self {
+        let (mut defective, mut masks) = (Vec::new(), Vec::new());
+        for s in samples.filter(|s| s.label > 0.0) {
+            masks.push(s.mask.pixels().map(|p| p[0] > 0).collect::<Vec<bool>>());
+            defective.push(s.image);
         }
         ValidationSet {
             masks,
@@ -94,17 +103,11 @@ impl ValidationSet {
         seed: u64,
     ) -> Self {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xc07_9a57e);
-        let (mut defective, mut masks) = (Vec::new(), Vec::new());
-        for (img, fg) in holdout.iter().zip(foregrounds) {
-            let s = crate::synth::cutpaste::cut_paste(img, fg.as_ref(), &mut rng);
-            masks.push(s.mask.pixels().map(|p| p[0] > 0).collect::<Vec<bool>>());
-            defective.push(s.image);
-        }
-        ValidationSet {
-            masks,
-            size: model.config().input_size as usize,
-            defective: head_outputs(model, &defective, norm),
-        }
+        let samples = holdout
+            .iter()
+            .zip(foregrounds)
+            .map(|(img, fg)| crate::synth::cutpaste::cut_paste(img, fg.as_ref(), &mut rng));
+        Self::of_samples(model, norm, samples)
     }
 
     /// Synthetic defects in the set.
