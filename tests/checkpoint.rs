@@ -36,6 +36,7 @@ fn saved_model(dir: &Path) -> (PathBuf, Detector) {
         fusion_weight: 0.5,
         score_weight: 0.25,
         score_top_fraction: 0.01,
+        score_pool: 5,
         threshold: 2.5,
         region_threshold: 3.5,
         score_spread: 0.75,
