@@ -2,6 +2,7 @@
 # `make eval-all`: trains and evaluates one config on every category at hand, under two seeds,
 # and writes one summary table (per category and the mean, with the spread between seeds) into
 # docs/experiments.md between its eval-all markers (and runs/eval-all/summary.md).
+# EVAL_SUMMARY_ONLY=1 writes the table from the runs finished so far, training nothing.
 #
 # Categories: ../shared/data/magnetic_tile, data/elpv_mono and data/elpv_poly (scripts/get-elpv.sh)
 # when present, and the demo category (generated). A finished run is reused, so an interrupted
@@ -32,9 +33,11 @@ fi
 categories+=("$OUT/demo/plates")
 echo "eval-all: ${#categories[@]} categories x seeds $SEEDS ($LABEL)"
 
-for data in "${categories[@]}"; do
-  name=$(basename "$data"); [ "$name" = plates ] && name=demo
-  for seed in $SEEDS; do
+# Seed-major, so that an interrupted eval-all has every category under the first seed.
+[ -n "${EVAL_SUMMARY_ONLY:-}" ] && SEEDS_TO_RUN="" || SEEDS_TO_RUN=$SEEDS
+for seed in $SEEDS_TO_RUN; do
+  for data in "${categories[@]}"; do
+    name=$(basename "$data"); [ "$name" = plates ] && name=demo
     run="$OUT/$name/seed$seed"
     mkdir -p "$OUT/$name"
     if [ ! -f "$run/model.clsflow" ]; then
@@ -71,12 +74,17 @@ def spread(vals):
 
 rows, objectives, means = [], [], {}
 for name in names:
-    per_seed = []
+    per_seed, done = [], []
     for s in seeds:
         run = out / name / f"seed{s}"
+        if not (run / "report" / "report.json").is_file():
+            continue  # not finished (EVAL_SUMMARY_ONLY)
         rep = json.loads((run / "report" / "report.json").read_text())
         tr = json.loads((run / "training.json").read_text())
         per_seed.append((rep, tr))
+        done.append(s)
+    if not per_seed:
+        continue
     for branch in ["fused", "flow", "classifier"]:
         cells = []
         for key, _ in metrics:
@@ -84,8 +92,9 @@ for name in names:
             cells.append(spread(vals))
             if branch == "fused" and all(v is not None for v in vals):
                 means.setdefault(key, []).append(statistics.mean(vals))
-        rows.append(f"| {name} | {branch} | " + " | ".join(cells) + " |")
-    for (rep, tr), s in zip(per_seed, seeds):
+        shown = name if len(done) == len(seeds) else f"{name} (seed {', '.join(done)} only)"
+        rows.append(f"| {shown} | {branch} | " + " | ".join(cells) + " |")
+    for (rep, tr), s in zip(per_seed, done):
         cal = tr["calibration"]
         w = cal["scoring"]["fusion_weight"]
         fused = next((c["objective"] for c in cal["candidates"] if c["fusion_weight"] == w), None)
