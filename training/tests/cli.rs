@@ -3,9 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
+use common::repo;
 
 /// Runs the program in `cwd` with `args`.
 fn run(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {

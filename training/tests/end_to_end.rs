@@ -1,49 +1,22 @@
 //! A tiny real end-to-end run: train on a handful of real magnetic-tile images (or the demo
 //! category when ../shared is absent), checkpoint, resume, evaluate, report.
 
-use clsflow::{Detector, DetectorOptions};
 use clsflow_train::config::TrainConfig;
 use clsflow_train::data::{Dataset, OnBadImage};
 use clsflow_train::demo_data::{DemoCounts, generate};
 use clsflow_train::evaluate::{evaluate, score_test_set};
 use clsflow_train::report::write_report;
 use clsflow_train::train::{MODEL, Start, train};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
+use common::{load_on_cpu, magnetic_tile, repo, tiny_config};
 
 fn tiny() -> TrainConfig {
-    let mut cfg = TrainConfig::load(&repo().join("configs/test-tiny.toml")).unwrap();
+    let mut cfg = tiny_config(16);
     cfg.model.weights = Some(repo().join("models/efficientnet_lite0.safetensors"));
-    cfg.data.max_train_images = Some(16);
     cfg
-}
-
-/// The real category in ../shared, or `None` after saying that the test is skipped.
-fn magnetic_tile() -> Option<PathBuf> {
-    let root = repo().join("../shared/data/magnetic_tile");
-    if root.is_dir() {
-        Some(root)
-    } else {
-        eprintln!("skipping: {} absent", root.display());
-        None
-    }
-}
-
-/// The run's calibrated checkpoint, on the CPU.
-fn load_on_cpu(out: &Path) -> Detector {
-    Detector::load(
-        out.join(MODEL),
-        &DetectorOptions {
-            device: clsflow::DeviceSpec::Cpu,
-            half: false,
-        },
-    )
-    .unwrap()
 }
 
 #[test]
@@ -141,7 +114,7 @@ fn train_resume_evaluate_report_on_demo_category() {
     let again = train(tiny(), &data, &out, Start::Resume, stop).unwrap();
     assert_eq!(again.state.stage1_losses, r.state.stage1_losses);
 
-    let det = load_on_cpu(&out);
+    let det = load_on_cpu(&out.join(MODEL));
     assert_eq!(det.manifest().name, "demo");
     assert!(det.manifest().training.is_some());
     let ds = Dataset::open(&data).unwrap();
@@ -389,7 +362,7 @@ fn tiled_training_and_evaluation_on_real_non_square_images() {
         "the validation set is made of tiles"
     );
 
-    let det = load_on_cpu(&out);
+    let det = load_on_cpu(&out.join(MODEL));
     assert_eq!(det.resize(), clsflow::InputResize::Tile);
     let mut ds = Dataset::open(&root).unwrap();
     // three good and three defective test images

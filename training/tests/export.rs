@@ -3,35 +3,21 @@
 
 use clsflow::preprocess::rgb_to_tensor;
 use clsflow::{Detector, DetectorOptions, DeviceSpec};
-use clsflow_train::config::TrainConfig;
 use clsflow_train::data::{Dataset, read_rgb, resize_rgb};
 use clsflow_train::demo_data::{DemoCounts, generate};
 use clsflow_train::export::{ExportInput, export_torchscript};
-use clsflow_train::train::{MODEL, Start, train};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use tch::{CModule, Kind, Tensor};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
+use common::{magnetic_tile, tiny_config, train_model};
 
 fn tiny_model(data: &Path, out: &Path, tile: bool) -> PathBuf {
-    let mut cfg = TrainConfig::load(&repo().join("configs/test-tiny.toml")).unwrap();
-    cfg.data.max_train_images = Some(12);
+    let mut cfg = tiny_config(12);
     if tile {
         cfg.model.resize = clsflow::InputResize::Tile;
     }
-    train(
-        cfg,
-        data,
-        out,
-        Start::Fresh,
-        Arc::new(AtomicBool::new(false)),
-    )
-    .unwrap();
-    out.join(MODEL)
+    train_model(cfg, data, out)
 }
 
 /// Exports `model` both ways and checks the loaded module on `images` against the detector.
@@ -127,11 +113,9 @@ fn exported_module_matches_the_detector_on_the_demo_category() {
 
 #[test]
 fn exported_module_matches_the_detector_on_magnetic_tile() {
-    let root = repo().join("../shared/data/magnetic_tile");
-    if !root.is_dir() {
-        eprintln!("skipping: {} absent", root.display());
+    let Some(root) = magnetic_tile() else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(&root, &dir.path().join("run"), false);
     let ds = Dataset::open(&root).unwrap();

@@ -1,42 +1,20 @@
 //! `predict` over folders of real images, and `eval` on test sets without (or with only some)
 //! pixel masks: on the demo category and on the real magnetic-tile images.
 
-use clsflow::{Detector, DetectorOptions};
-use clsflow_train::config::TrainConfig;
+use clsflow::Detector;
 use clsflow_train::data::{Dataset, OnBadImage};
 use clsflow_train::demo_data::{DemoCounts, generate};
 use clsflow_train::evaluate::{evaluate, score_test_set};
 use clsflow_train::predict::{PredictOptions, Save, collect_inputs, predict};
 use clsflow_train::report::write_report;
-use clsflow_train::train::{MODEL, Start, train};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
+use common::{load_on_cpu, magnetic_tile, tiny_config, train_model};
 
 /// A tiny model trained on `data`, loaded on the CPU.
 fn tiny_model(data: &Path, out: &Path) -> Detector {
-    let mut cfg = TrainConfig::load(&repo().join("configs/test-tiny.toml")).unwrap();
-    cfg.data.max_train_images = Some(16);
-    train(
-        cfg,
-        data,
-        out,
-        Start::Fresh,
-        Arc::new(AtomicBool::new(false)),
-    )
-    .unwrap();
-    Detector::load(
-        out.join(MODEL),
-        &DetectorOptions {
-            device: clsflow::DeviceSpec::Cpu,
-            half: false,
-        },
-    )
-    .unwrap()
+    load_on_cpu(&train_model(tiny_config(16), data, out))
 }
 
 /// Copies the named test folders of a category (and their masks where `with_masks` names the
@@ -196,11 +174,9 @@ fn predict_and_maskless_eval_on_the_demo_category() {
 
 #[test]
 fn predict_and_maskless_eval_on_real_magnetic_tile_images() {
-    let root = repo().join("../shared/data/magnetic_tile");
-    if !root.is_dir() {
-        eprintln!("skipping: {} absent", root.display());
+    let Some(root) = magnetic_tile() else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let det = tiny_model(&root, &dir.path().join("run"));
 

@@ -7,7 +7,6 @@ use clsflow_train::stage2::{FlowJob, helper_job, train_round};
 use indicatif::{MultiProgress, ProgressDrawTarget};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 use tch::{Device, Kind, Tensor};
@@ -16,9 +15,10 @@ use tch::{Device, Kind, Tensor};
 /// does, so that a seed gives the same model and rows.
 static GENERATOR: Mutex<()> = Mutex::new(());
 
+mod common;
+
 fn tiny() -> TrainConfig {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../configs/test-tiny.toml");
-    TrainConfig::load(&dir).unwrap()
+    TrainConfig::load(&common::repo().join("configs/test-tiny.toml")).unwrap()
 }
 
 /// Two rounds of the three flows of a fresh seeded model on seeded random rows; the losses and
