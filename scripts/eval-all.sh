@@ -98,8 +98,10 @@ for name in names:
         cal = tr["calibration"]
         w = cal["scoring"]["fusion_weight"]
         fused = next((c["objective"] for c in cal["candidates"] if c["fusion_weight"] == w), None)
-        flow = next((a["flow"]["objective"] for a in cal["aggregations"]
-                     if a["aggregation"] == cal["scoring"]["tap_aggregation"]), None)
+        ref = "position" if any(cal["scoring"].get("tap_offsets") or []) else "global"
+        refs = cal.get("references") or [a for a in cal.get("aggregations", [])
+                                         if a["aggregation"] == "sum"]
+        flow = next((a["flow"]["objective"] for a in refs if a["reference"] == ref), None)
         minutes = sum(tr["seconds"].values()) / 60
         d = rep["decisions"]
         objectives.append(

@@ -109,9 +109,7 @@ impl Manifest {
             ));
         }
         if !self.scoring.is_valid() {
-            return bad(
-                "scoring values must be finite and every tap scale (tap_stats std) positive".into(),
-            );
+            return bad("scoring values must be finite, with a top fraction in [0, 1)".into());
         }
         if self.scoring.tap_reference() == TapReference::Position {
             let sizes = c.tap_sizes();

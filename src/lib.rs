@@ -75,6 +75,6 @@ pub use device::DeviceSpec;
 pub use error::{Error, Result};
 pub use model::{ClsFlowModel, ModelConfig};
 pub use regions::FrameRegion;
-pub use scoring::{Scoring, TapAggregation, TapReference, TapReferences, TapStats};
+pub use scoring::{Scoring, TapReference, TapReferences};
 pub use tch;
 pub use tiling::{InputResize, TileLayout};

@@ -6,10 +6,6 @@
 //!   allows any fixed monotone inversion; the paper's max(S) - S saturates in float32 (every
 //!   position with all p below ~1e-7 gets the same value, so clearly anomalous images tie), the
 //!   logarithm computed in float64 keeps them apart;
-//!   the two other tap aggregations ([`TapAggregation`]) first put every tap on the same footing
-//!   (z-score of its anomaly d = max_train t - t against held-out good images), then take the
-//!   mean or the largest over taps: the paper's sum is a soft minimum of the taps' anomalies, so
-//!   a defect that only one tap sees is masked by the others (docs/experiments.md);
 //!   with the per-position reference ([`TapReference::Position`]) every tap's map is first
 //!   centred position by position (the training images' mean log p / C at the position minus
 //!   their mean over all positions is subtracted), so that positions whose normal features are
@@ -28,38 +24,6 @@
 use crate::model::ClsFlowModel;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
-
-/// How the three taps' likelihood maps become one flow map.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TapAggregation {
-    /// The paper's: ln L - ln(sum over taps of exp(t - max_train t)), a soft minimum of the taps'
-    /// anomalies.
-    #[default]
-    Sum,
-    /// Mean over taps of each tap's z-scored anomaly.
-    Mean,
-    /// Largest of the taps' z-scored anomalies.
-    Max,
-}
-
-impl TapAggregation {
-    /// Every aggregation, the paper's first.
-    pub const ALL: [TapAggregation; 3] = [
-        TapAggregation::Sum,
-        TapAggregation::Mean,
-        TapAggregation::Max,
-    ];
-
-    /// The name used in configs and reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            TapAggregation::Sum => "sum",
-            TapAggregation::Mean => "mean",
-            TapAggregation::Max => "max",
-        }
-    }
-}
 
 /// What each position's log p / C is compared with before the taps are combined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -85,36 +49,12 @@ impl TapReference {
     }
 }
 
-/// Mean and standard deviation of one tap's anomaly d = max_train t - t over the positions of
-/// held-out good images: the scale on which the `mean` and `max` aggregations compare taps.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct TapStats {
-    /// Mean of d.
-    pub mean: f64,
-    /// Standard deviation of d (positive).
-    pub std: f64,
-}
-
-impl Default for TapStats {
-    /// The identity scale: z = d.
-    fn default() -> Self {
-        TapStats {
-            mean: 0.0,
-            std: 1.0,
-        }
-    }
-}
-
 /// Calibration stored with a model: how maps are scaled, fused and thresholded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(from = "StoredScoring")]
+#[serde(try_from = "StoredScoring")]
 pub struct Scoring {
     /// Per tap, the maximum over the training images of log p / C (the flow maps' reference).
     pub tap_log_prob_max: [f64; 3],
-    /// How the taps are combined into the flow map.
-    pub tap_aggregation: TapAggregation,
-    /// Per tap, the scale of its anomaly on held-out good images (used by `mean` and `max`).
-    pub tap_stats: [TapStats; 3],
     /// Per tap, row-major offsets (one per position of its map) subtracted from log p / C
     /// before the taps are combined: the per-position reference. Empty: the paper's global one.
     pub tap_offsets: [Vec<f32>; 3],
@@ -144,15 +84,17 @@ pub struct Scoring {
 
 /// The stored form: checkpoints written before the score had its own weight and threshold
 /// have only `fusion_weight` and `threshold`, which then serve both uses, as they did; those
-/// written before the taps' aggregation was chosen use the paper's sum.
+/// that combined the taps other than by the paper's sum (the removed `mean` and `max`) are
+/// refused by name.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StoredScoring {
     tap_log_prob_max: [f64; 3],
     #[serde(default)]
-    tap_aggregation: TapAggregation,
-    #[serde(default)]
-    tap_stats: [TapStats; 3],
+    tap_aggregation: Option<String>,
+    /// The removed aggregations' tap scales: read and ignored.
+    #[serde(default, rename = "tap_stats")]
+    _tap_stats: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     tap_offsets: [Vec<f32>; 3],
     fusion_weight: f64,
@@ -167,13 +109,19 @@ struct StoredScoring {
     region_spread: Option<f64>,
 }
 
-impl From<StoredScoring> for Scoring {
-    fn from(s: StoredScoring) -> Self {
+impl TryFrom<StoredScoring> for Scoring {
+    type Error = String;
+
+    fn try_from(s: StoredScoring) -> Result<Self, String> {
+        if let Some(a) = s.tap_aggregation.filter(|a| a != "sum") {
+            return Err(crate::model::removed_option(
+                "tap_aggregation",
+                &format!("\"{a}\""),
+            ));
+        }
         let region_threshold = s.region_threshold.unwrap_or(s.threshold);
-        Scoring {
+        Ok(Scoring {
             tap_log_prob_max: s.tap_log_prob_max,
-            tap_aggregation: s.tap_aggregation,
-            tap_stats: s.tap_stats,
             tap_offsets: s.tap_offsets,
             fusion_weight: s.fusion_weight,
             score_weight: s.score_weight.unwrap_or(s.fusion_weight),
@@ -187,7 +135,7 @@ impl From<StoredScoring> for Scoring {
             region_spread: s
                 .region_spread
                 .unwrap_or_else(|| assumed_spread(region_threshold)),
-        }
+        })
     }
 }
 
@@ -216,8 +164,6 @@ impl Scoring {
     pub fn single(tap_log_prob_max: [f64; 3], fusion_weight: f64, threshold: f64) -> Self {
         Scoring {
             tap_log_prob_max,
-            tap_aggregation: TapAggregation::Sum,
-            tap_stats: [TapStats::default(); 3],
             tap_offsets: Default::default(),
             fusion_weight,
             score_weight: fusion_weight,
@@ -251,8 +197,7 @@ impl Scoring {
         }
     }
 
-    /// Whether every weight and threshold is a finite number, every tap scale positive, the
-    /// score's top fraction in [0, 1), and the offsets finite and given for every tap or for none.
+    /// Whether every weight and threshold is a finite number, the score's top fraction in [0, 1), and the offsets finite and given for every tap or for none.
     pub fn is_valid(&self) -> bool {
         let offsets_ok = self
             .tap_offsets
@@ -260,12 +205,7 @@ impl Scoring {
             .all(|o| o.iter().all(|v| v.is_finite()))
             && (self.tap_offsets.iter().all(Vec::is_empty)
                 || self.tap_offsets.iter().all(|o| !o.is_empty()));
-        let scales_ok = self
-            .tap_stats
-            .iter()
-            .all(|s| s.mean.is_finite() && s.std.is_finite() && s.std > 0.0);
         offsets_ok
-            && scales_ok
             && (0.0..1.0).contains(&self.score_top_fraction)
             && (self.score_pool <= 1 || self.score_pool % 2 == 1)
             && self.score_spread > 0.0
@@ -316,7 +256,7 @@ pub struct BatchMaps {
 }
 
 /// Turns per-tap log p / C maps (N, h, w) into the flow anomaly map (N, 1, size, size) by the
-/// scoring's reference and aggregation ([`sum_flow_map`], or the z-scored mean or max).
+/// scoring's reference and the paper's sum ([`sum_flow_map`]).
 pub fn flow_map(log_prob_maps: &[Tensor; 3], scoring: &Scoring, size: i64) -> Tensor {
     flow_map_with(log_prob_maps, scoring, None, size)
 }
@@ -345,16 +285,7 @@ pub fn flow_map_with(
             &centred
         }
     };
-    match scoring.tap_aggregation {
-        TapAggregation::Sum => sum_flow_map(log_prob_maps, &scoring.tap_log_prob_max, size),
-        agg => zscore_flow_map(
-            log_prob_maps,
-            &scoring.tap_log_prob_max,
-            &scoring.tap_stats,
-            agg,
-            size,
-        ),
-    }
+    sum_flow_map(log_prob_maps, &scoring.tap_log_prob_max, size)
 }
 
 /// The paper's aggregation: ln(L) - ln(sum over taps of upsampled exp(t - max_train t)), in
@@ -372,33 +303,6 @@ pub fn sum_flow_map(log_prob_maps: &[Tensor; 3], tap_max: &[f64; 3], size: i64) 
     }
     let sum = sum.expect("three taps").clamp_min(f64::MIN_POSITIVE);
     ((sum.log() * -1.0) + (log_prob_maps.len() as f64).ln()).to_kind(Kind::Float)
-}
-
-/// The `mean` and `max` aggregations: per tap z = ((max_train t - t) - mean) / std with the
-/// tap's held-out good scale, upsampled bilinearly, then the mean or the largest over taps
-/// (called by [`flow_map`] for those two only).
-fn zscore_flow_map(
-    log_prob_maps: &[Tensor; 3],
-    tap_max: &[f64; 3],
-    stats: &[TapStats; 3],
-    aggregation: TapAggregation,
-    size: i64,
-) -> Tensor {
-    let z: Vec<Tensor> = log_prob_maps
-        .iter()
-        .zip(tap_max.iter().zip(stats))
-        .map(|(t, (&m, s))| {
-            let d = (t.to_kind(Kind::Float) * -1.0 + m - s.mean) / s.std;
-            d.unsqueeze(1)
-                .upsample_bilinear2d([size, size], false, None, None)
-        })
-        .collect();
-    let stacked = Tensor::stack(&z, 0);
-    match aggregation {
-        TapAggregation::Mean => stacked.mean_dim(0, false, Kind::Float),
-        TapAggregation::Max => stacked.amax(0, false),
-        TapAggregation::Sum => unreachable!("the sum has its own map"),
-    }
 }
 
 /// A scoring's per-position offsets as (1, h, w) tensors on `device` for taps of `sizes` (the
@@ -473,24 +377,6 @@ impl TapReferences {
             TapReference::Position => (self.centred_max, self.offsets.clone()),
         }
     }
-}
-
-/// Per tap, the mean and standard deviation of the anomaly d = max_train t - t over every
-/// position of `log_prob_maps` (per tap (N, h, w) maps of good images).
-pub fn tap_stats(log_prob_maps: &[Tensor; 3], tap_max: &[f64; 3]) -> [TapStats; 3] {
-    std::array::from_fn(|l| {
-        let d = (log_prob_maps[l].to_kind(Kind::Double) * -1.0 + tap_max[l]).flatten(0, -1);
-        let std = d.std(false).double_value(&[]);
-        TapStats {
-            mean: d.mean(Kind::Double).double_value(&[]),
-            // a constant map (one position, identical images) still needs a usable scale
-            std: if std.is_finite() && std > 1e-12 {
-                std
-            } else {
-                1.0
-            },
-        }
-    })
 }
 
 /// Fused map: flow + w * classifier.
@@ -725,57 +611,6 @@ mod tests {
     }
 
     #[test]
-    fn zscore_aggregations_put_taps_on_one_scale() {
-        // tap 0 sees a defect at the second of two positions, taps 1 and 2 do not
-        let maps = [
-            Tensor::from_slice(&[-1.0f32, -9.0]).view([1, 1, 2]),
-            Tensor::from_slice(&[-2.0f32, -2.0]).view([1, 1, 2]),
-            Tensor::from_slice(&[-3.0f32, -3.0]).view([1, 1, 2]),
-        ];
-        let tap_max = [0.0, 0.0, 0.0];
-        let stats = [
-            TapStats {
-                mean: 1.0,
-                std: 2.0,
-            },
-            TapStats {
-                mean: 2.0,
-                std: 1.0,
-            },
-            TapStats {
-                mean: 3.0,
-                std: 1.0,
-            },
-        ];
-        let at = |agg, scoring: &Scoring| {
-            let s = Scoring {
-                tap_aggregation: agg,
-                tap_stats: stats,
-                ..scoring.clone()
-            };
-            let m = flow_map(&maps, &s, 2); // (1, 1, 2, 2): nearest columns of the 1x2 maps
-            (m.double_value(&[0, 0, 0, 0]), m.double_value(&[0, 0, 0, 1]))
-        };
-        let base = Scoring::single(tap_max, 0.0, 0.0);
-        // z of tap 0: (1 - 1) / 2 = 0 and (9 - 1) / 2 = 4; taps 1 and 2: 0 everywhere
-        let (n, d) = at(TapAggregation::Max, &base);
-        assert!(n.abs() < 1e-5 && (d - 4.0).abs() < 1e-5, "max {n} {d}");
-        let (n, d) = at(TapAggregation::Mean, &base);
-        assert!(
-            n.abs() < 1e-5 && (d - 4.0 / 3.0).abs() < 1e-5,
-            "mean {n} {d}"
-        );
-        // the paper's sum, a soft minimum: tap 0's anomaly rises by 8, the map by about 1.1,
-        // bounded by the other taps' anomalies (2 and 3)
-        let (n, d) = at(TapAggregation::Sum, &base);
-        assert!(d - n > 0.5 && d - n < 1.5, "sum {n} {d}");
-        // the scale comes from good maps: z of the maps' own positions has mean 0, std 1
-        let s = tap_stats(&maps, &tap_max);
-        assert!((s[0].mean - 5.0).abs() < 1e-9 && (s[0].std - 4.0).abs() < 1e-9);
-        assert_eq!(s[1].std, 1.0, "a constant tap gets the identity scale");
-    }
-
-    #[test]
     fn the_image_score_averages_the_top_fraction_of_the_map() {
         // one map of 10 pixels: 0..9, with a spike of 100 at the end
         let mut v: Vec<f32> = (0..9).map(|i| i as f32).collect();
@@ -808,26 +643,21 @@ mod tests {
     }
 
     #[test]
-    fn scorings_without_an_aggregation_use_the_sum() {
-        let old: Scoring = serde_json::from_str(
-            r#"{"tap_log_prob_max":[1,2,3],"fusion_weight":4,"threshold":7.5}"#,
+    fn scorings_of_the_removed_aggregations_are_refused_by_name() {
+        let sum: Scoring = serde_json::from_str(
+            r#"{"tap_log_prob_max":[1,2,3],"tap_aggregation":"sum","tap_stats":[{"mean":0,"std":1},{"mean":0,"std":1},{"mean":0,"std":1}],"fusion_weight":4,"threshold":7.5}"#,
         )
         .unwrap();
-        assert_eq!(old.tap_aggregation, TapAggregation::Sum);
-        let max: Scoring = serde_json::from_str(
+        assert!(sum.is_valid(), "the sum, as stored by older checkpoints");
+        let err = serde_json::from_str::<Scoring>(
             r#"{"tap_log_prob_max":[1,2,3],"tap_aggregation":"max","tap_stats":[{"mean":1,"std":2},{"mean":0,"std":1},{"mean":0,"std":1}],"fusion_weight":4,"threshold":7.5}"#,
         )
-        .unwrap();
-        assert_eq!(max.tap_aggregation, TapAggregation::Max);
-        assert!(max.is_valid());
-        let bad = Scoring {
-            tap_stats: [TapStats {
-                mean: 0.0,
-                std: 0.0,
-            }; 3],
-            ..max
-        };
-        assert!(!bad.is_valid(), "a zero scale is refused");
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("tap_aggregation = \"max\"") && err.contains("no longer has"),
+            "{err}"
+        );
     }
 
     #[test]

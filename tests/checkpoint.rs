@@ -2,7 +2,7 @@
 mod common;
 
 use clsflow::checkpoint::{self, METADATA_KEY};
-use clsflow::{ClsFlowModel, Detector, DetectorOptions, Scoring, TapAggregation, TapStats};
+use clsflow::{ClsFlowModel, Detector, DetectorOptions, Scoring};
 use safetensors::SafeTensors;
 use safetensors::tensor::TensorView;
 use std::collections::HashMap;
@@ -17,19 +17,6 @@ fn saved_model(dir: &Path) -> (PathBuf, Detector) {
     let model = ClsFlowModel::new(config, Device::Cpu).unwrap();
     let scoring = Scoring {
         tap_log_prob_max: [-1.0, -2.0, -3.0],
-        // a non-default aggregation and scale, so that the round trip covers them
-        tap_aggregation: TapAggregation::Max,
-        tap_stats: [
-            TapStats {
-                mean: 0.5,
-                std: 2.0,
-            },
-            TapStats::default(),
-            TapStats {
-                mean: -1.0,
-                std: 0.25,
-            },
-        ],
         // per-position offsets for the 8x8, 4x4 and 2x2 taps of the 64-px tiny model
         tap_offsets: [8usize, 4, 2]
             .map(|side| (0..side * side).map(|i| i as f32 * 0.1 - 0.3).collect()),
@@ -155,10 +142,13 @@ fn removed_options_load_when_neutral_and_are_named_otherwise() {
             m["config"]["input_padding"] = serde_json::json!(0);
             m["config"]["flow"]["input_pool"] = serde_json::json!(1);
             m["config"]["flow"]["blocks_per_tap"] = serde_json::json!([3, 3, 3]);
+            m["scoring"]["tap_aggregation"] = serde_json::json!("sum");
+            m["scoring"]["tap_stats"] = serde_json::json!([{"mean": 0, "std": 1}, {"mean": 0, "std": 1}, {"mean": 0, "std": 1}]);
         },
     );
     let loaded = load_cpu(&neutral).unwrap();
     assert_eq!(loaded.model().config(), det.model().config());
+    assert_eq!(loaded.scoring(), det.scoring());
     for (key, value, name) in [
         ("input_padding", serde_json::json!(32), "input_padding = 32"),
         ("input_pool", serde_json::json!(3), "flow.input_pool = 3"),
@@ -166,6 +156,11 @@ fn removed_options_load_when_neutral_and_are_named_otherwise() {
             "blocks_per_tap",
             serde_json::json!([3, 2, 1]),
             "flow.blocks_per_tap = [3, 2, 1]",
+        ),
+        (
+            "tap_aggregation",
+            serde_json::json!("mean"),
+            "tap_aggregation = \"mean\"",
         ),
     ] {
         let bad = dir.path().join(format!("{key}.clsflow"));
@@ -176,6 +171,8 @@ fn removed_options_load_when_neutral_and_are_named_otherwise() {
             |m| {
                 if key == "input_padding" {
                     m["config"][key] = value.clone();
+                } else if key == "tap_aggregation" {
+                    m["scoring"][key] = value.clone();
                 } else {
                     m["config"]["flow"][key] = value.clone();
                 }

@@ -6,7 +6,7 @@ use crate::synth::foreground::ForegroundMode;
 use anyhow::{Context, Result, bail};
 use clsflow::decoder::DecoderConfig;
 use clsflow::flow::FlowConfig;
-use clsflow::{BackboneKind, InputResize, ModelConfig, TapAggregation, TapReference};
+use clsflow::{BackboneKind, InputResize, ModelConfig, TapReference};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -154,15 +154,15 @@ pub struct CalibrationConfig {
     /// made from these alone, i.e. of a kind the classifier never saw. 0 = one synthesiser for
     /// both (the paper's way).
     pub holdout_textures: f64,
-    /// How the taps' likelihood maps are combined into the flow map: `auto` chooses between the
-    /// paper's `sum` and the z-scored `mean` and `max` on the flow branch's synthetic validation
-    /// objective (a variant needs a gain above `fusion_tolerance`; with a fixed `fusion_weight`,
-    /// made for the paper's map, `auto` is `sum`), or one of the three is forced.
-    pub tap_aggregation: AggregationChoice,
+    /// Removed: the taps are always combined by the paper's sum (the z-scored `mean` and `max`
+    /// never came near it, docs/experiments.md). Old configs may still say `auto` or `sum`.
+    #[serde(skip_serializing)]
+    pub tap_aggregation: Option<String>,
     /// What each position's log p / C is compared with: `auto` chooses between the paper's
     /// `global` reference and the `position` one (each position centred on the training
-    /// images' mean there) on the same objective and with the same rule as `tap_aggregation`
-    /// (docs/experiments.md); `auto` is `global` with a fixed `fusion_weight`.
+    /// images' mean there) on the flow branch's synthetic validation objective, the latter only
+    /// for a gain above `fusion_tolerance` (docs/experiments.md); `auto` is `global` with a fixed
+    /// `fusion_weight`.
     pub tap_reference: ReferenceChoice,
     /// Candidate image scores, each the mean of that fraction of a map's largest values (0:
     /// the maximum, the paper's). Calibration takes one other than the first only for a gain
@@ -178,33 +178,6 @@ pub struct CalibrationConfig {
     /// that do no worse there than the flow branch alone (within the weights' tolerances): a
     /// classifier that has learned the synthesiser rather than defects is then kept out.
     pub cut_paste_guard: bool,
-}
-
-/// The `tap_aggregation` setting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AggregationChoice {
-    /// Chosen by calibration (docs/experiments.md).
-    #[default]
-    Auto,
-    /// The paper's sum of likelihoods.
-    Sum,
-    /// Mean of the taps' z-scored anomalies.
-    Mean,
-    /// Largest of the taps' z-scored anomalies.
-    Max,
-}
-
-impl AggregationChoice {
-    /// The forced aggregation, or None for `auto`.
-    pub fn forced(self) -> Option<TapAggregation> {
-        match self {
-            AggregationChoice::Auto => None,
-            AggregationChoice::Sum => Some(TapAggregation::Sum),
-            AggregationChoice::Mean => Some(TapAggregation::Mean),
-            AggregationChoice::Max => Some(TapAggregation::Max),
-        }
-    }
 }
 
 /// The `tap_reference` setting.
@@ -242,7 +215,7 @@ impl Default for CalibrationConfig {
             score_tolerance_se: 1.0,
             threshold_sigmas: 3.0,
             holdout_textures: 0.0,
-            tap_aggregation: AggregationChoice::Auto,
+            tap_aggregation: None,
             tap_reference: ReferenceChoice::Auto,
             score_top_fractions: vec![0.0],
             score_pools: Vec::new(),
@@ -411,6 +384,17 @@ impl TrainConfig {
             bail!(
                 "synth: line_probability ({line}) and smooth_probability ({smooth}) must be in \
                  [0, 1] and sum to at most 1 (the rest of the defects are texture blends)"
+            );
+        }
+        if let Some(a) = self
+            .calibration
+            .tap_aggregation
+            .as_deref()
+            .filter(|a| !matches!(*a, "auto" | "sum"))
+        {
+            bail!(
+                "calibration.tap_aggregation = \"{a}\": clsflow no longer has this option (the \
+                 taps are always combined by the paper's sum; docs/experiments.md); remove the line"
             );
         }
         self.model_config().validate()?;

@@ -270,11 +270,10 @@ fn run(cli: Cli) -> Result<()> {
                     .collect::<Vec<_>>()
             );
             println!(
-                "  calibration ({:.0} s, {} held-out + {} synthetic): taps combined by {} with the {} reference, weights {} (map) and {} (score), image score {}, thresholds {:.4} (score) and {:.4} (regions)",
+                "  calibration ({:.0} s, {} held-out + {} synthetic): the {} reference, weights {} (map) and {} (score), image score {}, thresholds {:.4} (score) and {:.4} (regions)",
                 s.seconds[2],
                 r.calibration.holdout_images,
                 r.calibration.synthetic_defects,
-                r.calibration.scoring.tap_aggregation.name(),
                 r.calibration.scoring.tap_reference().name(),
                 r.calibration.scoring.fusion_weight,
                 r.calibration.scoring.score_weight,
@@ -312,7 +311,6 @@ fn run(cli: Cli) -> Result<()> {
                 "data": data.display().to_string(),
                 "device": clsflow::device::device_name(det.device()),
                 "half": half,
-                "tap_aggregation": det.scoring().tap_aggregation.name(),
                 "tap_reference": det.scoring().tap_reference().name(),
                 "fusion_weight": det.scoring().fusion_weight,
                 "score_weight": det.scoring().score_weight,

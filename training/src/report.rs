@@ -58,11 +58,7 @@ pub fn markdown(title: &str, eval: &Evaluation, extra: &serde_json::Value) -> St
         extra["fusion_weight"].as_f64(),
         extra["score_weight"].as_f64(),
     ) {
-        let taps = match extra["tap_aggregation"].as_str() {
-            Some("mean") => "the mean of the taps' z-scored anomalies",
-            Some("max") => "the largest of the taps' z-scored anomalies",
-            _ => "the paper's sum of the taps' likelihoods",
-        };
+        let taps = "the paper's sum of the taps' likelihoods";
         let reference = match extra["tap_reference"].as_str() {
             Some("position") => ", each position first centred on the training images' mean there",
             _ => "",

@@ -204,3 +204,24 @@ fn backbone_override_reshapes_the_model() {
         "{err}"
     );
 }
+
+#[test]
+fn the_removed_tap_aggregation_is_refused_by_name_unless_it_is_the_sum() {
+    let text = std::fs::read_to_string(configs().join("demo.toml")).unwrap();
+    let with = |value: &str| {
+        text.replace(
+            "tap_reference = \"auto\"",
+            &format!("tap_reference = \"auto\"\ntap_aggregation = \"{value}\""),
+        )
+    };
+    for ok in ["auto", "sum"] {
+        TrainConfig::parse(&with(ok)).unwrap_or_else(|e| panic!("{ok}: {e:#}"));
+    }
+    for removed in ["mean", "max"] {
+        let e = format!("{:#}", TrainConfig::parse(&with(removed)).unwrap_err());
+        assert!(
+            e.contains(&format!("tap_aggregation = \"{removed}\"")) && e.contains("no longer"),
+            "{e}"
+        );
+    }
+}

@@ -51,7 +51,7 @@ pub fn head_outputs(
 }
 
 impl HeadOutputs {
-    /// Both branch maps under a scoring's tap aggregation (its weights are not used).
+    /// Both branch maps under a scoring's reference (its weights are not used).
     pub fn maps(&self, scoring: &Scoring, size: i64) -> MapRows {
         let flow = tch::no_grad(|| flow_map(&self.log_prob, scoring, size));
         MapRows {

@@ -2,13 +2,10 @@
 //! come from held-out good training images and synthetic defects made from them, never from
 //! test labels.
 //!
-//! - tap aggregation (docs/experiments.md): the paper's sum of likelihoods, or the mean or
-//!   the largest of the taps' anomalies z-scored on the held-out good images; a variant is taken
-//!   only when the flow map alone does clearly better (more than `fusion_tolerance`) on the
-//!   synthetic validation set below, which does not flatter the flows (they never saw a defect);
-//!   the per-position reference is chosen with it, by the same rule: every
-//!   combination of aggregation and reference is scored, and one other than the paper's (sum,
-//!   global) needs a gain above `fusion_tolerance`;
+//! - reference (docs/experiments.md): the per-position reference replaces the paper's global
+//!   one only when the flow map alone does clearly better with it (more than `fusion_tolerance`)
+//!   on the synthetic validation set below, which does not flatter the flows (they never saw a
+//!   defect);
 //! - weights: image AUROC, pixel AUROC and AU-PRO on the synthetic validation set (held-out good
 //!   images + the same images with synthetic defects, made from textures kept out of stage 1
 //!   when `holdout_textures` > 0) are computed for every candidate weight. The fused map's weight
@@ -31,7 +28,7 @@
 //!   images, their tiles' maps stitched as the detector stitches a frame's.
 //!
 //! In three decisions, one module each: [`validation`] (the synthetic validation set),
-//! [`weights`] (the flow map's combination and the classifier's weights), [`thresholds`].
+//! [`weights`] (the flow map's reference and the classifier's weights), [`thresholds`].
 
 mod heads;
 pub mod thresholds;
@@ -41,7 +38,7 @@ pub mod weights;
 pub use heads::{HeadOutputs, MapRows, fused, head_outputs};
 pub use thresholds::{spread_below, threshold_from_good};
 pub use validation::{Candidate, ScoreCandidate, ValidationSet};
-pub use weights::{AggregationCandidate, pick_aggregation, pick_reduction, pick_weight};
+pub use weights::{ReferenceCandidate, pick_reduction, pick_reference, pick_weight};
 
 use crate::config::CalibrationConfig;
 use crate::synth::DefectSynthesizer;
@@ -63,9 +60,9 @@ pub struct Calibration {
     pub score_weight_tolerance: f64,
     /// Every candidate weight with its validation figures (empty when the weight was fixed).
     pub candidates: Vec<Candidate>,
-    /// Every tap aggregation and reference with the flow branch's validation figures (empty
+    /// Every reference with the flow branch's validation figures (empty
     /// when both are forced).
-    pub aggregations: Vec<AggregationCandidate>,
+    pub references: Vec<ReferenceCandidate>,
     /// With `cut_paste_guard`: every weight (0 first) on the cut-and-paste defects.
     pub guard: Vec<Candidate>,
     /// With `cut_paste_guard`: (score weight, image AUROC) on the cut-and-paste defects.
@@ -110,7 +107,7 @@ pub fn calibrate(input: &CalibrationInput) -> Calibration {
     let size = input.model.config().input_size as usize;
     let good = head_outputs(input.model, input.holdout, input.norm);
     let needs_validation =
-        cfg.fusion_weight.is_none() || weights::allowed_combinations(cfg).len() > 1;
+        cfg.fusion_weight.is_none() || weights::allowed_references(cfg).len() > 1;
     let validation = (needs_validation && input.holdout.len() >= 2).then(|| {
         ValidationSet::build(
             input.model,
@@ -159,7 +156,7 @@ pub fn calibrate(input: &CalibrationInput) -> Calibration {
         score_reductions: choice.score_reductions,
         score_weight_tolerance: choice.score_weight_tolerance,
         candidates: choice.candidates,
-        aggregations: choice.aggregations,
+        references: choice.references,
         guard: choice.guard,
         guard_score: choice.guard_score,
         holdout_images: input.layouts.len(),

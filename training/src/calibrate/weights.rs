@@ -1,4 +1,4 @@
-//! The label-free choice of how the flow map is made (tap aggregation and reference) and of the
+//! The label-free choice of the flow map's reference (global or per position) and of the
 //! classifier's two weights (fused map, image score) with the image score's reduction. Every
 //! rule keeps the paper's choice, or the smaller weight, unless another is clearly better on
 //! the validation set: the set is synthetic and flatters the classifier, so ties go to the
@@ -8,16 +8,13 @@ use super::heads::{HeadOutputs, MapRows};
 use super::validation::{Candidate, ScoreCandidate, ValidationSet};
 use crate::config::CalibrationConfig;
 use clsflow::metrics::auroc_standard_error;
-use clsflow::scoring::{Scoring, centre_taps, tap_stats};
-use clsflow::{TapAggregation, TapReference, TapReferences};
+use clsflow::scoring::Scoring;
+use clsflow::{TapReference, TapReferences};
 use serde::Serialize;
 
-/// How the flow branch alone did on the synthetic validation set under one tap aggregation and
-/// reference.
+/// How the flow branch alone did on the synthetic validation set under one reference.
 #[derive(Debug, Clone, Serialize)]
-pub struct AggregationCandidate {
-    /// The aggregation.
-    pub aggregation: TapAggregation,
+pub struct ReferenceCandidate {
     /// The reference.
     pub reference: TapReference,
     /// Its figures (`fusion_weight` 0: the flow map alone).
@@ -26,12 +23,12 @@ pub struct AggregationCandidate {
 
 /// What the choice settled on, with the figures behind it.
 pub struct WeightChoice {
-    /// References, aggregation, both weights and the score's reduction (thresholds not yet).
+    /// References, both weights and the score's reduction (thresholds not yet).
     pub scoring: Scoring,
     /// Every candidate fusion weight with its validation figures (empty when fixed).
     pub candidates: Vec<Candidate>,
-    /// Every combination with the flow branch's validation figures (empty when forced).
-    pub aggregations: Vec<AggregationCandidate>,
+    /// Every reference with the flow branch's validation figures (empty when forced).
+    pub references: Vec<ReferenceCandidate>,
     /// Every image-score reduction with its validation image AUROC per weight.
     pub score_reductions: Vec<ScoreCandidate>,
     /// The gain in validation image AUROC a larger score weight needed.
@@ -63,40 +60,39 @@ pub struct WeightInputs<'a> {
     pub size: usize,
 }
 
-/// Chooses the combination, then the fusion weight, then the score's reduction and weight.
+/// Chooses the reference, then the fusion weight, then the score's reduction and weight.
 pub fn choose(inputs: &WeightInputs) -> WeightChoice {
     let cfg = inputs.config;
     let size = inputs.size as i64;
-    let combinations = allowed_combinations(cfg);
-    let scorings: Vec<Scoring> = combinations
+    let references = allowed_references(cfg);
+    let scorings: Vec<Scoring> = references
         .iter()
-        .map(|&(a, r)| base_scoring(inputs.references, inputs.good, a, r))
+        .map(|&r| base_scoring(inputs.references, r))
         .collect();
     let mut choice = WeightChoice {
         scoring: scorings[0].clone(),
         candidates: Vec::new(),
-        aggregations: Vec::new(),
+        references: Vec::new(),
         score_reductions: Vec::new(),
         score_weight_tolerance: cfg.fusion_tolerance,
         good_maps: None,
         guard: Vec::new(),
         guard_score: Vec::new(),
     };
-    let choose_combination = combinations.len() > 1;
+    let choose_reference = references.len() > 1;
     let choose_weights = cfg.fusion_weight.is_none();
     match inputs.validation {
-        Some(val) if choose_weights || choose_combination => {
+        Some(val) if choose_weights || choose_reference => {
             let bad = &val.defective;
-            if choose_combination {
-                for (s, &(aggregation, reference)) in scorings.iter().zip(&combinations) {
+            if choose_reference {
+                for (s, &reference) in scorings.iter().zip(&references) {
                     let (g, b) = (inputs.good.maps(s, size), bad.maps(s, size));
-                    choice.aggregations.push(AggregationCandidate {
-                        aggregation,
+                    choice.references.push(ReferenceCandidate {
                         reference,
                         flow: val.score(&g, &b, 0.0),
                     });
                 }
-                let i = pick_aggregation(&choice.aggregations, cfg.fusion_tolerance);
+                let i = pick_reference(&choice.references, cfg.fusion_tolerance);
                 choice.scoring = scorings[i].clone();
             }
             if choose_weights {
@@ -123,12 +119,10 @@ pub fn choose(inputs: &WeightInputs) -> WeightChoice {
                 choice.good_maps = Some(g);
             }
         }
-        None if choose_weights || choose_combination => {
-            let (a, r) = combinations[0];
+        None if choose_weights || choose_reference => {
             eprintln!(
-                "warning: fewer than 2 held-out images: fusion weights left at 1.0, taps combined by {} with the {} reference (raise holdout_fraction)",
-                a.name(),
-                r.name()
+                "warning: fewer than 2 held-out images: fusion weights left at 1.0, the flow map with the {} reference (raise holdout_fraction)",
+                references[0].name()
             );
         }
         _ => {}
@@ -250,10 +244,10 @@ pub fn passes_guard(guard: &[(f64, f64)], w: f64, tolerance: f64) -> bool {
     }
 }
 
-/// The combination rule: the first candidate (the paper's sum with the global reference,
-/// where it is a candidate) is replaced only by one whose flow objective exceeds it by more than
-/// `tolerance`; of several, the best. Returns the chosen candidate's index.
-pub fn pick_aggregation(candidates: &[AggregationCandidate], tolerance: f64) -> usize {
+/// The reference rule: the first candidate (the paper's global reference, where it is a
+/// candidate) is replaced only by one whose flow objective exceeds it by more than `tolerance`.
+/// Returns the chosen candidate's index.
+pub fn pick_reference(candidates: &[ReferenceCandidate], tolerance: f64) -> usize {
     let Some(first) = candidates.first() else {
         return 0;
     };
@@ -284,37 +278,20 @@ pub fn pick_reduction(candidates: &[ScoreCandidate], tolerance: f64) -> usize {
         .map_or(0, |(i, _)| i)
 }
 
-/// Every (aggregation, reference) pair the settings allow, the paper's first: a forced value
-/// allows only itself, and a fixed fusion weight (made for the paper's map) forces both.
-pub(super) fn allowed_combinations(cfg: &CalibrationConfig) -> Vec<(TapAggregation, TapReference)> {
-    let paper = cfg.fusion_weight.is_some();
-    let aggs: Vec<TapAggregation> = match cfg.tap_aggregation.forced() {
-        Some(a) => vec![a],
-        None if paper => vec![TapAggregation::Sum],
-        None => TapAggregation::ALL.to_vec(),
-    };
-    let refs: Vec<TapReference> = match cfg.tap_reference.forced() {
+/// Every reference the settings allow, the paper's first: a forced value allows only itself,
+/// and a fixed fusion weight (made for the paper's map) forces the paper's.
+pub(super) fn allowed_references(cfg: &CalibrationConfig) -> Vec<TapReference> {
+    match cfg.tap_reference.forced() {
         Some(r) => vec![r],
-        None if paper => vec![TapReference::Global],
+        None if cfg.fusion_weight.is_some() => vec![TapReference::Global],
         None => TapReference::ALL.to_vec(),
-    };
-    refs.iter()
-        .flat_map(|&r| aggs.iter().map(move |&a| (a, r)))
-        .collect()
+    }
 }
 
-/// The scoring (references, tap scales, aggregation; no weights yet) of one combination.
-fn base_scoring(
-    refs: &TapReferences,
-    good: &HeadOutputs,
-    aggregation: TapAggregation,
-    reference: TapReference,
-) -> Scoring {
+/// The scoring (references only; no weights yet) of one reference.
+fn base_scoring(refs: &TapReferences, reference: TapReference) -> Scoring {
     let (tap_max, tap_offsets) = refs.for_reference(reference);
-    let good_maps = centre_taps(&good.log_prob, &tap_offsets);
     Scoring {
-        tap_aggregation: aggregation,
-        tap_stats: tap_stats(&good_maps, &tap_max),
         tap_offsets,
         ..Scoring::single(tap_max, 0.0, 0.0)
     }
@@ -457,75 +434,34 @@ mod tests {
     }
 
     #[test]
-    fn a_tap_aggregation_replaces_the_sum_only_for_a_clear_gain() {
-        // the candidates in allowed_combinations' order: sum, mean, max with the global
-        // reference, then the same with the per-position one
-        let agg = |objectives: &[f64]| -> Vec<AggregationCandidate> {
-            let combos = allowed_combinations(&CalibrationConfig::default());
-            combos
-                .iter()
-                .zip(candidates(
-                    &objectives.iter().map(|&o| (0.0, o)).collect::<Vec<_>>(),
-                ))
-                .map(|(&(aggregation, reference), flow)| AggregationCandidate {
-                    aggregation,
-                    reference,
-                    flow,
-                })
-                .collect()
+    fn the_position_reference_replaces_the_global_one_only_for_a_clear_gain() {
+        let pick = |objectives: [f64; 2], tol| {
+            let c: Vec<ReferenceCandidate> = allowed_references(&CalibrationConfig::default())
+                .into_iter()
+                .zip(candidates(&objectives.map(|o| (0.0, o))))
+                .map(|(reference, flow)| ReferenceCandidate { reference, flow })
+                .collect();
+            c[pick_reference(&c, tol)].reference
         };
-        let pick = |o: &[f64], tol| {
-            let c = agg(o);
-            let i = pick_aggregation(&c, tol);
-            (c[i].aggregation, c[i].reference)
-        };
-        use TapAggregation::{Max, Mean, Sum};
-        use TapReference::{Global, Position};
-        assert_eq!(
-            pick(&[0.90, 0.904, 0.903, 0.9049, 0.90, 0.90], 0.005),
-            (Sum, Global)
-        );
-        assert_eq!(pick(&[0.90, 0.91, 0.93, 0.90], 0.005), (Max, Global));
-        assert_eq!(pick(&[0.90, 0.92, 0.89], 0.005), (Mean, Global));
-        assert_eq!(
-            pick(&[0.90, 0.91, 0.89, 0.915, 0.92, 0.80], 0.005),
-            (Mean, Position)
-        );
-        assert_eq!(pick(&[0.95, 0.92, 0.89, 0.94], 0.0), (Sum, Global));
-        assert_eq!(pick_aggregation(&[], 0.005), 0);
+        assert_eq!(pick([0.90, 0.9049], 0.005), TapReference::Global);
+        assert_eq!(pick([0.90, 0.906], 0.005), TapReference::Position);
+        assert_eq!(pick([0.95, 0.94], 0.0), TapReference::Global);
+        assert_eq!(pick_reference(&[], 0.005), 0);
     }
 
     #[test]
-    fn forced_settings_and_fixed_weights_narrow_the_combinations() {
-        let all = allowed_combinations(&CalibrationConfig::default());
-        assert_eq!(all.len(), 6);
-        assert_eq!(all[0], (TapAggregation::Sum, TapReference::Global));
+    fn forced_settings_and_fixed_weights_narrow_the_references() {
+        let all = allowed_references(&CalibrationConfig::default());
+        assert_eq!(all, [TapReference::Global, TapReference::Position]);
         let paper = CalibrationConfig {
             fusion_weight: Some(0.3),
             ..Default::default()
         };
-        assert_eq!(
-            allowed_combinations(&paper),
-            [(TapAggregation::Sum, TapReference::Global)]
-        );
+        assert_eq!(allowed_references(&paper), [TapReference::Global]);
         let forced = CalibrationConfig {
             tap_reference: crate::config::ReferenceChoice::Position,
             ..paper
         };
-        assert_eq!(
-            allowed_combinations(&forced),
-            [(TapAggregation::Sum, TapReference::Position)]
-        );
-        let one_free = CalibrationConfig {
-            tap_aggregation: crate::config::AggregationChoice::Max,
-            ..Default::default()
-        };
-        assert_eq!(
-            allowed_combinations(&one_free),
-            [
-                (TapAggregation::Max, TapReference::Global),
-                (TapAggregation::Max, TapReference::Position)
-            ]
-        );
+        assert_eq!(allowed_references(&forced), [TapReference::Position]);
     }
 }
