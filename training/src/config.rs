@@ -169,10 +169,6 @@ pub struct CalibrationConfig {
     /// above `fusion_tolerance` in validation image AUROC (docs/experiments.md); with
     /// fixed weights the first is used.
     pub score_top_fractions: Vec<f64>,
-    /// Further candidate image scores: the maximum of the map averaged over windows of these
-    /// sides (odd, map pixels), which rises with a defect's extent rather than one pixel's value;
-    /// taken, like a top fraction, only for a clear gain over the maximum.
-    pub score_pools: Vec<u32>,
     /// Also makes a cut-and-paste copy of every held-out image, a kind of defect stage 1 never
     /// trains on, and lets the classifier into the fused map or the score only with weights
     /// that do no worse there than the flow branch alone (within the weights' tolerances): a
@@ -218,7 +214,6 @@ impl Default for CalibrationConfig {
             tap_aggregation: None,
             tap_reference: ReferenceChoice::Auto,
             score_top_fractions: vec![0.0],
-            score_pools: Vec::new(),
             cut_paste_guard: false,
         }
     }
@@ -363,13 +358,6 @@ impl TrainConfig {
             .find(|q| !(0.0..1.0).contains(*q))
         {
             bail!("calibration.score_top_fractions: {q} is not a fraction in [0, 1)");
-        }
-        if let Some(k) = c
-            .score_pools
-            .iter()
-            .find(|&&k| k < 3 || k % 2 == 0 || k > 255)
-        {
-            bail!("calibration.score_pools: {k} is not an odd window side from 3 to 255");
         }
         if c.fusion_weight.is_none() && c.fusion_weights.is_empty() {
             bail!("calibration: give fusion_weights to choose from, or a fixed fusion_weight");

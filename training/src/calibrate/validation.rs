@@ -30,9 +30,6 @@ pub struct Candidate {
 pub struct ScoreCandidate {
     /// Fraction of the map's pixels averaged (0: the maximum).
     pub top_fraction: f64,
-    /// Side of the averaging window before it (0: none).
-    #[serde(default)]
-    pub pool: u32,
     /// (w_s, validation image AUROC) over the weight grid.
     pub image_auroc: Vec<(f64, f64)>,
 }
@@ -125,21 +122,19 @@ impl ValidationSet {
         bad: &MapRows,
         weights: &[f64],
         q: f64,
-        pool: u32,
     ) -> ScoreCandidate {
         let n = good.flow.len();
         let labels: Vec<bool> = (0..n + bad.flow.len()).map(|i| i >= n).collect();
         let image_auroc = weights
             .iter()
             .map(|&w| {
-                let mut scores = image_scores_of(good, self.size, w, q, pool);
-                scores.extend(image_scores_of(bad, self.size, w, q, pool));
+                let mut scores = image_scores_of(good, w, q);
+                scores.extend(image_scores_of(bad, w, q));
                 (w, auroc(&scores, &labels).unwrap_or(0.5))
             })
             .collect();
         ScoreCandidate {
             top_fraction: q,
-            pool,
             image_auroc,
         }
     }
@@ -207,11 +202,8 @@ mod tests {
                 cls: tch::Tensor::zeros([0], tch::kind::FLOAT_CPU),
             },
         };
-        let max = val.score_reduction(&good, &bad, &[0.0], 0.0, 0);
-        let top = val.score_reduction(&good, &bad, &[0.0], 0.01, 0);
-        // a 5-pixel average: the spike's 3 becomes 0.12, below the raised areas' 1 and 2
-        let pooled = val.score_reduction(&good, &bad, &[0.0], 0.0, 5);
-        assert_eq!(pooled.best(), 1.0);
+        let max = val.score_reduction(&good, &bad, &[0.0], 0.0);
+        let top = val.score_reduction(&good, &bad, &[0.0], 0.01);
         assert!((max.best() - 0.5).abs() < 1e-9, "{}", max.best());
         assert_eq!(top.best(), 1.0);
     }

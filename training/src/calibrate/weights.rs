@@ -108,13 +108,10 @@ pub fn choose(inputs: &WeightInputs) -> WeightChoice {
                 let score_weights = cfg
                     .score_weight
                     .map_or_else(|| cfg.fusion_weights.clone(), |w| vec![w]);
-                // the top fractions of the map, then the maxima of the averaged maps
                 choice.score_reductions = cfg
                     .score_top_fractions
                     .iter()
-                    .map(|&q| (q, 0))
-                    .chain(cfg.score_pools.iter().map(|&k| (0.0, k)))
-                    .map(|(q, k)| val.score_reduction(&g, &b, &score_weights, q, k))
+                    .map(|&q| val.score_reduction(&g, &b, &score_weights, q))
                     .collect();
                 choice.good_maps = Some(g);
             }
@@ -193,13 +190,12 @@ pub fn choose(inputs: &WeightInputs) -> WeightChoice {
         || cfg.score_top_fractions.first().copied().unwrap_or(0.0),
         |r| r.top_fraction,
     );
-    let score_pool = reduction.as_ref().map_or(0, |r| r.pool);
     if let Some((g, (good, bad))) = &guard_maps {
         let weights: Vec<f64> = std::iter::once(0.0)
             .chain(cfg.fusion_weights.iter().copied())
             .collect();
         choice.guard_score = g
-            .score_reduction(good, bad, &weights, score_top_fraction, score_pool)
+            .score_reduction(good, bad, &weights, score_top_fraction)
             .image_auroc;
     }
     let tolerance = choice.score_weight_tolerance;
@@ -225,7 +221,6 @@ pub fn choose(inputs: &WeightInputs) -> WeightChoice {
         fusion_weight,
         score_weight,
         score_top_fraction,
-        score_pool,
         ..choice.scoring
     };
     choice
@@ -412,7 +407,6 @@ mod tests {
     fn a_top_fraction_replaces_the_max_only_for_a_clear_gain() {
         let cand = |q: f64, aurocs: &[f64]| ScoreCandidate {
             top_fraction: q,
-            pool: 0,
             image_auroc: [1.0, 2.0, 4.0]
                 .into_iter()
                 .zip(aurocs.iter().copied())
