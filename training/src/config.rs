@@ -169,11 +169,6 @@ pub struct CalibrationConfig {
     /// above `fusion_tolerance` in validation image AUROC (docs/experiments.md); with
     /// fixed weights the first is used.
     pub score_top_fractions: Vec<f64>,
-    /// Also makes a cut-and-paste copy of every held-out image, a kind of defect stage 1 never
-    /// trains on, and lets the classifier into the fused map or the score only with weights
-    /// that do no worse there than the flow branch alone (within the weights' tolerances): a
-    /// classifier that has learned the synthesiser rather than defects is then kept out.
-    pub cut_paste_guard: bool,
 }
 
 /// The `tap_reference` setting.
@@ -214,7 +209,6 @@ impl Default for CalibrationConfig {
             tap_aggregation: None,
             tap_reference: ReferenceChoice::Auto,
             score_top_fractions: vec![0.0],
-            cut_paste_guard: false,
         }
     }
 }

@@ -542,10 +542,7 @@ fn recalibrate_a_finished_run() {
     );
     let cfg = std::fs::read_to_string(repo().join("configs/test-tiny.toml"))
         .unwrap()
-        .replace(
-            "[calibration]",
-            "[calibration]\nthreshold_sigmas = 9.0\ncut_paste_guard = true",
-        );
+        .replace("[calibration]", "[calibration]\nthreshold_sigmas = 9.0");
     std::fs::write(dir.path().join("other.toml"), cfg).unwrap();
     let o = run(
         dir.path(),
@@ -563,8 +560,6 @@ fn recalibrate_a_finished_run() {
     assert!(o.status.success(), "{}", text(&o));
     let (a, b) = (scoring("run"), scoring("other"));
     assert!(b["threshold"].as_f64().unwrap() >= a["threshold"].as_f64().unwrap());
-    let t = std::fs::read_to_string(dir.path().join("other/training.json")).unwrap();
-    assert!(t.contains("\"guard\""), "the guard's figures are recorded");
     let o = run(
         dir.path(),
         &["recalibrate", "--run", "plates", "--out", "x"],

@@ -63,10 +63,6 @@ pub struct Calibration {
     /// Every reference with the flow branch's validation figures (empty
     /// when both are forced).
     pub references: Vec<ReferenceCandidate>,
-    /// With `cut_paste_guard`: every weight (0 first) on the cut-and-paste defects.
-    pub guard: Vec<Candidate>,
-    /// With `cut_paste_guard`: (score weight, image AUROC) on the cut-and-paste defects.
-    pub guard_score: Vec<(f64, f64)>,
     /// Held-out good images used.
     pub holdout_images: usize,
     /// Synthetic defective images used.
@@ -119,21 +115,11 @@ pub fn calibrate(input: &CalibrationInput) -> Calibration {
             input.seed,
         )
     });
-    let guard = (cfg.cut_paste_guard && validation.is_some()).then(|| {
-        ValidationSet::build_cut_paste(
-            input.model,
-            input.holdout,
-            input.holdout_foregrounds,
-            input.norm,
-            input.seed,
-        )
-    });
     let choice = weights::choose(&weights::WeightInputs {
         config: cfg,
         references: input.references,
         good: &good,
         validation: validation.as_ref(),
-        guard: guard.as_ref(),
         holdout_images: input.holdout.len(),
         size,
     });
@@ -157,8 +143,6 @@ pub fn calibrate(input: &CalibrationInput) -> Calibration {
         score_weight_tolerance: choice.score_weight_tolerance,
         candidates: choice.candidates,
         references: choice.references,
-        guard: choice.guard,
-        guard_score: choice.guard_score,
         holdout_images: input.layouts.len(),
         synthetic_defects: validation.as_ref().map_or(0, ValidationSet::defects),
         holdout_scores: t.holdout_scores,

@@ -93,23 +93,6 @@ impl ValidationSet {
         }
     }
 
-    /// One cut-and-paste copy of every held-out image ([`crate::synth::cutpaste`]), a kind of
-    /// defect stage 1 never saw, with the heads on them.
-    pub fn build_cut_paste(
-        model: &ClsFlowModel,
-        holdout: &[RgbImage],
-        foregrounds: &[Option<GrayImage>],
-        norm: &Normalization,
-        seed: u64,
-    ) -> Self {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0xc07_9a57e);
-        let samples = holdout
-            .iter()
-            .zip(foregrounds)
-            .map(|(img, fg)| crate::synth::cutpaste::cut_paste(img, fg.as_ref(), &mut rng));
-        Self::of_samples(model, norm, samples)
-    }
-
     /// Synthetic defects in the set.
     pub fn defects(&self) -> usize {
         self.masks.len()

@@ -35,11 +35,6 @@ pub struct WeightChoice {
     pub score_weight_tolerance: f64,
     /// The held-out good images' branch maps under the chosen combination, when computed.
     pub good_maps: Option<MapRows>,
-    /// With the guard: every weight (0, the flow branch alone, first) on the cut-and-paste
-    /// defects, and the score weights' image AUROCs there under the chosen reduction.
-    pub guard: Vec<Candidate>,
-    /// With the guard: the score weights' image AUROCs on the cut-and-paste defects.
-    pub guard_score: Vec<(f64, f64)>,
 }
 
 /// What the choice looks at.
@@ -52,8 +47,6 @@ pub struct WeightInputs<'a> {
     pub good: &'a HeadOutputs,
     /// The synthetic validation set; None when there are too few held-out images.
     pub validation: Option<&'a ValidationSet>,
-    /// Cut-and-paste defects of the held-out images, for the guard (`cut_paste_guard`).
-    pub guard: Option<&'a ValidationSet>,
     /// Held-out good images (for the standard error of the validation AUROC).
     pub holdout_images: usize,
     /// Side of the maps.
@@ -76,8 +69,6 @@ pub fn choose(inputs: &WeightInputs) -> WeightChoice {
         score_reductions: Vec::new(),
         score_weight_tolerance: cfg.fusion_tolerance,
         good_maps: None,
-        guard: Vec::new(),
-        guard_score: Vec::new(),
     };
     let choose_reference = references.len() > 1;
     let choose_weights = cfg.fusion_weight.is_none();
@@ -125,45 +116,9 @@ pub fn choose(inputs: &WeightInputs) -> WeightChoice {
         _ => {}
     }
     let defects = inputs.validation.map_or(0, ValidationSet::defects);
-    // the guard: on defects stage 1 never made, a weight must do as well as the flow branch
-    // alone (within the tolerance); otherwise the classifier stays out (weight 0)
-    let guard_maps = inputs
-        .guard
-        .filter(|_| !choice.candidates.is_empty())
-        .map(|g| {
-            let maps = (
-                inputs.good.maps(&choice.scoring, size),
-                g.defective.maps(&choice.scoring, size),
-            );
-            (g, maps)
-        });
-    if let Some((g, (good, bad))) = &guard_maps {
-        choice.guard = std::iter::once(0.0)
-            .chain(cfg.fusion_weights.iter().copied())
-            .map(|w| g.score(good, bad, w))
-            .collect();
-    }
-    let guard_objectives: Vec<(f64, f64)> = choice
-        .guard
-        .iter()
-        .map(|c| (c.fusion_weight, c.objective))
-        .collect();
-    let fusion_allowed = |w: f64| passes_guard(&guard_objectives, w, cfg.fusion_tolerance);
-    let allowed: Vec<Candidate> = choice
-        .candidates
-        .iter()
-        .filter(|c| fusion_allowed(c.fusion_weight))
-        .cloned()
-        .collect();
     let fusion_weight = cfg
         .fusion_weight
-        .or_else(|| {
-            if allowed.is_empty() && !choice.guard.is_empty() {
-                // no weight passes the guard: the flow branch alone
-                return Some(0.0);
-            }
-            pick_weight(&allowed, cfg.fusion_tolerance, |c| c.objective)
-        })
+        .or_else(|| pick_weight(&choice.candidates, cfg.fusion_tolerance, |c| c.objective))
         .unwrap_or(1.0);
     // the image score's reduction, then its weight under that reduction, each needing a gain
     // above one standard error of the validation image AUROC
@@ -190,31 +145,14 @@ pub fn choose(inputs: &WeightInputs) -> WeightChoice {
         || cfg.score_top_fractions.first().copied().unwrap_or(0.0),
         |r| r.top_fraction,
     );
-    if let Some((g, (good, bad))) = &guard_maps {
-        let weights: Vec<f64> = std::iter::once(0.0)
-            .chain(cfg.fusion_weights.iter().copied())
-            .collect();
-        choice.guard_score = g
-            .score_reduction(good, bad, &weights, score_top_fraction)
-            .image_auroc;
-    }
-    let tolerance = choice.score_weight_tolerance;
-    let score_allowed = |w: f64| passes_guard(&choice.guard_score, w, tolerance);
     let score_weight = cfg
         .score_weight
         .or(cfg.fusion_weight)
         .or_else(|| {
-            let r = reduction.as_ref()?;
-            let allowed: Vec<(f64, f64)> = r
-                .image_auroc
-                .iter()
-                .copied()
-                .filter(|&(w, _)| score_allowed(w))
-                .collect();
-            if allowed.is_empty() && !choice.guard_score.is_empty() {
-                return Some(0.0);
-            }
-            pick_weight_by(&allowed, tolerance)
+            pick_weight_by(
+                &reduction.as_ref()?.image_auroc,
+                choice.score_weight_tolerance,
+            )
         })
         .unwrap_or(fusion_weight);
     choice.scoring = Scoring {
@@ -224,19 +162,6 @@ pub fn choose(inputs: &WeightInputs) -> WeightChoice {
         ..choice.scoring
     };
     choice
-}
-
-/// Whether weight `w` passes the guard: `guard` holds (weight, figure) on the cut-and-paste
-/// defects with the flow branch alone (weight 0) first; `w` passes when its figure is no more
-/// than `tolerance` below that. Everything passes without a guard.
-pub fn passes_guard(guard: &[(f64, f64)], w: f64, tolerance: f64) -> bool {
-    match guard.first() {
-        Some(&(_, flow_alone)) => guard
-            .iter()
-            .find(|&&(x, _)| x == w)
-            .is_some_and(|&(_, figure)| figure >= flow_alone - tolerance),
-        None => true,
-    }
 }
 
 /// The reference rule: the first candidate (the paper's global reference, where it is a
@@ -334,24 +259,6 @@ mod tests {
                 objective: o,
             })
             .collect()
-    }
-
-    #[test]
-    fn the_guard_keeps_weights_that_do_not_hurt_unseen_defects() {
-        // a classifier that does not transfer: every weight lowers the cut-and-paste figure
-        let hurts = [(0.0, 0.90), (0.5, 0.893), (1.0, 0.87), (4.0, 0.80)];
-        assert!(passes_guard(&hurts, 0.0, 0.01));
-        assert!(passes_guard(&hurts, 0.5, 0.01), "within the tolerance");
-        assert!(!passes_guard(&hurts, 1.0, 0.01));
-        assert!(!passes_guard(&hurts, 4.0, 0.01));
-        assert!(
-            !passes_guard(&hurts, 2.0, 0.01),
-            "a weight the guard did not score"
-        );
-        // one that helps everywhere passes at every weight; no guard, no limit
-        let helps = [(0.0, 0.80), (0.5, 0.85), (4.0, 0.95)];
-        assert!([0.5, 4.0].iter().all(|&w| passes_guard(&helps, w, 0.0)));
-        assert!(passes_guard(&[], 8.0, 0.0));
     }
 
     #[test]

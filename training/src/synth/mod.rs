@@ -6,7 +6,6 @@
 //! method's can be mixed in: thin lines ([`scratch`]) and smooth brightness regions ([`smooth`]).
 
 pub mod augment;
-pub mod cutpaste;
 pub mod foreground;
 pub mod perlin;
 pub mod scratch;
