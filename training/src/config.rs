@@ -154,10 +154,17 @@ pub struct CalibrationConfig {
     /// made from these alone, i.e. of a kind the classifier never saw. 0 = one synthesiser for
     /// both (the paper's way).
     pub holdout_textures: f64,
-    /// Removed: the taps are always combined by the paper's sum (the z-scored `mean` and `max`
-    /// never came near it, docs/experiments.md). Old configs may still say `auto` or `sum`.
+    /// Removed (the taps are always combined by the paper's sum); read so that older configs
+    /// and runs load: `auto` and `sum` are accepted, the others refused by name.
     #[serde(skip_serializing)]
     pub tap_aggregation: Option<String>,
+    /// Removed (pooled image scores); read so that older runs load: only `[]` is accepted.
+    #[serde(skip_serializing)]
+    pub score_pools: Option<Vec<u32>>,
+    /// Removed (the cut-and-paste guard); read so that older runs load: only `false` is
+    /// accepted.
+    #[serde(skip_serializing)]
+    pub cut_paste_guard: Option<bool>,
     /// What each position's log p / C is compared with: `auto` chooses between the paper's
     /// `global` reference and the `position` one (each position centred on the training
     /// images' mean there) on the flow branch's synthetic validation objective, the latter only
@@ -207,6 +214,8 @@ impl Default for CalibrationConfig {
             threshold_sigmas: 3.0,
             holdout_textures: 0.0,
             tap_aggregation: None,
+            score_pools: None,
+            cut_paste_guard: None,
             tap_reference: ReferenceChoice::Auto,
             score_top_fractions: vec![0.0],
         }
@@ -368,15 +377,31 @@ impl TrainConfig {
                  [0, 1] and sum to at most 1 (the rest of the defects are texture blends)"
             );
         }
-        if let Some(a) = self
-            .calibration
-            .tap_aggregation
-            .as_deref()
-            .filter(|a| !matches!(*a, "auto" | "sum"))
-        {
+        let c = &self.calibration;
+        let removed = [
+            (
+                "tap_aggregation",
+                c.tap_aggregation
+                    .as_deref()
+                    .filter(|a| !matches!(*a, "auto" | "sum"))
+                    .map(|a| format!("\"{a}\"")),
+            ),
+            (
+                "score_pools",
+                c.score_pools
+                    .as_ref()
+                    .filter(|p| !p.is_empty())
+                    .map(|p| format!("{p:?}")),
+            ),
+            (
+                "cut_paste_guard",
+                c.cut_paste_guard.filter(|&g| g).map(|g| g.to_string()),
+            ),
+        ];
+        if let Some((key, value)) = removed.into_iter().find_map(|(k, v)| Some((k, v?))) {
             bail!(
-                "calibration.tap_aggregation = \"{a}\": clsflow no longer has this option (the \
-                 taps are always combined by the paper's sum; docs/experiments.md); remove the line"
+                "calibration.{key} = {value}: clsflow no longer has this option (it did not \
+                 improve detection; docs/experiments.md); remove the line"
             );
         }
         self.model_config().validate()?;

@@ -206,22 +206,29 @@ fn backbone_override_reshapes_the_model() {
 }
 
 #[test]
-fn the_removed_tap_aggregation_is_refused_by_name_unless_it_is_the_sum() {
+fn removed_calibration_settings_load_when_neutral_and_are_named_otherwise() {
     let text = std::fs::read_to_string(configs().join("demo.toml")).unwrap();
-    let with = |value: &str| {
+    let with = |line: &str| {
         text.replace(
             "tap_reference = \"auto\"",
-            &format!("tap_reference = \"auto\"\ntap_aggregation = \"{value}\""),
+            &format!("tap_reference = \"auto\"\n{line}"),
         )
     };
-    for ok in ["auto", "sum"] {
-        TrainConfig::parse(&with(ok)).unwrap_or_else(|e| panic!("{ok}: {e:#}"));
-    }
-    for removed in ["mean", "max"] {
-        let e = format!("{:#}", TrainConfig::parse(&with(removed)).unwrap_err());
-        assert!(
-            e.contains(&format!("tap_aggregation = \"{removed}\"")) && e.contains("no longer"),
-            "{e}"
-        );
+    // the neutral values, as configs and runs of earlier versions stored them
+    let old = with("tap_aggregation = \"auto\"\nscore_pools = []\ncut_paste_guard = false");
+    let loaded = TrainConfig::parse(&old).unwrap();
+    assert!(
+        clsflow_train::train::config_differences(&loaded, &TrainConfig::parse(&text).unwrap())
+            .is_empty()
+    );
+    TrainConfig::parse(&with("tap_aggregation = \"sum\"")).unwrap();
+    for (line, named) in [
+        ("tap_aggregation = \"mean\"", "tap_aggregation = \"mean\""),
+        ("tap_aggregation = \"max\"", "tap_aggregation = \"max\""),
+        ("score_pools = [9, 17]", "score_pools = [9, 17]"),
+        ("cut_paste_guard = true", "cut_paste_guard = true"),
+    ] {
+        let e = format!("{:#}", TrainConfig::parse(&with(line)).unwrap_err());
+        assert!(e.contains(named) && e.contains("no longer"), "{line}: {e}");
     }
 }

@@ -97,7 +97,7 @@ pub struct CalibrationInput<'a> {
     pub seed: u64,
 }
 
-/// Chooses the flow map's combination, the weights and the thresholds.
+/// Chooses the flow map's reference, the weights and the thresholds.
 pub fn calibrate(input: &CalibrationInput) -> Calibration {
     let cfg = input.config;
     let size = input.model.config().input_size as usize;

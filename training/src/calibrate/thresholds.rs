@@ -24,7 +24,7 @@ pub struct Thresholds {
 }
 
 /// The thresholds of `scoring` on the held-out good images (`good_maps`: their branch maps
-/// under the scoring's combination, if already made), laid out as `layouts`.
+/// under the scoring's reference, if already made), laid out as `layouts`.
 pub fn from_held_out(
     good: &HeadOutputs,
     good_maps: Option<MapRows>,

@@ -33,7 +33,7 @@ pub struct WeightChoice {
     pub score_reductions: Vec<ScoreCandidate>,
     /// The gain in validation image AUROC a larger score weight needed.
     pub score_weight_tolerance: f64,
-    /// The held-out good images' branch maps under the chosen combination, when computed.
+    /// The held-out good images' branch maps under the chosen reference, when computed.
     pub good_maps: Option<MapRows>,
 }
 
