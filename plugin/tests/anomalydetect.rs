@@ -167,7 +167,8 @@ fn every_listed_format_gives_the_same_result() {
 
 #[test]
 fn caps_change_mid_stream() {
-    let mut h = harness("threshold=0");
+    // every pixel above the region threshold: one region, the whole frame, whatever the model
+    let mut h = harness("threshold=0 region-threshold=-1e9");
     let (_, r1) = run(
         &mut h,
         VideoFormat::Rgb,

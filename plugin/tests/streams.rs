@@ -32,10 +32,16 @@ fn freed() -> bool {
 }
 
 const PATTERNS: [&str; 4] = ["smpte", "ball", "circular", "checkers-8"];
+const PATTERN_FOR_FORMATS: &str = "ball";
 
 /// A pipeline of one `videotestsrc ! anomalydetect ! fakesink` branch per entry of `frames`
 /// (buffers per stream), detectors named d0, d1, ... with `props`.
 fn streams(frames: &[u32], format: &str, props: &str) -> gst::Pipeline {
+    streams_of(&PATTERNS, frames, format, props)
+}
+
+/// [`streams`] with stream i drawing `patterns[i % patterns.len()]`.
+fn streams_of(patterns: &[&str], frames: &[u32], format: &str, props: &str) -> gst::Pipeline {
     common::init();
     let model = common::model();
     let desc: Vec<String> = frames
@@ -45,7 +51,7 @@ fn streams(frames: &[u32], format: &str, props: &str) -> gst::Pipeline {
             format!(
                 "videotestsrc pattern={} num-buffers={n} ! video/x-raw,format={format},width=96,height=64 \
                  ! anomalydetect name=d{i} model={} {props} ! fakesink sync=false",
-                PATTERNS[i % 4],
+                patterns[i % patterns.len()],
                 model.display()
             )
         })
@@ -227,13 +233,16 @@ fn two_hundred_state_cycles_of_four_streams() {
 }
 
 /// NV12 and I420, as decoders give them, link without a videoconvert and give about the scores
-/// of the same pictures in RGB (videotestsrc draws each format itself).
+/// of the same pictures in RGB. videotestsrc draws each format itself, so the pictures differ
+/// by the formats' chroma subsampling; a moving ball, without colour bars' sharp chroma edges,
+/// keeps that small (the conversion itself is checked on identical pictures in
+/// tests/anomalydetect.rs).
 #[test]
 fn decoder_formats_link_directly() {
     let _s = serial();
     let mut scores = Vec::new();
     for format in ["RGB", "NV12", "I420"] {
-        let p = streams(&[3], format, "");
+        let p = streams_of(&[PATTERN_FOR_FORMATS], &[3], format, "");
         let got = collect(&p, 1);
         play(&p, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{format}: {e}"));
         let g = got[0].lock().unwrap();
@@ -243,7 +252,7 @@ fn decoder_formats_link_directly() {
     for (f, s) in ["NV12", "I420"].iter().zip(&scores[1..]) {
         for (a, b) in s.iter().zip(&scores[0]) {
             let rel = (a - b).abs() / b.abs().max(1e-3);
-            assert!(rel < 0.05, "{f}: {a} vs RGB {b}");
+            assert!(rel < 0.02, "{f}: {a} vs RGB {b}");
         }
     }
 }
