@@ -108,7 +108,7 @@ impl TryFrom<StoredModelConfig> for ModelConfig {
 }
 
 /// The error for a config or checkpoint that sets an option clsflow no longer has.
-pub(crate) fn removed_option(key: &str, value: &str) -> String {
+pub fn removed_option(key: &str, value: &str) -> String {
     format!(
         "{key} = {value}: clsflow no longer has this option (it did not improve detection; \
          docs/experiments.md); retrain without it"

@@ -198,7 +198,8 @@ impl Scoring {
         }
     }
 
-    /// Whether every weight and threshold is a finite number, the score's top fraction in [0, 1), and the offsets finite and given for every tap or for none.
+    /// Whether every weight and threshold is a finite number, the score's top fraction in
+    /// [0, 1), and the offsets finite and given for every tap or for none.
     pub fn is_valid(&self) -> bool {
         let offsets_ok = self
             .tap_offsets

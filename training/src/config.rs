@@ -399,10 +399,10 @@ impl TrainConfig {
             ),
         ];
         if let Some((key, value)) = removed.into_iter().find_map(|(k, v)| Some((k, v?))) {
-            bail!(
-                "calibration.{key} = {value}: clsflow no longer has this option (it did not \
-                 improve detection; docs/experiments.md); remove the line"
-            );
+            bail!(clsflow::model::removed_option(
+                &format!("calibration.{key}"),
+                &value
+            ));
         }
         self.model_config().validate()?;
         Ok(())

@@ -58,7 +58,6 @@ pub fn markdown(title: &str, eval: &Evaluation, extra: &serde_json::Value) -> St
         extra["fusion_weight"].as_f64(),
         extra["score_weight"].as_f64(),
     ) {
-        let taps = "the paper's sum of the taps' likelihoods";
         let reference = match extra["tap_reference"].as_str() {
             Some("position") => ", each position first centred on the training images' mean there",
             _ => "",
@@ -68,7 +67,7 @@ pub fn markdown(title: &str, eval: &Evaluation, extra: &serde_json::Value) -> St
             _ => "max of".into(),
         };
         s += &format!(
-            "\nFlow map: {taps}{reference}. Fused: map = flow + {w} x classifier (pixel metrics, regions); image score = {reduce} flow + {ws} x classifier (every branch's image score uses the same reduction).\n"
+            "\nFlow map: the paper's sum of the taps' likelihoods{reference}. Fused: map = flow + {w} x classifier (pixel metrics, regions); image score = {reduce} flow + {ws} x classifier (every branch's image score uses the same reduction).\n"
         );
     }
     let d = &eval.decisions;
