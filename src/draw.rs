@@ -1,26 +1,106 @@
-//! Drawing on packed RGB(A/x) images in place: heatmap blending, boxes, region outlines, text.
+//! Drawing on video frames and images in place (packed RGB-like, or 4:2:0 YUV): heatmap
+//! blending, boxes, region outlines, text.
 //! `anomalyoverlay` draws video frames with it and `clsflow-train predict` its overlay PNGs, so
 //! both look the same.
 
 use crate::colormap::{HeatScale, heat};
 use crate::detector::AnomalyMap;
+use crate::resample::YuvColorimetry;
 use ab_glyph::{Font, FontArc, PxScale, ScaleFont};
 use image::RgbImage;
 
-/// A mutable view of one packed video plane.
+/// A frame to draw on, in place: packed RGB-like pixels, or 4:2:0 YUV planes (NV12, I420) drawn
+/// in their own colour space so that decoder output needs no conversion.
 pub struct Canvas<'a> {
-    /// Plane bytes.
-    pub data: &'a mut [u8],
-    /// Visible width.
-    pub width: usize,
-    /// Visible height.
-    pub height: usize,
-    /// Bytes per row.
-    pub stride: usize,
-    /// Bytes per pixel.
-    pub bpp: usize,
-    /// Offsets of R, G, B in a pixel.
-    pub rgb: [usize; 3],
+    width: usize,
+    height: usize,
+    pixels: Pixels<'a>,
+}
+
+enum Pixels<'a> {
+    Packed {
+        data: &'a mut [u8],
+        stride: usize,
+        bpp: usize,
+        rgb: [usize; 3],
+    },
+    Yuv420 {
+        y: &'a mut [u8],
+        y_stride: usize,
+        chroma: Chroma<'a>,
+        colorimetry: YuvColorimetry,
+    },
+}
+
+/// The half-resolution colour planes of a 4:2:0 frame.
+pub enum Chroma<'a> {
+    /// NV12: one plane of U, V pairs.
+    Interleaved {
+        /// The plane.
+        uv: &'a mut [u8],
+        /// Bytes per row.
+        stride: usize,
+    },
+    /// I420: a U plane and a V plane.
+    Planar {
+        /// The U plane.
+        u: &'a mut [u8],
+        /// Bytes per row of U.
+        u_stride: usize,
+        /// The V plane.
+        v: &'a mut [u8],
+        /// Bytes per row of V.
+        v_stride: usize,
+    },
+}
+
+impl Chroma<'_> {
+    /// Mixes (u, v) into chroma sample (cx, cy) with weight `a` of 256.
+    #[inline]
+    fn mix(&mut self, cx: usize, cy: usize, [u, v]: [u8; 2], a: u32) {
+        let keep = 256 - a;
+        let mix = |p: &mut u8, c: u8| *p = ((*p as u32 * keep + c as u32 * a + 128) >> 8) as u8;
+        match self {
+            Chroma::Interleaved { uv, stride } => {
+                let i = cy * *stride + 2 * cx;
+                mix(&mut uv[i], u);
+                mix(&mut uv[i + 1], v);
+            }
+            Chroma::Planar {
+                u: up,
+                u_stride,
+                v: vp,
+                v_stride,
+            } => {
+                mix(&mut up[cy * *u_stride + cx], u);
+                mix(&mut vp[cy * *v_stride + cx], v);
+            }
+        }
+    }
+
+    /// The smallest plane sizes this layout needs for `cw` x `ch` samples, against the actual.
+    fn fits(&self, cw: usize, ch: usize) -> bool {
+        let need = |stride: usize, step: usize| stride * (ch - 1) + cw * step;
+        match self {
+            Chroma::Interleaved { uv, stride } => *stride >= 2 * cw && uv.len() >= need(*stride, 2),
+            Chroma::Planar {
+                u,
+                u_stride,
+                v,
+                v_stride,
+            } => {
+                *u_stride >= cw
+                    && *v_stride >= cw
+                    && u.len() >= need(*u_stride, 1)
+                    && v.len() >= need(*v_stride, 1)
+            }
+        }
+    }
+}
+
+/// Weight of 256 for an opacity of 0..1.
+fn weight(alpha: f32) -> u32 {
+    (alpha.clamp(0.0, 1.0) * 256.0).round() as u32
 }
 
 impl<'a> Canvas<'a> {
@@ -28,41 +108,176 @@ impl<'a> Canvas<'a> {
     pub fn of_rgb(img: &'a mut RgbImage) -> Self {
         let (width, height) = (img.width() as usize, img.height() as usize);
         Canvas {
-            data: img.as_mut(),
             width,
             height,
-            stride: 3 * width,
-            bpp: 3,
-            rgb: [0, 1, 2],
+            pixels: Pixels::Packed {
+                data: img.as_mut(),
+                stride: 3 * width,
+                bpp: 3,
+                rgb: [0, 1, 2],
+            },
         }
     }
 
-    /// Blends `colour` over pixel (x, y) with opacity `alpha` (0..1).
+    /// A packed plane of `bpp` bytes per pixel with R, G, B at offsets `rgb`, rows `stride`
+    /// bytes apart; an error names the sizes that do not fit.
+    pub fn packed(
+        data: &'a mut [u8],
+        (width, height): (usize, usize),
+        stride: usize,
+        bpp: usize,
+        rgb: [usize; 3],
+    ) -> Result<Self, String> {
+        let fits = width > 0
+            && height > 0
+            && rgb.iter().all(|&o| o < bpp)
+            && stride >= width * bpp
+            && data.len() >= stride * (height - 1) + width * bpp;
+        if !fits {
+            return Err(format!(
+                "packed frame {width}x{height}: {} bytes, stride {stride}, {bpp} bytes per pixel do not fit",
+                data.len()
+            ));
+        }
+        Ok(Canvas {
+            width,
+            height,
+            pixels: Pixels::Packed {
+                data,
+                stride,
+                bpp,
+                rgb,
+            },
+        })
+    }
+
+    /// A 4:2:0 frame: luma rows `y_stride` bytes apart and `chroma` at half resolution, colours
+    /// converted by `colorimetry`; an error names the sizes that do not fit.
+    pub fn yuv420(
+        y: &'a mut [u8],
+        y_stride: usize,
+        chroma: Chroma<'a>,
+        (width, height): (usize, usize),
+        colorimetry: YuvColorimetry,
+    ) -> Result<Self, String> {
+        let fits = width > 0
+            && height > 0
+            && y_stride >= width
+            && y.len() >= y_stride * (height - 1) + width
+            && chroma.fits(width.div_ceil(2), height.div_ceil(2));
+        if !fits {
+            return Err(format!(
+                "4:2:0 frame {width}x{height}: luma plane of {} bytes with stride {y_stride}, or its chroma planes, too small",
+                y.len()
+            ));
+        }
+        Ok(Canvas {
+            width,
+            height,
+            pixels: Pixels::Yuv420 {
+                y,
+                y_stride,
+                chroma,
+                colorimetry,
+            },
+        })
+    }
+
+    /// Blends `colour` over pixel (x, y) with opacity `alpha` (0..1). On 4:2:0 frames an opaque
+    /// colour sets the pixel's chroma sample and a translucent one mixes into it only from the
+    /// sample's top-left pixel, so that an area is mixed once, not once per pixel.
     #[inline]
     pub fn blend(&mut self, x: usize, y: usize, colour: [u8; 3], alpha: f32) {
         if x >= self.width || y >= self.height || alpha <= 0.0 {
             return;
         }
-        let i = y * self.stride + x * self.bpp;
-        for (&offset, &c) in self.rgb.iter().zip(&colour) {
-            let p = &mut self.data[i + offset];
-            *p = (*p as f32 * (1.0 - alpha) + c as f32 * alpha).round() as u8;
+        let a = weight(alpha);
+        let keep = 256 - a;
+        let mix = |p: &mut u8, c: u8| *p = ((*p as u32 * keep + c as u32 * a + 128) >> 8) as u8;
+        match &mut self.pixels {
+            Pixels::Packed {
+                data,
+                stride,
+                bpp,
+                rgb,
+            } => {
+                let i = y * *stride + x * *bpp;
+                for (&offset, &c) in rgb.iter().zip(&colour) {
+                    mix(&mut data[i + offset], c);
+                }
+            }
+            Pixels::Yuv420 {
+                y: luma,
+                y_stride,
+                chroma,
+                colorimetry,
+            } => {
+                let [yy, u, v] = colorimetry.yuv(colour);
+                mix(&mut luma[y * *y_stride + x], yy);
+                if a == 256 || (x.is_multiple_of(2) && y.is_multiple_of(2)) {
+                    chroma.mix(x / 2, y / 2, [u, v], a);
+                }
+            }
         }
     }
 
     /// Blends one colour per pixel over the whole frame with a fixed opacity, in integer
-    /// arithmetic (this runs on every pixel of every frame).
+    /// arithmetic (this runs on every pixel of every frame). On 4:2:0 frames each chroma sample
+    /// takes the mean colour of its 2x2 pixels.
     pub fn blend_all(&mut self, alpha: f32, mut colour_at: impl FnMut(usize, usize) -> [u8; 3]) {
-        let a = (alpha.clamp(0.0, 1.0) * 256.0).round() as u32;
+        let a = weight(alpha);
         let keep = 256 - a;
-        for y in 0..self.height {
-            let row = &mut self.data[y * self.stride..];
-            for x in 0..self.width {
-                let c = colour_at(x, y);
-                let px = &mut row[x * self.bpp..];
-                for (&offset, &v) in self.rgb.iter().zip(&c) {
-                    let p = &mut px[offset];
-                    *p = ((*p as u32 * keep + v as u32 * a + 128) >> 8) as u8;
+        let mix = |p: &mut u8, c: u32| *p = ((*p as u32 * keep + c * a + 128) >> 8) as u8;
+        let (w, h) = (self.width, self.height);
+        match &mut self.pixels {
+            Pixels::Packed {
+                data,
+                stride,
+                bpp,
+                rgb,
+            } => {
+                for y in 0..h {
+                    let row = &mut data[y * *stride..];
+                    for x in 0..w {
+                        let c = colour_at(x, y);
+                        let px = &mut row[x * *bpp..];
+                        for (&offset, &v) in rgb.iter().zip(&c) {
+                            mix(&mut px[offset], v as u32);
+                        }
+                    }
+                }
+            }
+            Pixels::Yuv420 {
+                y: luma,
+                y_stride,
+                chroma,
+                colorimetry,
+            } => {
+                // neighbouring pixels mostly share a colour: convert each new one once
+                let mut last = None;
+                let mut to_yuv = |rgb: [u8; 3]| match last {
+                    Some((k, v)) if k == rgb => v,
+                    _ => {
+                        let v = colorimetry.yuv(rgb);
+                        last = Some((rgb, v));
+                        v
+                    }
+                };
+                for cy in 0..h.div_ceil(2) {
+                    for cx in 0..w.div_ceil(2) {
+                        let (mut su, mut sv, mut n) = (0u32, 0u32, 0u32);
+                        for y in 2 * cy..(2 * cy + 2).min(h) {
+                            for x in 2 * cx..(2 * cx + 2).min(w) {
+                                let [yy, u, v] = to_yuv(colour_at(x, y));
+                                mix(&mut luma[y * *y_stride + x], yy as u32);
+                                su += u as u32;
+                                sv += v as u32;
+                                n += 1;
+                            }
+                        }
+                        let mean = |s: u32| ((s + n / 2) / n) as u8;
+                        chroma.mix(cx, cy, [mean(su), mean(sv)], a);
+                    }
                 }
             }
         }
@@ -238,14 +453,7 @@ mod tests {
     #[test]
     fn blend_and_rect_respect_layout() {
         let mut data = vec![0u8; 4 * 4 * 4];
-        let mut c = Canvas {
-            data: &mut data,
-            width: 4,
-            height: 4,
-            stride: 16,
-            bpp: 4,
-            rgb: [2, 1, 0],
-        };
+        let mut c = Canvas::packed(&mut data, (4, 4), 16, 4, [2, 1, 0]).unwrap();
         c.rect((0, 0, 4, 4), [255, 0, 0], 1);
         c.blend(9, 9, [1, 1, 1], 1.0); // outside: ignored
         // BGRx: red lands in byte 2
@@ -261,15 +469,84 @@ mod tests {
     #[test]
     fn blend_all_mixes_in_integer_arithmetic() {
         let mut data = vec![100u8; 2 * 3];
-        let mut c = Canvas {
-            data: &mut data,
-            width: 2,
-            height: 1,
-            stride: 6,
-            bpp: 3,
-            rgb: [0, 1, 2],
-        };
+        let mut c = Canvas::packed(&mut data, (2, 1), 6, 3, [0, 1, 2]).unwrap();
         c.blend_all(0.5, |_, _| [200, 0, 100]);
         assert_eq!(data, vec![150, 50, 100, 150, 50, 100]);
+    }
+
+    #[test]
+    fn sizes_that_do_not_fit_are_refused() {
+        let mut data = vec![0u8; 10];
+        let e = Canvas::packed(&mut data, (4, 4), 16, 4, [0, 1, 2])
+            .err()
+            .unwrap();
+        assert!(e.contains("4x4") && e.contains("10 bytes"), "{e}");
+        let (mut y, mut uv) = (vec![0u8; 16], vec![0u8; 3]);
+        let chroma = Chroma::Interleaved {
+            uv: &mut uv,
+            stride: 4,
+        };
+        assert!(Canvas::yuv420(&mut y, 4, chroma, (4, 4), YuvColorimetry::BT601).is_err());
+    }
+
+    /// An NV12 frame (w x h, mid grey) drawn by `draw`, and the same as I420: the planes of both
+    /// must hold the same values.
+    fn nv12_and_i420(w: usize, h: usize, draw: impl Fn(&mut Canvas)) -> (Vec<u8>, Vec<u8>) {
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        let col = YuvColorimetry::BT709;
+        let (mut y1, mut uv) = (vec![126u8; w * h], vec![128u8; 2 * cw * ch]);
+        let chroma = Chroma::Interleaved {
+            uv: &mut uv,
+            stride: 2 * cw,
+        };
+        draw(&mut Canvas::yuv420(&mut y1, w, chroma, (w, h), col).unwrap());
+        let (mut y2, mut u, mut v) = (
+            vec![126u8; w * h],
+            vec![128u8; cw * ch],
+            vec![128u8; cw * ch],
+        );
+        let chroma = Chroma::Planar {
+            u: &mut u,
+            u_stride: cw,
+            v: &mut v,
+            v_stride: cw,
+        };
+        draw(&mut Canvas::yuv420(&mut y2, w, chroma, (w, h), col).unwrap());
+        assert_eq!(y1, y2, "luma of NV12 and I420");
+        let nv: Vec<u8> = uv.chunks(2).flat_map(|p| [p[0], p[1]]).collect();
+        let planar: Vec<u8> = u.iter().zip(&v).flat_map(|(a, b)| [*a, *b]).collect();
+        assert_eq!(nv, planar, "chroma of NV12 and I420");
+        (y1, uv)
+    }
+
+    #[test]
+    fn yuv_frames_are_drawn_in_their_own_colours() {
+        let green = [0, 255, 0];
+        let [gy, gu, gv] = YuvColorimetry::BT709.yuv(green);
+        // an opaque 1-pixel box on odd coordinates still colours its chroma samples
+        let (y, uv) = nv12_and_i420(7, 5, |c| c.rect((1, 1, 5, 3), green, 1));
+        assert_eq!(y[7 + 1], gy, "box corner luma");
+        assert_eq!(y[2 * 7 + 3], 126, "inside untouched");
+        assert_eq!(&uv[0..2], &[gu, gv], "chroma of the corner's sample");
+        // a translucent area mixes each chroma sample once
+        let (_, uv) = nv12_and_i420(4, 4, |c| {
+            for yy in 0..4 {
+                for xx in 0..4 {
+                    c.blend(xx, yy, green, 0.5);
+                }
+            }
+        });
+        let half = |c: u8| ((128 * 128 + c as u32 * 128 + 128) >> 8) as u8;
+        assert_eq!(&uv[0..2], &[half(gu), half(gv)]);
+        // the heatmap: each chroma sample the mean of its pixels' colours, luma per pixel
+        let (y, uv) = nv12_and_i420(3, 2, |c| {
+            c.blend_all(1.0, |x, _| if x == 0 { [255, 0, 0] } else { [0, 0, 255] })
+        });
+        let [ry, ru, rv] = YuvColorimetry::BT709.yuv([255, 0, 0]);
+        let [by, bu, bv] = YuvColorimetry::BT709.yuv([0, 0, 255]);
+        assert_eq!(&y[0..3], &[ry, by, by]);
+        let mean = |a: u8, b: u8| ((a as u32 * 2 + b as u32 * 2 + 2) / 4) as u8;
+        assert_eq!(&uv[0..2], &[mean(ru, bu), mean(rv, bv)]);
+        assert_eq!(&uv[2..4], &[bu, bv], "the odd column's own sample");
     }
 }

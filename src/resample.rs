@@ -99,6 +99,26 @@ impl YuvColorimetry {
         let g = (y - kr * r - kb * b) / (1.0 - kr - kb);
         [r, g, b].map(|c| c.round().clamp(0.0, 255.0) as u8)
     }
+
+    /// Y, U, V of one RGB colour, rounded and clamped as a colour converter writes them: the
+    /// inverse of [`YuvColorimetry::rgb`], for drawing on YUV frames.
+    pub fn yuv(&self, [r, g, b]: [u8; 3]) -> [u8; 3] {
+        let (kr, kb) = (self.kr, self.kb);
+        let (r, g, b) = (f32::from(r), f32::from(g), f32::from(b));
+        let y = kr * r + (1.0 - kr - kb) * g + kb * b;
+        let cb = (b - y) / (2.0 * (1.0 - kb));
+        let cr = (r - y) / (2.0 * (1.0 - kr));
+        let [y, cb, cr] = if self.full_range {
+            [y, cb + 128.0, cr + 128.0]
+        } else {
+            [
+                16.0 + y * (219.0 / 255.0),
+                128.0 + cb * (224.0 / 255.0),
+                128.0 + cr * (224.0 / 255.0),
+            ]
+        };
+        [y, cb, cr].map(|c| c.round().clamp(0.0, 255.0) as u8)
+    }
 }
 
 /// A 4:2:0 YUV frame: a full-resolution luma plane and chroma at half resolution in both axes,
@@ -511,6 +531,31 @@ mod tests {
         assert_eq!(YuvColorimetry::BT709.rgb(16, 128, 128), [0, 0, 0]);
         assert_eq!(YuvColorimetry::BT709.rgb(235, 128, 128), [255, 255, 255]);
         assert_eq!(YuvColorimetry::BT601.rgb(126, 128, 128), [128, 128, 128]);
+        assert_eq!(YuvColorimetry::BT709.yuv([0, 0, 0]), [16, 128, 128]);
+        assert_eq!(YuvColorimetry::BT709.yuv([255, 255, 255]), [235, 128, 128]);
+    }
+
+    #[test]
+    fn yuv_inverts_rgb() {
+        let full = YuvColorimetry {
+            full_range: true,
+            ..YuvColorimetry::BT601
+        };
+        for col in [YuvColorimetry::BT601, YuvColorimetry::BT709, full] {
+            for rgb in [
+                [255, 0, 0],
+                [0, 255, 0],
+                [0, 0, 255],
+                [200, 120, 30],
+                [7, 7, 7],
+            ] {
+                let [y, u, v] = col.yuv(rgb);
+                let back = col.rgb(y, u, v);
+                for (a, b) in back.iter().zip(&rgb) {
+                    assert!(a.abs_diff(*b) <= 2, "{col:?}: {rgb:?} -> {back:?}");
+                }
+            }
+        }
     }
 
     #[test]

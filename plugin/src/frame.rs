@@ -25,9 +25,11 @@ pub const DETECT_FORMATS: [VideoFormat; 13] = [
     VideoFormat::Gray8,
 ];
 
-/// Formats `anomalyoverlay` draws on: the packed RGB-like ones (YUV and grey frames need a
-/// `videoconvert` before it).
-pub const OVERLAY_FORMATS: [VideoFormat; 10] = [
+/// Formats `anomalyoverlay` draws on: the packed RGB-like ones and the 4:2:0 YUV ones that
+/// decoders give (grey frames need a `videoconvert` before it).
+pub const OVERLAY_FORMATS: [VideoFormat; 12] = [
+    VideoFormat::Nv12,
+    VideoFormat::I420,
     VideoFormat::Rgb,
     VideoFormat::Bgr,
     VideoFormat::Rgba,
@@ -40,7 +42,26 @@ pub const OVERLAY_FORMATS: [VideoFormat; 10] = [
     VideoFormat::Xbgr,
 ];
 
-/// Bytes per pixel and the byte offsets of R, G and B within a pixel.
+/// How a YUV frame's values map to RGB, from its caps' colour matrix and range.
+pub fn yuv_colorimetry(info: &gst_video::VideoInfo) -> YuvColorimetry {
+    let c = info.colorimetry();
+    YuvColorimetry {
+        full_range: c.range() == VideoColorRange::Range0_255,
+        ..match c.matrix() {
+            VideoColorMatrix::Bt601 | VideoColorMatrix::Smpte240m => YuvColorimetry::BT601,
+            VideoColorMatrix::Bt2020 => YuvColorimetry {
+                kr: 0.2627,
+                kb: 0.0593,
+                full_range: false,
+            },
+            // BT.709 and unknown: GStreamer's default for HD, and its matrix for SD differs
+            // by little
+            _ => YuvColorimetry::BT709,
+        }
+    }
+}
+
+/// Bytes per pixel and the offsets of R, G, B of a packed format.
 pub fn layout(format: VideoFormat) -> Option<(usize, [usize; 3])> {
     Some(match format {
         VideoFormat::Rgb => (3, [0, 1, 2]),
@@ -72,21 +93,7 @@ pub fn frame_input(
     };
     match format {
         VideoFormat::Nv12 | VideoFormat::I420 => {
-            let c = frame.info().colorimetry();
-            let colorimetry = YuvColorimetry {
-                full_range: c.range() == VideoColorRange::Range0_255,
-                ..match c.matrix() {
-                    VideoColorMatrix::Bt601 | VideoColorMatrix::Smpte240m => YuvColorimetry::BT601,
-                    VideoColorMatrix::Bt2020 => YuvColorimetry {
-                        kr: 0.2627,
-                        kb: 0.0593,
-                        full_range: false,
-                    },
-                    // BT.709 and unknown: GStreamer's default for HD, and its matrix for SD
-                    // differs by little
-                    _ => YuvColorimetry::BT709,
-                }
-            };
+            let colorimetry = yuv_colorimetry(frame.info());
             let y = plane(0)?;
             let nv12 = format == VideoFormat::Nv12;
             let (u, v) = if nv12 {

@@ -164,3 +164,55 @@ fn overlay_draws_and_respects_only_anomalous() {
         "inside of the box untouched"
     );
 }
+
+/// `anomalyoverlay` on NV12 and I420 draws what it draws on RGBx: the same detection drawn on
+/// the frame converted to the YUV format, against the RGBx drawing converted to it, plane by
+/// plane (compared in YUV, since converting 4:2:0 back to RGB spreads colour across edges).
+#[test]
+fn overlay_draws_yuv_frames_as_it_draws_rgb() {
+    common::init();
+    let m = common::model();
+    let (w, h) = (96usize, 64usize);
+    let rgb = common::rgb_frame(w, h);
+    let run = |pipeline: &str| {
+        let mut hn = gst_check::Harness::new_parse(&format!(
+            "anomalydetect model={} threshold=0 region-threshold=0 ! {pipeline}",
+            m.display()
+        ));
+        hn.set_src_caps(common::caps(VideoFormat::Rgbx, w as u32, h as u32));
+        let out = hn
+            .push_and_pull(common::pack(&rgb, w as u32, h as u32, VideoFormat::Rgbx))
+            .unwrap();
+        out.map_readable().unwrap().to_vec()
+    };
+    // mean absolute difference of luma (the first w x h bytes: these widths need no padding)
+    // and of chroma (the rest; a converter's chroma filter is not a plain 2x2 mean, hence the
+    // wider tolerance)
+    let diff = |a: &[u8], b: &[u8]| {
+        let mean = |r: std::ops::Range<usize>| {
+            let n = r.len() as f64;
+            r.map(|i| a[i].abs_diff(b[i]) as f64).sum::<f64>() / n
+        };
+        (mean(0..w * h), mean(w * h..a.len()))
+    };
+    for overlay in [
+        "anomalyoverlay mode=heatmap-boxes",
+        "anomalyoverlay mode=boxes text=false box-color=0xff00ff00",
+    ] {
+        for format in ["NV12", "I420"] {
+            let to_yuv = format!("videoconvert ! capsfilter caps=video/x-raw,format={format}");
+            let want = run(&format!("{overlay} ! {to_yuv}"));
+            let got = run(&format!("{to_yuv} ! {overlay}"));
+            let untouched = run(&to_yuv);
+            let ((luma, chroma), (drew, _)) = (diff(&got, &want), diff(&got, &untouched));
+            assert!(
+                luma < 1.0 && chroma < 3.0 && drew > 10.0 * luma,
+                "{overlay} on {format}: luma {luma:.2} and chroma {chroma:.2} levels from the RGBx drawing, luma {drew:.2} from the frame undrawn"
+            );
+            if overlay.contains("0xff00ff00") {
+                // BT.601 (GStreamer's default for this size) green in video range
+                assert_eq!(&got[0..2], &[145, 145], "{format}: box luma");
+            }
+        }
+    }
+}

@@ -1,12 +1,13 @@
 //! Implementation of `anomalyoverlay`: metadata -> drawing on the frame.
 
 use super::OverlayMode;
-use crate::frame::{OVERLAY_FORMATS, layout};
+use crate::frame::{OVERLAY_FORMATS, layout, yuv_colorimetry};
 use crate::meta::{AnomalyInfo, RegionInfo};
 use ab_glyph::FontArc;
 use clsflow::detector::AnomalyMap;
 use clsflow::draw::{
-    Canvas, DEFAULT_FONT, OverlayStyle, argb_to_rgb, caption, draw_caption, load_font, paint,
+    Canvas, Chroma, DEFAULT_FONT, OverlayStyle, argb_to_rgb, caption, draw_caption, load_font,
+    paint,
 };
 use gst::glib;
 use gst::prelude::*;
@@ -246,18 +247,12 @@ impl VideoFilterImpl for AnomalyOverlay {
             return Ok(gst::FlowSuccess::Ok);
         }
         let (w, h) = (frame.width() as usize, frame.height() as usize);
-        let Some((bpp, rgb)) = layout(frame.format()) else {
-            return Err(gst::FlowError::NotNegotiated);
-        };
-        let stride = frame.plane_stride()[0] as usize;
-        let data = frame.plane_data_mut(0).map_err(|_| gst::FlowError::Error)?;
-        let mut canvas = Canvas {
-            data,
-            width: w,
-            height: h,
-            stride,
-            bpp,
-            rgb,
+        let mut canvas = match canvas_of(frame) {
+            Ok(c) => c,
+            Err(e) => {
+                gst::element_imp_error!(self, gst::StreamError::Format, ["{}", e]);
+                return Err(gst::FlowError::Error);
+            }
         };
         let box_colour = argb_to_rgb(s.box_color);
         let style = OverlayStyle {
@@ -312,5 +307,39 @@ impl VideoFilterImpl for AnomalyOverlay {
             draw_caption(&mut canvas, font, &text, colour);
         }
         Ok(gst::FlowSuccess::Ok)
+    }
+}
+
+/// The mapped frame as a canvas: packed formats by their byte layout, NV12 and I420 by their
+/// planes and the caps' colorimetry.
+fn canvas_of<'a>(
+    frame: &'a mut gst_video::VideoFrameRef<&mut gst::BufferRef>,
+) -> Result<Canvas<'a>, String> {
+    let dims = (frame.width() as usize, frame.height() as usize);
+    let format = frame.format();
+    let strides: Vec<usize> = frame.plane_stride().iter().map(|&s| s as usize).collect();
+    let colorimetry = yuv_colorimetry(frame.info());
+    let [p0, p1, p2, _] = frame.planes_data_mut();
+    match format {
+        gst_video::VideoFormat::Nv12 => {
+            let chroma = Chroma::Interleaved {
+                uv: p1,
+                stride: strides[1],
+            };
+            Canvas::yuv420(p0, strides[0], chroma, dims, colorimetry)
+        }
+        gst_video::VideoFormat::I420 => {
+            let chroma = Chroma::Planar {
+                u: p1,
+                u_stride: strides[1],
+                v: p2,
+                v_stride: strides[2],
+            };
+            Canvas::yuv420(p0, strides[0], chroma, dims, colorimetry)
+        }
+        other => {
+            let (bpp, rgb) = layout(other).ok_or_else(|| format!("cannot draw on {other:?}"))?;
+            Canvas::packed(p0, dims, strides[0], bpp, rgb)
+        }
     }
 }

@@ -1,5 +1,5 @@
 //! `anomalyoverlay`: draws what `anomalydetect` found (heatmap, region boxes or outlines, score
-//! text) onto the video.
+//! text) onto the video, in its own format: packed RGB-like, or NV12 and I420 in YUV.
 
 use gst::glib;
 use gst::prelude::*;
