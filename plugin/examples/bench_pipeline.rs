@@ -1,9 +1,10 @@
 //! GStreamer-path benchmark: `videotestsrc` at 1280x720 through `anomalydetect` (and
 //! `anomalyoverlay`) to `fakesink`, against the bare detector on frames of the same size (fed
 //! as a libtorch tensor, and as a packed frame the way the element feeds it), in one run;
-//! then a long soak run that samples resident memory.
+//! the overlay's drawing alone on packed RGBx and on NV12 frames; then a long soak run that
+//! samples resident memory.
 //!
-//! cargo run --release -p gst-plugin-clsflow --example bench_pipeline -- [--model M] [--frames N] [--rounds R] [--soak-frames N]
+//! cargo run --release -p gst-plugin-clsflow --example bench_pipeline -- [--model M] [--frames N] [--rounds R] [--soak-frames N] [--overlay-only]
 use clsflow::regions::DEFAULT_MIN_REGION_AREA;
 use clsflow::resample::{PackedFrame, input_tensor, packed_to_input};
 use clsflow::{Detector, DetectorOptions, torch_thread};
@@ -192,6 +193,67 @@ fn summary(mut v: Vec<f64>) -> (f64, Vec<f64>) {
     (v.iter().sum::<f64>() / v.len() as f64, v)
 }
 
+/// The overlay's work on one 1280x720 frame without GStreamer, as `anomalyoverlay` does it: a
+/// 64x64 map resized to the frame, heatmap and boxes painted, the caption drawn; RGBx against
+/// NV12, in alternating rounds. Prints one row per format.
+fn overlay_rows(w: usize, h: usize, frames: usize, rounds: usize) {
+    use clsflow::detector::AnomalyMap;
+    use clsflow::draw::{
+        Canvas, Chroma, DEFAULT_FONT, OverlayStyle, draw_caption, load_font, paint,
+    };
+    use clsflow::resample::YuvColorimetry;
+    let font = load_font(DEFAULT_FONT).ok();
+    let map = AnomalyMap {
+        width: 64,
+        height: 64,
+        data: (0..64 * 64)
+            .map(|i| ((i % 64) * (i / 64)) as f32 / 4096.0)
+            .collect(),
+    };
+    let boxes = [(200, 150, 300, 200), (800, 400, 120, 90)];
+    let style = OverlayStyle::default();
+    let (mut rgbx, mut nv12) = (vec![90u8; w * h * 4], vec![90u8; w * h * 3 / 2]);
+    let mut times = [Vec::new(), Vec::new()];
+    let per_round = frames.div_ceil(rounds);
+    for _ in 0..rounds {
+        for (k, times) in times.iter_mut().enumerate() {
+            for _ in 0..per_round {
+                let t = Instant::now();
+                let big = map.resized(w, h);
+                let mut canvas = if k == 0 {
+                    Canvas::packed(&mut rgbx, (w, h), 4 * w, 4, [0, 1, 2]).unwrap()
+                } else {
+                    let (y, uv) = nv12.split_at_mut(w * h);
+                    let chroma = Chroma::Interleaved { uv, stride: w };
+                    Canvas::yuv420(y, w, chroma, (w, h), YuvColorimetry::BT709).unwrap()
+                };
+                paint(&mut canvas, &big, 0.5, &boxes, &style);
+                if let Some(f) = &font {
+                    draw_caption(
+                        &mut canvas,
+                        f,
+                        "ANOMALY  score 1.234 / 0.500  regions 2",
+                        [255, 48, 48],
+                    );
+                }
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+    println!(
+        "\n| overlay drawing alone ({w}x{h}, map resize + heatmap + boxes + caption) | ms/frame p50 | p99 |"
+    );
+    println!("|---|---|---|");
+    for (name, mut t) in ["packed RGBx", "NV12"].into_iter().zip(times) {
+        t.sort_by(f64::total_cmp);
+        println!(
+            "| {name} | {:.2} | {:.2} |",
+            percentile(&t, 0.5),
+            percentile(&t, 0.99)
+        );
+    }
+}
+
 fn main() {
     gst::init().unwrap();
     gstclsflow::plugin_register_static().unwrap();
@@ -203,6 +265,10 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5)
         .max(1);
+    if std::env::args().any(|a| a == "--overlay-only") {
+        overlay_rows(1280, 720, frames, rounds);
+        return;
+    }
     let dir = std::env::temp_dir().join(format!("clsflow-bench-{}", std::process::id()));
     let model = match arg("--model") {
         Some(m) => PathBuf::from(m),
@@ -305,6 +371,7 @@ fn main() {
             elem - inf
         );
     }
+    overlay_rows(w as usize, h as usize, frames, rounds);
     if soak > 0 {
         let samples: Arc<Mutex<Vec<(u64, f64)>>> = Arc::default();
         let s = samples.clone();
