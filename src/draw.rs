@@ -221,10 +221,16 @@ impl<'a> Canvas<'a> {
         }
     }
 
-    /// Blends one colour per pixel over the whole frame with a fixed opacity, in integer
-    /// arithmetic (this runs on every pixel of every frame). On 4:2:0 frames each chroma sample
-    /// takes the mean colour of its 2x2 pixels.
-    pub fn blend_all(&mut self, alpha: f32, mut colour_at: impl FnMut(usize, usize) -> [u8; 3]) {
+    /// Blends one colour of `palette` per pixel (`index_at` picks it) over the whole frame with
+    /// a fixed opacity, in integer arithmetic (this runs on every pixel of every frame; the
+    /// palette is converted to the frame's colour space once). On 4:2:0 frames each chroma
+    /// sample takes the mean colour of its 2x2 pixels.
+    pub fn blend_all(
+        &mut self,
+        alpha: f32,
+        palette: &[[u8; 3]],
+        mut index_at: impl FnMut(usize, usize) -> usize,
+    ) {
         let a = weight(alpha);
         let keep = 256 - a;
         let mix = |p: &mut u8, c: u32| *p = ((*p as u32 * keep + c * a + 128) >> 8) as u8;
@@ -239,7 +245,7 @@ impl<'a> Canvas<'a> {
                 for y in 0..h {
                     let row = &mut data[y * *stride..];
                     for x in 0..w {
-                        let c = colour_at(x, y);
+                        let c = palette[index_at(x, y)];
                         let px = &mut row[x * *bpp..];
                         for (&offset, &v) in rgb.iter().zip(&c) {
                             mix(&mut px[offset], v as u32);
@@ -253,22 +259,13 @@ impl<'a> Canvas<'a> {
                 chroma,
                 colorimetry,
             } => {
-                // neighbouring pixels mostly share a colour: convert each new one once
-                let mut last = None;
-                let mut to_yuv = |rgb: [u8; 3]| match last {
-                    Some((k, v)) if k == rgb => v,
-                    _ => {
-                        let v = colorimetry.yuv(rgb);
-                        last = Some((rgb, v));
-                        v
-                    }
-                };
+                let palette: Vec<[u8; 3]> = palette.iter().map(|&c| colorimetry.yuv(c)).collect();
                 for cy in 0..h.div_ceil(2) {
                     for cx in 0..w.div_ceil(2) {
                         let (mut su, mut sv, mut n) = (0u32, 0u32, 0u32);
                         for y in 2 * cy..(2 * cy + 2).min(h) {
                             for x in 2 * cx..(2 * cx + 2).min(w) {
-                                let [yy, u, v] = to_yuv(colour_at(x, y));
+                                let [yy, u, v] = palette[index_at(x, y)];
                                 mix(&mut luma[y * *y_stride + x], yy as u32);
                                 su += u as u32;
                                 sv += v as u32;
@@ -389,8 +386,8 @@ pub fn paint(
         let scale = HeatScale::of_map(&map.data, region_threshold);
         // one colour per 1/255 of the scale: a table instead of the colour map per pixel
         let lut: Vec<[u8; 3]> = (0..256).map(|i| heat(i as f32 / 255.0)).collect();
-        canvas.blend_all(style.alpha, |x, y| {
-            lut[(scale.position(map.data[y * w + x]) * 255.0) as usize]
+        canvas.blend_all(style.alpha, &lut, |x, y| {
+            (scale.position(map.data[y * w + x]) * 255.0) as usize
         });
     }
     if map_ok && style.outlines {
@@ -470,7 +467,7 @@ mod tests {
     fn blend_all_mixes_in_integer_arithmetic() {
         let mut data = vec![100u8; 2 * 3];
         let mut c = Canvas::packed(&mut data, (2, 1), 6, 3, [0, 1, 2]).unwrap();
-        c.blend_all(0.5, |_, _| [200, 0, 100]);
+        c.blend_all(0.5, &[[200, 0, 100]], |_, _| 0);
         assert_eq!(data, vec![150, 50, 100, 150, 50, 100]);
     }
 
@@ -540,7 +537,7 @@ mod tests {
         assert_eq!(&uv[0..2], &[half(gu), half(gv)]);
         // the heatmap: each chroma sample the mean of its pixels' colours, luma per pixel
         let (y, uv) = nv12_and_i420(3, 2, |c| {
-            c.blend_all(1.0, |x, _| if x == 0 { [255, 0, 0] } else { [0, 0, 255] })
+            c.blend_all(1.0, &[[255, 0, 0], [0, 0, 255]], |x, _| usize::from(x > 0))
         });
         let [ry, ru, rv] = YuvColorimetry::BT709.yuv([255, 0, 0]);
         let [by, bu, bv] = YuvColorimetry::BT709.yuv([0, 0, 255]);
