@@ -18,18 +18,22 @@ pub struct Canvas<'a> {
 }
 
 enum Pixels<'a> {
-    Packed {
-        data: &'a mut [u8],
-        stride: usize,
-        bpp: usize,
-        rgb: [usize; 3],
-    },
-    Yuv420 {
-        y: &'a mut [u8],
-        y_stride: usize,
-        chroma: Chroma<'a>,
-        colorimetry: YuvColorimetry,
-    },
+    Packed(PackedPixels<'a>),
+    Yuv420(YuvPlanes<'a>),
+}
+
+struct PackedPixels<'a> {
+    data: &'a mut [u8],
+    stride: usize,
+    bpp: usize,
+    rgb: [usize; 3],
+}
+
+struct YuvPlanes<'a> {
+    y: &'a mut [u8],
+    y_stride: usize,
+    chroma: Chroma<'a>,
+    colorimetry: YuvColorimetry,
 }
 
 /// The half-resolution colour planes of a 4:2:0 frame.
@@ -58,13 +62,11 @@ impl Chroma<'_> {
     /// Mixes (u, v) into chroma sample (cx, cy) with weight `a` of 256.
     #[inline]
     fn mix(&mut self, cx: usize, cy: usize, [u, v]: [u8; 2], a: u32) {
-        let keep = 256 - a;
-        let mix = |p: &mut u8, c: u8| *p = ((*p as u32 * keep + c as u32 * a + 128) >> 8) as u8;
         match self {
             Chroma::Interleaved { uv, stride } => {
                 let i = cy * *stride + 2 * cx;
-                mix(&mut uv[i], u);
-                mix(&mut uv[i + 1], v);
+                mix(&mut uv[i], u, a);
+                mix(&mut uv[i + 1], v, a);
             }
             Chroma::Planar {
                 u: up,
@@ -72,8 +74,8 @@ impl Chroma<'_> {
                 v: vp,
                 v_stride,
             } => {
-                mix(&mut up[cy * *u_stride + cx], u);
-                mix(&mut vp[cy * *v_stride + cx], v);
+                mix(&mut up[cy * *u_stride + cx], u, a);
+                mix(&mut vp[cy * *v_stride + cx], v, a);
             }
         }
     }
@@ -98,6 +100,12 @@ impl Chroma<'_> {
     }
 }
 
+/// `p` mixed with `c` at weight `a` of 256, rounded.
+#[inline]
+fn mix(p: &mut u8, c: u8, a: u32) {
+    *p = ((*p as u32 * (256 - a) + c as u32 * a + 128) >> 8) as u8;
+}
+
 /// Weight of 256 for an opacity of 0..1.
 fn weight(alpha: f32) -> u32 {
     (alpha.clamp(0.0, 1.0) * 256.0).round() as u32
@@ -110,12 +118,12 @@ impl<'a> Canvas<'a> {
         Canvas {
             width,
             height,
-            pixels: Pixels::Packed {
+            pixels: Pixels::Packed(PackedPixels {
                 data: img.as_mut(),
                 stride: 3 * width,
                 bpp: 3,
                 rgb: [0, 1, 2],
-            },
+            }),
         }
     }
 
@@ -142,12 +150,12 @@ impl<'a> Canvas<'a> {
         Ok(Canvas {
             width,
             height,
-            pixels: Pixels::Packed {
+            pixels: Pixels::Packed(PackedPixels {
                 data,
                 stride,
                 bpp,
                 rgb,
-            },
+            }),
         })
     }
 
@@ -174,12 +182,12 @@ impl<'a> Canvas<'a> {
         Ok(Canvas {
             width,
             height,
-            pixels: Pixels::Yuv420 {
+            pixels: Pixels::Yuv420(YuvPlanes {
                 y,
                 y_stride,
                 chroma,
                 colorimetry,
-            },
+            }),
         })
     }
 
@@ -192,30 +200,18 @@ impl<'a> Canvas<'a> {
             return;
         }
         let a = weight(alpha);
-        let keep = 256 - a;
-        let mix = |p: &mut u8, c: u8| *p = ((*p as u32 * keep + c as u32 * a + 128) >> 8) as u8;
         match &mut self.pixels {
-            Pixels::Packed {
-                data,
-                stride,
-                bpp,
-                rgb,
-            } => {
-                let i = y * *stride + x * *bpp;
-                for (&offset, &c) in rgb.iter().zip(&colour) {
-                    mix(&mut data[i + offset], c);
+            Pixels::Packed(p) => {
+                let i = y * p.stride + x * p.bpp;
+                for (&offset, &c) in p.rgb.iter().zip(&colour) {
+                    mix(&mut p.data[i + offset], c, a);
                 }
             }
-            Pixels::Yuv420 {
-                y: luma,
-                y_stride,
-                chroma,
-                colorimetry,
-            } => {
-                let [yy, u, v] = colorimetry.yuv(colour);
-                mix(&mut luma[y * *y_stride + x], yy);
+            Pixels::Yuv420(f) => {
+                let [yy, u, v] = f.colorimetry.yuv(colour);
+                mix(&mut f.y[y * f.y_stride + x], yy, a);
                 if a == 256 || (x.is_multiple_of(2) && y.is_multiple_of(2)) {
-                    chroma.mix(x / 2, y / 2, [u, v], a);
+                    f.chroma.mix(x / 2, y / 2, [u, v], a);
                 }
             }
         }
@@ -232,48 +228,36 @@ impl<'a> Canvas<'a> {
         mut index_at: impl FnMut(usize, usize) -> usize,
     ) {
         let a = weight(alpha);
-        let keep = 256 - a;
-        let mix = |p: &mut u8, c: u32| *p = ((*p as u32 * keep + c * a + 128) >> 8) as u8;
         let (w, h) = (self.width, self.height);
         match &mut self.pixels {
-            Pixels::Packed {
-                data,
-                stride,
-                bpp,
-                rgb,
-            } => {
+            Pixels::Packed(p) => {
                 for y in 0..h {
-                    let row = &mut data[y * *stride..];
+                    let row = &mut p.data[y * p.stride..];
                     for x in 0..w {
                         let c = palette[index_at(x, y)];
-                        let px = &mut row[x * *bpp..];
-                        for (&offset, &v) in rgb.iter().zip(&c) {
-                            mix(&mut px[offset], v as u32);
+                        let px = &mut row[x * p.bpp..];
+                        for (&offset, &v) in p.rgb.iter().zip(&c) {
+                            mix(&mut px[offset], v, a);
                         }
                     }
                 }
             }
-            Pixels::Yuv420 {
-                y: luma,
-                y_stride,
-                chroma,
-                colorimetry,
-            } => {
-                let palette: Vec<[u8; 3]> = palette.iter().map(|&c| colorimetry.yuv(c)).collect();
+            Pixels::Yuv420(f) => {
+                let palette: Vec<[u8; 3]> = palette.iter().map(|&c| f.colorimetry.yuv(c)).collect();
                 for cy in 0..h.div_ceil(2) {
                     for cx in 0..w.div_ceil(2) {
                         let (mut su, mut sv, mut n) = (0u32, 0u32, 0u32);
                         for y in 2 * cy..(2 * cy + 2).min(h) {
                             for x in 2 * cx..(2 * cx + 2).min(w) {
                                 let [yy, u, v] = palette[index_at(x, y)];
-                                mix(&mut luma[y * *y_stride + x], yy as u32);
+                                mix(&mut f.y[y * f.y_stride + x], yy, a);
                                 su += u as u32;
                                 sv += v as u32;
                                 n += 1;
                             }
                         }
                         let mean = |s: u32| ((s + n / 2) / n) as u8;
-                        chroma.mix(cx, cy, [mean(su), mean(sv)], a);
+                        f.chroma.mix(cx, cy, [mean(su), mean(sv)], a);
                     }
                 }
             }
