@@ -5,7 +5,7 @@
 
 use crate::colormap::{HeatScale, heat};
 use crate::detector::AnomalyMap;
-use crate::resample::YuvColorimetry;
+use crate::resample::{YuvColorimetry, plane_holds};
 use ab_glyph::{Font, FontArc, PxScale, ScaleFont};
 use image::RgbImage;
 
@@ -80,22 +80,16 @@ impl Chroma<'_> {
         }
     }
 
-    /// The smallest plane sizes this layout needs for `cw` x `ch` samples, against the actual.
+    /// Whether the planes hold `cw` x `ch` samples.
     fn fits(&self, cw: usize, ch: usize) -> bool {
-        let need = |stride: usize, step: usize| stride * (ch - 1) + cw * step;
         match self {
-            Chroma::Interleaved { uv, stride } => *stride >= 2 * cw && uv.len() >= need(*stride, 2),
+            Chroma::Interleaved { uv, stride } => plane_holds(uv.len(), *stride, ch, 2 * cw),
             Chroma::Planar {
                 u,
                 u_stride,
                 v,
                 v_stride,
-            } => {
-                *u_stride >= cw
-                    && *v_stride >= cw
-                    && u.len() >= need(*u_stride, 1)
-                    && v.len() >= need(*v_stride, 1)
-            }
+            } => plane_holds(u.len(), *u_stride, ch, cw) && plane_holds(v.len(), *v_stride, ch, cw),
         }
     }
 }
@@ -136,11 +130,8 @@ impl<'a> Canvas<'a> {
         bpp: usize,
         rgb: [usize; 3],
     ) -> Result<Self, String> {
-        let fits = width > 0
-            && height > 0
-            && rgb.iter().all(|&o| o < bpp)
-            && stride >= width * bpp
-            && data.len() >= stride * (height - 1) + width * bpp;
+        let fits =
+            rgb.iter().all(|&o| o < bpp) && plane_holds(data.len(), stride, height, width * bpp);
         if !fits {
             return Err(format!(
                 "packed frame {width}x{height}: {} bytes, stride {stride}, {bpp} bytes per pixel do not fit",
@@ -168,10 +159,7 @@ impl<'a> Canvas<'a> {
         (width, height): (usize, usize),
         colorimetry: YuvColorimetry,
     ) -> Result<Self, String> {
-        let fits = width > 0
-            && height > 0
-            && y_stride >= width
-            && y.len() >= y_stride * (height - 1) + width
+        let fits = plane_holds(y.len(), y_stride, height, width)
             && chroma.fits(width.div_ceil(2), height.div_ceil(2));
         if !fits {
             return Err(format!(

@@ -38,11 +38,7 @@ impl PackedFrame<'_> {
                 self.rgb_offsets
             )));
         }
-        if self.width == 0
-            || self.height == 0
-            || self.stride < self.width * bpp
-            || self.data.len() < self.stride * (self.height - 1) + self.width * bpp
-        {
+        if !plane_holds(self.data.len(), self.stride, self.height, self.width * bpp) {
             return Err(Error::Input(format!(
                 "packed frame: {} bytes do not hold {}x{} pixels of {bpp} bytes with stride {}",
                 self.data.len(),
@@ -53,6 +49,12 @@ impl PackedFrame<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether a plane of `len` bytes holds `rows` rows of `row_bytes` bytes, `stride` bytes apart
+/// (the last row needs only its own bytes); an empty plane holds nothing.
+pub(crate) fn plane_holds(len: usize, stride: usize, rows: usize, row_bytes: usize) -> bool {
+    rows > 0 && row_bytes > 0 && stride >= row_bytes && len >= stride * (rows - 1) + row_bytes
 }
 
 /// How a YUV frame's values map to RGB: the matrix's luma weights of red and blue, and whether
@@ -147,19 +149,16 @@ pub struct Yuv420Frame<'a> {
 
 impl Yuv420Frame<'_> {
     fn validate(&self) -> Result<()> {
-        let empty = self.width == 0 || self.height == 0;
         let (cw, ch) = (
             self.width.div_ceil(2).max(1),
             self.height.div_ceil(2).max(1),
         );
-        let chroma = self.uv_stride * (ch - 1) + (cw - 1) * self.uv_step + 1;
-        if empty
-            || !matches!(self.uv_step, 1 | 2)
-            || self.y_stride < self.width
-            || self.y.len() < self.y_stride * (self.height - 1) + self.width
-            || self.uv_stride < (cw - 1) * self.uv_step + 1
-            || self.u.len() < chroma
-            || self.v.len() < chroma
+        // a chroma row spans from its first sample to its last, `uv_step` bytes apart
+        let chroma_row = (cw - 1) * self.uv_step + 1;
+        if !matches!(self.uv_step, 1 | 2)
+            || !plane_holds(self.y.len(), self.y_stride, self.height, self.width)
+            || !plane_holds(self.u.len(), self.uv_stride, ch, chroma_row)
+            || !plane_holds(self.v.len(), self.uv_stride, ch, chroma_row)
         {
             return Err(Error::Input(format!(
                 "4:2:0 frame {}x{}: planes of {}, {} and {} bytes do not match strides {} and {}",

@@ -317,7 +317,11 @@ fn canvas_of<'a>(
 ) -> Result<Canvas<'a>, String> {
     let dims = (frame.width() as usize, frame.height() as usize);
     let format = frame.format();
-    let strides: Vec<usize> = frame.plane_stride().iter().map(|&s| s as usize).collect();
+    // copied out (no allocation on this per-frame path): the planes borrow the frame below
+    let mut strides = [0usize; 4];
+    for (d, &s) in strides.iter_mut().zip(frame.plane_stride()) {
+        *d = s as usize;
+    }
     let colorimetry = yuv_colorimetry(frame.info());
     let [p0, p1, p2, _] = frame.planes_data_mut();
     match format {
