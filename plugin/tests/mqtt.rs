@@ -14,8 +14,37 @@ struct Broker(Child);
 
 impl Broker {
     fn start(port: u16) -> Broker {
-        let child = Command::new("mosquitto")
-            .args(["-p", &port.to_string()])
+        Self::spawn(
+            port,
+            Command::new("mosquitto").args(["-p", &port.to_string()]),
+        )
+    }
+
+    /// A broker that admits only `user` with `password` (a password file made by Debian's
+    /// `mosquitto_passwd`, in `dir`).
+    fn with_login(port: u16, dir: &std::path::Path, user: &str, password: &str) -> Broker {
+        let passwords = dir.join("passwords");
+        let made = Command::new("mosquitto_passwd")
+            .args(["-b", "-c"])
+            .arg(&passwords)
+            .args([user, password])
+            .status()
+            .expect("mosquitto_passwd (Debian package mosquitto)");
+        assert!(made.success());
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n",
+                passwords.display()
+            ),
+        )
+        .unwrap();
+        Self::spawn(port, Command::new("mosquitto").arg("-c").arg(&conf))
+    }
+
+    fn spawn(port: u16, command: &mut Command) -> Broker {
+        let child = command
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -50,8 +79,22 @@ fn free_port() -> u16 {
 
 /// Subscribes to `topic` and collects every message's JSON; returns once subscribed.
 fn subscribe(port: u16, topic: &str, id: &str) -> Arc<Mutex<Vec<serde_json::Value>>> {
+    subscribe_as(port, topic, id, None)
+}
+
+/// [`subscribe`] with a login.
+fn subscribe_as(
+    port: u16,
+    topic: &str,
+    id: &str,
+    login: Option<(&str, &str)>,
+) -> Arc<Mutex<Vec<serde_json::Value>>> {
     let got = Arc::new(Mutex::new(Vec::new()));
-    let (client, mut connection) = Client::new(MqttOptions::new(id, "127.0.0.1", port), 64);
+    let mut options = MqttOptions::new(id, "127.0.0.1", port);
+    if let Some((user, password)) = login {
+        options.set_credentials(user, password);
+    }
+    let (client, mut connection) = Client::new(options, 64);
     client.subscribe(topic, QoS::AtLeastOnce).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let sink = got.clone();
@@ -244,11 +287,68 @@ fn a_broker_that_never_answers_does_not_hold_the_stream() {
     assert!(dropped >= 30 - 3 - 8 - 1, "dropped {dropped} of 30");
 }
 
+/// A broker that asks for a login: the right one in the URL publishes; a wrong one leaves the
+/// stream running and says why on the bus, without showing the password.
+#[test]
+fn brokers_with_a_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = Broker::with_login(port, dir.path(), "line1", "p@ss word");
+    let got = subscribe_as(
+        port,
+        "clsflow/login",
+        "test-sub-login",
+        Some(("line1", "p@ss word")),
+    );
+    // live at 20 frames/s: the broker's answer comes while the stream plays
+    let launch = |password: &str| {
+        pipeline(&format!(
+            "videotestsrc is-live=true num-buffers=10 \
+             ! video/x-raw,width=64,height=48,framerate=20/1 \
+             ! anomalydetect name=cam0 model={} \
+               results-location=mqtt://line1:{password}@127.0.0.1:{port}/clsflow/login \
+             ! fakesink",
+            common::model().display()
+        ))
+    };
+    play(&launch("p%40ss%20word"), Duration::from_secs(60)).unwrap();
+    assert_eq!(wait_for(&got, 10), 10, "one message per frame");
+
+    let p = launch("wrong-secret");
+    let warnings = Arc::new(Mutex::new(Vec::new()));
+    let w = warnings.clone();
+    p.bus().unwrap().set_sync_handler(move |_, m| {
+        if let gst::MessageView::Warning(e) = m.view() {
+            w.lock().unwrap().push(e.error().to_string());
+        }
+        gst::BusSyncReply::Pass
+    });
+    let t0 = Instant::now();
+    play(&p, Duration::from_secs(60)).unwrap();
+    while warnings.lock().unwrap().is_empty() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let warnings = warnings.lock().unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("user name and password")),
+        "{warnings:?}"
+    );
+    assert!(!warnings.iter().any(|w| w.contains("wrong-secret")));
+    assert_eq!(
+        got.lock().unwrap().len(),
+        10,
+        "nothing from the refused login"
+    );
+}
+
 #[test]
 fn bad_urls_are_element_errors_at_start() {
     for (url, needle) in [
         ("mqtts://127.0.0.1:8883/t", "TLS"),
         ("mqtt://127.0.0.1:1883", "topic"),
+        ("mqtt://nobody@127.0.0.1:1883/t", "CLSFLOW_MQTT_PASSWORD"),
     ] {
         let p = pipeline(&format!(
             "videotestsrc num-buffers=2 ! anomalydetect model={} results-location={url} ! fakesink",

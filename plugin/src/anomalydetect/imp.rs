@@ -209,7 +209,7 @@ impl ObjectImpl for AnomalyDetect {
                     .build(),
                 glib::ParamSpecString::builder("results-location")
                     .nick("Results location")
-                    .blurb("Where one JSON record per processed frame goes (the README's schema): a file (appended, flushed per line) or mqtt://host:port/topic (QoS 1, client id clsflow-ELEMENT-PID, reconnecting while the broker is away); unset: none")
+                    .blurb("Where one JSON record per processed frame goes (the README's schema): a file (appended, flushed per line) or mqtt://[user[:password]@]host:port/topic (QoS 1, client id clsflow-ELEMENT-PID, reconnecting while the broker is away; with user@ alone the password is read from CLSFLOW_MQTT_PASSWORD); unset: none")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("results-queue-size")
@@ -498,9 +498,11 @@ impl BaseTransformImpl for AnomalyDetect {
                     queue_size: settings.results_queue_size as usize,
                 };
                 let element = self.obj().downgrade();
+                // broker outages and refused logins, once each, as bus warnings: the stream
+                // goes on, and the person watching the pipeline learns why nothing arrives
                 let warn = move |message: String| {
                     if let Some(e) = element.upgrade() {
-                        gst::warning!(CAT, obj = e, "{}", message);
+                        gst::element_warning!(e, gst::ResourceError::Write, ("{}", message));
                     }
                 };
                 Some(

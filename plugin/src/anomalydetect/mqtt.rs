@@ -6,13 +6,17 @@
 //! reconnecting with a backoff from 0.5 s to 10 s while the broker is away. When the queue is
 //! full (the broker away for long), the oldest messages are dropped and counted.
 
-use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use rumqttc::{Client, ConnectReturnCode, ConnectionError, Event, MqttOptions, Packet, QoS};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-/// Where to publish: broker host, port and topic, from `mqtt://host[:port]/topic`.
+/// Where the password comes from when the URL names only the user (`mqtt://user@host/topic`),
+/// so that it stays out of pipeline descriptions, process lists and logs.
+pub const PASSWORD_ENV: &str = "CLSFLOW_MQTT_PASSWORD";
+
+/// Where to publish: broker host, port and topic, from `mqtt://[user[:password]@]host[:port]/topic`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MqttTarget {
     /// Broker host name or address.
@@ -21,44 +25,153 @@ pub struct MqttTarget {
     pub port: u16,
     /// Topic the messages go to (the URL's path without its leading slash).
     pub topic: String,
+    /// User name and password for brokers that ask for them.
+    pub credentials: Option<Credentials>,
+}
+
+/// A broker login; its Debug form hides the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// User name.
+    pub user: String,
+    /// Password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Credentials {{ user: {:?}, password: \"***\" }}",
+            self.user
+        )
+    }
 }
 
 impl MqttTarget {
-    /// Parses `mqtt://host[:port]/topic`; `mqtts://` is refused (this build has no TLS).
+    /// Parses `mqtt://[user[:password]@]host[:port]/topic` (user and password percent-encoded;
+    /// with a user and no password, the password is read from [`PASSWORD_ENV`]); `mqtts://`
+    /// is refused (this build has no TLS). Errors show the URL with its password hidden.
     pub fn parse(url: &str) -> Result<Self, String> {
+        Self::parse_with(url, std::env::var(PASSWORD_ENV).ok())
+    }
+
+    /// [`Self::parse`] with the environment's password given.
+    pub fn parse_with(url: &str, env_password: Option<String>) -> Result<Self, String> {
+        let shown = redacted(url);
         if url.starts_with("mqtts://") {
             return Err(format!(
-                "{url}: mqtts (MQTT over TLS) is not built into this plugin; publish with mqtt:// \
-                 to a broker on a trusted network (for example a local one that bridges over TLS)"
+                "{shown}: mqtts (MQTT over TLS) is not built into this plugin; publish with \
+                 mqtt:// to a broker on a trusted network (for example a local one that bridges \
+                 over TLS)"
             ));
         }
         let rest = url
             .strip_prefix("mqtt://")
-            .ok_or_else(|| format!("{url}: not an mqtt:// URL"))?;
+            .ok_or_else(|| format!("{shown}: not an mqtt:// URL"))?;
         let (authority, topic) = rest
             .split_once('/')
-            .ok_or_else(|| format!("{url}: no topic (expected mqtt://host:port/topic)"))?;
+            .ok_or_else(|| format!("{shown}: no topic (expected mqtt://host:port/topic)"))?;
         if topic.is_empty() || topic.contains(['+', '#']) {
             return Err(format!(
-                "{url}: the topic must be non-empty and without wildcards (+, #)"
+                "{shown}: the topic must be non-empty and without wildcards (+, #)"
             ));
         }
+        let (login, authority) = match authority.rsplit_once('@') {
+            Some((login, a)) => (Some(login), a),
+            None => (None, authority),
+        };
+        let credentials = login
+            .map(|login| {
+                let (user, password) = match login.split_once(':') {
+                    Some((u, p)) => (u, Some(percent_decoded(p, &shown)?)),
+                    None => (login, None),
+                };
+                let user = percent_decoded(user, &shown)?;
+                if user.is_empty() {
+                    return Err(format!("{shown}: empty user name before '@'"));
+                }
+                let password = password.or(env_password).ok_or_else(|| {
+                    format!(
+                        "{shown}: no password for user {user:?}: give it in the URL \
+                         (user:password@) or in the environment variable {PASSWORD_ENV}"
+                    )
+                })?;
+                Ok(Credentials { user, password })
+            })
+            .transpose()?;
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) => (
                 h,
                 p.parse::<u16>()
-                    .map_err(|_| format!("{url}: {p:?} is not a port number"))?,
+                    .map_err(|_| format!("{shown}: {p:?} is not a port number"))?,
             ),
             None => (authority, 1883),
         };
         if host.is_empty() {
-            return Err(format!("{url}: no broker host"));
+            return Err(format!("{shown}: no broker host"));
         }
         Ok(MqttTarget {
             host: host.to_string(),
             port,
             topic: topic.to_string(),
+            credentials,
         })
+    }
+}
+
+/// `url` with the password of its `user:password@` part replaced by `***`, for messages.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((login, host)) => match login.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// `%XX` escapes decoded (a user name or password may hold `:`, `@` or `/` that way).
+fn percent_decoded(s: &str, shown: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| {
+                    format!("{shown}: a '%' in the login is not followed by two hex digits")
+                })?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("{shown}: the login is not UTF-8 once decoded"))
+}
+
+/// What a connection failure means to the person who set up the pipeline.
+fn failure_text(e: &ConnectionError) -> String {
+    match e {
+        ConnectionError::ConnectionRefused(
+            code @ (ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized),
+        ) => format!(
+            "MQTT broker refused the login ({code:?}): check the user name and password in \
+             results-location or {PASSWORD_ENV}; retrying"
+        ),
+        ConnectionError::ConnectionRefused(code) => {
+            format!("MQTT broker refused the connection ({code:?}); retrying")
+        }
+        e => format!("MQTT broker unreachable ({e}); reconnecting"),
     }
 }
 
@@ -87,6 +200,9 @@ impl MqttResults {
         let mut options = MqttOptions::new(&client_id, &target.host, target.port);
         options.set_keep_alive(Duration::from_secs(10));
         options.set_max_packet_size(16 << 20, 16 << 20);
+        if let Some(c) = &target.credentials {
+            options.set_credentials(&c.user, &c.password);
+        }
         // a small client buffer: while the broker is away, results-queue-size governs what is kept
         let (client, mut connection) = Client::new(options, 8);
         let stopping = Arc::new(AtomicBool::new(false));
@@ -109,7 +225,7 @@ impl MqttResults {
                                 break;
                             }
                             if !down {
-                                warn(format!("MQTT broker unreachable ({e}); reconnecting"));
+                                warn(failure_text(&e));
                                 down = true;
                             }
                             std::thread::sleep(backoff);
@@ -213,7 +329,8 @@ mod tests {
             MqttTarget {
                 host: "broker.local".into(),
                 port: 1884,
-                topic: "line1/cam0".into()
+                topic: "line1/cam0".into(),
+                credentials: None,
             }
         );
         assert_eq!(MqttTarget::parse("mqtt://10.0.0.2/t").unwrap().port, 1883);
@@ -232,5 +349,43 @@ mod tests {
                 .unwrap_err()
                 .contains("TLS")
         );
+    }
+
+    #[test]
+    fn logins_from_the_url_or_the_environment_and_never_shown() {
+        let login = |user: &str, password: &str| {
+            Some(Credentials {
+                user: user.into(),
+                password: password.into(),
+            })
+        };
+        let t = MqttTarget::parse_with("mqtt://line1:s3cret@broker:1884/t", None).unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("broker", 1884));
+        assert_eq!(t.credentials, login("line1", "s3cret"));
+        // escapes, and an '@' or ':' inside the password
+        let t = MqttTarget::parse_with("mqtt://cam%2F1:p%40ss%3Aword@10.0.0.2/t", None).unwrap();
+        assert_eq!(t.credentials, login("cam/1", "p@ss:word"));
+        // the user alone: the password from the environment, which a URL password overrides
+        let env = Some("from-env".to_string());
+        let t = MqttTarget::parse_with("mqtt://line1@broker/t", env.clone()).unwrap();
+        assert_eq!(t.credentials, login("line1", "from-env"));
+        let t = MqttTarget::parse_with("mqtt://line1:url@broker/t", env).unwrap();
+        assert_eq!(t.credentials, login("line1", "url"));
+        let e = MqttTarget::parse_with("mqtt://line1@broker/t", None).unwrap_err();
+        assert!(e.contains(PASSWORD_ENV) && e.contains("line1"), "{e}");
+        // the password never appears in errors or Debug output
+        for bad in [
+            "mqtt://u:s3cret@broker:notaport/t",
+            "mqtt://u:s3cret@broker",
+            "mqtt://u:s3cret%zz@broker/t",
+            "mqtt://:s3cret@broker/t",
+        ] {
+            let e = MqttTarget::parse_with(bad, None).unwrap_err();
+            assert!(!e.contains("s3cret") && e.contains(":***@"), "{e}");
+        }
+        let t = MqttTarget::parse_with("mqtt://u:s3cret@b/t", None).unwrap();
+        assert!(!format!("{t:?}").contains("s3cret"));
+        assert_eq!(redacted("mqtt://u:s3cret@b:1/t/x"), "mqtt://u:***@b:1/t/x");
+        assert_eq!(redacted("mqtt://b:1/t"), "mqtt://b:1/t");
     }
 }
