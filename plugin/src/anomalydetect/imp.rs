@@ -1,5 +1,6 @@
 //! Implementation of `anomalydetect`: caps -> tensor -> detector -> maps -> metadata.
 
+use super::mqtt::redacted;
 use super::results::{ResultsSink, SinkOptions};
 use super::shared::{self, Overrides, SharedModel};
 use crate::frame::{DETECT_FORMATS, frame_input};
@@ -266,7 +267,13 @@ impl ObjectImpl for AnomalyDetect {
             "threads" => s.threads = value.get().expect("type checked"),
             other => unreachable!("unknown property {other}"),
         }
-        gst::debug!(CAT, imp = self, "set {} to {:?}", pspec.name(), value);
+        match (pspec.name(), &s.results_location) {
+            // a broker URL may hold a password: logged without it
+            ("results-location", Some(l)) => {
+                gst::debug!(CAT, imp = self, "set results-location to {}", redacted(l))
+            }
+            _ => gst::debug!(CAT, imp = self, "set {} to {:?}", pspec.name(), value),
+        }
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
