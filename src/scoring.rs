@@ -66,10 +66,6 @@ pub struct Scoring {
     /// Fraction q of a map's pixels whose largest values are averaged into the image score;
     /// 0: the maximum (the paper's).
     pub score_top_fraction: f64,
-    /// Side (odd, in map pixels) of the window over which the map is averaged before the image
-    /// score takes its maximum or top fraction: the score then rises with a defect's extent,
-    /// not one pixel's value; 0 or 1: no pooling (the paper's).
-    pub score_pool: u32,
     /// Image score above which a frame is reported anomalous.
     pub threshold: f64,
     /// Fused-map value above which pixels belong to a defect region.
@@ -101,6 +97,7 @@ struct StoredScoring {
     score_weight: Option<f64>,
     #[serde(default)]
     score_top_fraction: f64,
+    /// The removed pooled image score's window: 0 or 1 (none) is read, others refused.
     #[serde(default)]
     score_pool: u32,
     threshold: f64,
@@ -113,6 +110,12 @@ impl TryFrom<StoredScoring> for Scoring {
     type Error = String;
 
     fn try_from(s: StoredScoring) -> Result<Self, String> {
+        if s.score_pool > 1 {
+            return Err(crate::model::removed_option(
+                "score_pool",
+                &s.score_pool.to_string(),
+            ));
+        }
         if let Some(a) = s.tap_aggregation.filter(|a| a != "sum") {
             return Err(crate::model::removed_option(
                 "tap_aggregation",
@@ -126,7 +129,6 @@ impl TryFrom<StoredScoring> for Scoring {
             fusion_weight: s.fusion_weight,
             score_weight: s.score_weight.unwrap_or(s.fusion_weight),
             score_top_fraction: s.score_top_fraction,
-            score_pool: s.score_pool,
             threshold: s.threshold,
             region_threshold,
             score_spread: s
@@ -168,7 +170,6 @@ impl Scoring {
             fusion_weight,
             score_weight: fusion_weight,
             score_top_fraction: 0.0,
-            score_pool: 0,
             threshold,
             region_threshold: threshold,
             score_spread: assumed_spread(threshold),
@@ -208,7 +209,6 @@ impl Scoring {
                 || self.tap_offsets.iter().all(|o| !o.is_empty()));
         offsets_ok
             && (0.0..1.0).contains(&self.score_top_fraction)
-            && (self.score_pool <= 1 || self.score_pool % 2 == 1)
             && self.score_spread > 0.0
             && self.region_spread > 0.0
             && [
@@ -404,46 +404,6 @@ pub fn image_scores(map: &Tensor, q: f64) -> Tensor {
     }
 }
 
-/// [`image_scores`] of maps (N, 1, H, W) first averaged over `pool` x `pool` windows at
-/// stride 1 (windows cut by the border average what they hold); `pool` 0 or 1: no pooling.
-pub fn pooled_image_scores(maps: &Tensor, q: f64, pool: u32) -> Tensor {
-    if pool <= 1 {
-        return image_scores(maps, q);
-    }
-    let k = i64::from(pool);
-    let pooled = maps.avg_pool2d([k, k], [1, 1], [k / 2, k / 2], false, false, None);
-    image_scores(&pooled, q)
-}
-
-/// [`pooled_image_scores`] of one `width`-wide map held as values on the host (a summed-area
-/// table: the same windows, border windows averaging what they hold).
-pub fn pooled_image_score(values: &[f32], width: usize, q: f64, pool: u32) -> f32 {
-    if pool <= 1 || values.is_empty() {
-        return image_score(values, q);
-    }
-    let (w, h, r) = (width, values.len() / width, (pool / 2) as usize);
-    // sums over [0, y) x [0, x), one row and column of zeros in front
-    let mut sat = vec![0f64; (w + 1) * (h + 1)];
-    for y in 0..h {
-        let mut row = 0f64;
-        for x in 0..w {
-            row += f64::from(values[y * w + x]);
-            sat[(y + 1) * (w + 1) + x + 1] = sat[y * (w + 1) + x + 1] + row;
-        }
-    }
-    let pooled: Vec<f32> = (0..h)
-        .flat_map(|y| (0..w).map(move |x| (x, y)))
-        .map(|(x, y)| {
-            let (x0, x1) = (x.saturating_sub(r), (x + r + 1).min(w));
-            let (y0, y1) = (y.saturating_sub(r), (y + r + 1).min(h));
-            let sum = sat[y1 * (w + 1) + x1] - sat[y0 * (w + 1) + x1] - sat[y1 * (w + 1) + x0]
-                + sat[y0 * (w + 1) + x0];
-            (sum / ((x1 - x0) * (y1 - y0)) as f64) as f32
-        })
-        .collect();
-    image_score(&pooled, q)
-}
-
 /// [`image_scores`] of one map held as values on the host.
 pub fn image_score(values: &[f32], q: f64) -> f32 {
     let k = top_count(values.len(), q);
@@ -504,11 +464,11 @@ pub fn maps_from_heads(
 pub fn combine(maps: BranchMaps, scoring: &Scoring) -> BatchMaps {
     let BranchMaps { flow, cls } = maps;
     let fused = fuse(&flow, &cls, scoring.fusion_weight);
-    let (q, k) = (scoring.score_top_fraction, scoring.score_pool);
+    let q = scoring.score_top_fraction;
     let scores = if scoring.score_weight == scoring.fusion_weight {
-        pooled_image_scores(&fused, q, k)
+        image_scores(&fused, q)
     } else {
-        pooled_image_scores(&fuse(&flow, &cls, scoring.score_weight), q, k)
+        image_scores(&fuse(&flow, &cls, scoring.score_weight), q)
     };
     BatchMaps {
         scores,
@@ -521,25 +481,6 @@ pub fn combine(maps: BranchMaps, scoring: &Scoring) -> BatchMaps {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pooled_scores_on_the_host_equal_libtorch_s() {
-        let (w, h) = (23usize, 17usize);
-        let v: Vec<f32> = (0..w * h).map(|i| ((i * 37) % 101) as f32 / 10.0).collect();
-        let t = Tensor::from_slice(&v).view([1, 1, h as i64, w as i64]);
-        for (q, k) in [(0.0, 0), (0.0, 3), (0.0, 9), (0.01, 5), (0.1, 7)] {
-            let a = pooled_image_score(&v, w, q, k);
-            let b = pooled_image_scores(&t, q, k).double_value(&[0]) as f32;
-            assert!((a - b).abs() < 1e-4, "q {q} pool {k}: {a} vs {b}");
-        }
-        // pooling averages a single-pixel spike away, not a wide raised area
-        let mut spike = vec![0f32; 100];
-        spike[55] = 9.0;
-        let mut area = vec![0f32; 100];
-        area.iter_mut().take(50).for_each(|x| *x = 1.0);
-        assert!(pooled_image_score(&spike, 10, 0.0, 5) < pooled_image_score(&area, 10, 0.0, 5));
-        assert!(image_score(&spike, 0.0) > image_score(&area, 0.0));
-    }
 
     #[test]
     fn normalized_scores_are_half_at_the_threshold_and_increase() {

@@ -23,7 +23,6 @@ fn saved_model(dir: &Path) -> (PathBuf, Detector) {
         fusion_weight: 0.5,
         score_weight: 0.25,
         score_top_fraction: 0.01,
-        score_pool: 5,
         threshold: 2.5,
         region_threshold: 3.5,
         score_spread: 0.75,
@@ -143,6 +142,7 @@ fn removed_options_load_when_neutral_and_are_named_otherwise() {
             m["config"]["flow"]["input_pool"] = serde_json::json!(1);
             m["config"]["flow"]["blocks_per_tap"] = serde_json::json!([3, 3, 3]);
             m["scoring"]["tap_aggregation"] = serde_json::json!("sum");
+            m["scoring"]["score_pool"] = serde_json::json!(0);
             m["scoring"]["tap_stats"] = serde_json::json!([{"mean": 0, "std": 1}, {"mean": 0, "std": 1}, {"mean": 0, "std": 1}]);
         },
     );
@@ -162,6 +162,7 @@ fn removed_options_load_when_neutral_and_are_named_otherwise() {
             serde_json::json!("mean"),
             "tap_aggregation = \"mean\"",
         ),
+        ("score_pool", serde_json::json!(9), "score_pool = 9"),
     ] {
         let bad = dir.path().join(format!("{key}.clsflow"));
         rewrite(
@@ -171,7 +172,7 @@ fn removed_options_load_when_neutral_and_are_named_otherwise() {
             |m| {
                 if key == "input_padding" {
                     m["config"][key] = value.clone();
-                } else if key == "tap_aggregation" {
+                } else if key == "tap_aggregation" || key == "score_pool" {
                     m["scoring"][key] = value.clone();
                 } else {
                     m["config"]["flow"][key] = value.clone();

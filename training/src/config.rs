@@ -158,10 +158,17 @@ pub struct CalibrationConfig {
     /// and runs load: `auto` and `sum` are accepted, the others refused by name.
     #[serde(skip_serializing)]
     pub tap_aggregation: Option<String>,
+    /// Removed (pooled image scores); read so that older runs load: only `[]` is accepted.
+    #[serde(skip_serializing)]
+    pub score_pools: Option<Vec<u32>>,
     /// Removed (the cut-and-paste guard); read so that older runs load: only `false` is
     /// accepted.
     #[serde(skip_serializing)]
     pub cut_paste_guard: Option<bool>,
+    /// Removed (image-level choices judged on faint defects too); read so that runs of the
+    /// version that had it load: only `0` is accepted.
+    #[serde(skip_serializing)]
+    pub faint_contrast: Option<f64>,
     /// What each position's log p / C is compared with: `auto` chooses between the paper's
     /// `global` reference and the `position` one (each position centred on the training
     /// images' mean there) on the flow branch's synthetic validation objective, the latter only
@@ -173,15 +180,6 @@ pub struct CalibrationConfig {
     /// above `fusion_tolerance` in validation image AUROC (docs/experiments.md); with
     /// fixed weights the first is used.
     pub score_top_fractions: Vec<f64>,
-    /// Further candidate image scores: the maximum of the map averaged over windows of these
-    /// sides (odd, map pixels), which rises with a defect's extent rather than one pixel's value;
-    /// taken, like a top fraction, only for a clear gain over the maximum.
-    pub score_pools: Vec<u32>,
-    /// Also fades every synthetic validation defect to this fraction of its change (0: not
-    /// made) and judges the image score's reduction and weight on the mean of the two
-    /// families' image AUROC: the usual defects' one sits at 0.99-1.0 and cannot tell image
-    /// scores apart (docs/experiments.md).
-    pub faint_contrast: f64,
 }
 
 /// The `tap_reference` setting.
@@ -220,11 +218,11 @@ impl Default for CalibrationConfig {
             threshold_sigmas: 3.0,
             holdout_textures: 0.0,
             tap_aggregation: None,
+            score_pools: None,
             cut_paste_guard: None,
+            faint_contrast: None,
             tap_reference: ReferenceChoice::Auto,
             score_top_fractions: vec![0.0],
-            score_pools: Vec::new(),
-            faint_contrast: 0.0,
         }
     }
 }
@@ -369,19 +367,6 @@ impl TrainConfig {
         {
             bail!("calibration.score_top_fractions: {q} is not a fraction in [0, 1)");
         }
-        if let Some(k) = c
-            .score_pools
-            .iter()
-            .find(|&&k| k < 3 || k % 2 == 0 || k > 255)
-        {
-            bail!("calibration.score_pools: {k} is not an odd window side from 3 to 255");
-        }
-        if !(0.0..1.0).contains(&c.faint_contrast) {
-            bail!(
-                "calibration.faint_contrast: {} is not a fraction in [0, 1) (0: no faint family)",
-                c.faint_contrast
-            );
-        }
         if c.fusion_weight.is_none() && c.fusion_weights.is_empty() {
             bail!("calibration: give fusion_weights to choose from, or a fixed fusion_weight");
         }
@@ -407,8 +392,21 @@ impl TrainConfig {
                     .map(|a| format!("\"{a}\"")),
             ),
             (
+                "score_pools",
+                c.score_pools
+                    .as_ref()
+                    .filter(|p| !p.is_empty())
+                    .map(|p| format!("{p:?}")),
+            ),
+            (
                 "cut_paste_guard",
                 c.cut_paste_guard.filter(|&g| g).map(|g| g.to_string()),
+            ),
+            (
+                "faint_contrast",
+                c.faint_contrast
+                    .filter(|&f| f != 0.0)
+                    .map(|f| f.to_string()),
             ),
         ];
         if let Some((key, value)) = removed.into_iter().find_map(|(k, v)| Some((k, v?))) {

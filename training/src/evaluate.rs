@@ -6,7 +6,7 @@ use crate::data::{Dataset, OnBadImage, progress, read_mask, read_rgb, resize_for
 use anyhow::{Result, bail};
 use clsflow::metrics::{self, Curve, MaskedMap};
 use clsflow::preprocess::rgb_to_tensor;
-use clsflow::scoring::{pooled_image_scores, resize_maps};
+use clsflow::scoring::{image_scores, resize_maps};
 use clsflow::{Detector, InputResize, Scoring};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -279,14 +279,14 @@ fn scored_items(
     metas: Vec<(PathBuf, String, Option<Vec<bool>>)>,
     size: i64,
 ) -> Result<Vec<ScoredItem>> {
-    let (q, pool) = (det.scoring().score_top_fraction, det.scoring().score_pool);
+    let q = det.scoring().score_top_fraction;
     let maps = det.detect_batch(batch)?;
     let all =
         [&maps.fused, &maps.flow, &maps.cls].map(|t| t.to_device(Device::Cpu).to_kind(Kind::Float));
     let scores = [
         maps.scores.to_device(Device::Cpu).to_kind(Kind::Float),
-        pooled_image_scores(&all[1], q, pool),
-        pooled_image_scores(&all[2], q, pool),
+        image_scores(&all[1], q),
+        image_scores(&all[2], q),
     ]
     .map(|t| Vec::<f32>::try_from(t).expect("scores"));
     let on_grid = all.map(|t| {

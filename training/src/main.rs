@@ -277,12 +277,8 @@ fn run(cli: Cli) -> Result<()> {
                 r.calibration.scoring.tap_reference().name(),
                 r.calibration.scoring.fusion_weight,
                 r.calibration.scoring.score_weight,
-                match (
-                    r.calibration.scoring.score_top_fraction,
-                    r.calibration.scoring.score_pool
-                ) {
-                    (_, k) if k > 1 => format!("max of the map averaged over {k}x{k} pixels"),
-                    (q, _) if q > 0.0 => format!("mean of the top {} %", 100.0 * q),
+                match r.calibration.scoring.score_top_fraction {
+                    q if q > 0.0 => format!("mean of the top {} %", 100.0 * q),
                     _ => "max".to_string(),
                 },
                 r.calibration.scoring.threshold,
@@ -315,7 +311,6 @@ fn run(cli: Cli) -> Result<()> {
                 "fusion_weight": det.scoring().fusion_weight,
                 "score_weight": det.scoring().score_weight,
                 "score_top_fraction": det.scoring().score_top_fraction,
-                "score_pool": det.scoring().score_pool,
                 "region_threshold": det.scoring().region_threshold,
                 "training": det.manifest().training.as_ref().map(|t| serde_json::json!({"seconds": t["seconds"], "config": t["config"]})),
                 "eval_seconds": t0.elapsed().as_secs_f64(),

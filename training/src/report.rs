@@ -62,9 +62,7 @@ pub fn markdown(title: &str, eval: &Evaluation, extra: &serde_json::Value) -> St
             Some("position") => ", each position first centred on the training images' mean there",
             _ => "",
         };
-        let pool = extra["score_pool"].as_u64().unwrap_or(0);
         let reduce = match extra["score_top_fraction"].as_f64() {
-            _ if pool > 1 => format!("max over {pool}x{pool}-pixel averages of"),
             Some(q) if q > 0.0 => format!("mean of the largest {} % of", 100.0 * q),
             _ => "max of".into(),
         };

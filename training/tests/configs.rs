@@ -121,11 +121,6 @@ fn weights_are_chosen_unless_fixed_and_must_be_usable() {
     assert!(err.contains("score_weight = -2"), "{err}");
     let err = load_edited_default("fusion_weights = [0.05,", "fusion_weights = [nan,");
     assert!(err.contains("fusion_weights: NaN"), "{err}");
-    let image_level = "score_top_fractions = [0.0, 0.001, 0.01]";
-    let err = load_edited_default(image_level, &format!("{image_level}\nfaint_contrast = 1.5"));
-    assert!(err.contains("faint_contrast: 1.5"), "{err}");
-    let err = load_edited_default(image_level, &format!("{image_level}\nscore_pools = [8]"));
-    assert!(err.contains("score_pools: 8"), "{err}");
 }
 
 /// Loads `configs/cpu-fast.toml` with `from` replaced by `to`, expecting an error; returns it.
@@ -220,7 +215,9 @@ fn removed_calibration_settings_load_when_neutral_and_are_named_otherwise() {
         )
     };
     // the neutral values, as configs and runs of earlier versions stored them
-    let old = with("tap_aggregation = \"auto\"\ncut_paste_guard = false");
+    let old = with(
+        "tap_aggregation = \"auto\"\nscore_pools = []\ncut_paste_guard = false\nfaint_contrast = 0.0",
+    );
     let loaded = TrainConfig::parse(&old).unwrap();
     assert!(
         clsflow_train::train::config_differences(&loaded, &TrainConfig::parse(&text).unwrap())
@@ -230,7 +227,9 @@ fn removed_calibration_settings_load_when_neutral_and_are_named_otherwise() {
     for (line, named) in [
         ("tap_aggregation = \"mean\"", "tap_aggregation = \"mean\""),
         ("tap_aggregation = \"max\"", "tap_aggregation = \"max\""),
+        ("score_pools = [9, 17]", "score_pools = [9, 17]"),
         ("cut_paste_guard = true", "cut_paste_guard = true"),
+        ("faint_contrast = 0.3", "faint_contrast = 0.3"),
     ] {
         let e = format!("{:#}", TrainConfig::parse(&with(line)).unwrap_err());
         assert!(e.contains(named) && e.contains("no longer"), "{line}: {e}");

@@ -1,7 +1,7 @@
 //! What the two heads give for a set of images, and the branch maps made from it on the host.
 
 use crate::stage2::image_batches;
-use clsflow::scoring::{Scoring, flow_map, pooled_image_score};
+use clsflow::scoring::{Scoring, flow_map, image_score};
 use clsflow::{ClsFlowModel, Normalization};
 use image::RgbImage;
 use tch::{Device, Kind, Tensor};
@@ -79,11 +79,7 @@ pub fn fused(maps: &MapRows, w: f64) -> Vec<Vec<f32>> {
         .collect()
 }
 
-/// Image scores of fused maps (`width` wide) under weight `w`: each map averaged over `pool`
-/// windows (none for 0), then the mean of its top fraction `q`.
-pub(super) fn image_scores_of(maps: &MapRows, width: usize, w: f64, q: f64, pool: u32) -> Vec<f32> {
-    fused(maps, w)
-        .iter()
-        .map(|m| pooled_image_score(m, width, q, pool))
-        .collect()
+/// Image scores of fused maps under weight `w`: the mean of each map's top fraction `q`.
+pub(super) fn image_scores_of(maps: &MapRows, w: f64, q: f64) -> Vec<f32> {
+    fused(maps, w).iter().map(|m| image_score(m, q)).collect()
 }

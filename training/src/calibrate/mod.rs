@@ -113,7 +113,6 @@ pub fn calibrate(input: &CalibrationInput) -> Calibration {
             input.synth,
             input.norm,
             input.seed,
-            cfg.faint_contrast,
         )
     });
     let choice = weights::choose(&weights::WeightInputs {

@@ -38,14 +38,8 @@ pub fn from_held_out(
     } else {
         let maps = good_maps.unwrap_or_else(|| good.maps(scoring, size as i64));
         (
-            image_scores_of(
-                &maps,
-                size,
-                scoring.score_weight,
-                scoring.score_top_fraction,
-                scoring.score_pool,
-            ),
-            image_scores_of(&maps, size, scoring.fusion_weight, 0.0, 0),
+            image_scores_of(&maps, scoring.score_weight, scoring.score_top_fraction),
+            image_scores_of(&maps, scoring.fusion_weight, 0.0),
         )
     };
     let threshold = threshold_from_good(&scores, sigmas);

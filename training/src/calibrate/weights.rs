@@ -96,17 +96,13 @@ pub fn choose(inputs: &WeightInputs) -> WeightChoice {
                     .iter()
                     .map(|&w| val.score(&g, &b, w))
                     .collect();
-                let faint = val.faint.as_ref().map(|f| f.maps(&choice.scoring, size));
                 let score_weights = cfg
                     .score_weight
                     .map_or_else(|| cfg.fusion_weights.clone(), |w| vec![w]);
-                // the top fractions of the map, then the maxima of the averaged maps
                 choice.score_reductions = cfg
                     .score_top_fractions
                     .iter()
-                    .map(|&q| (q, 0))
-                    .chain(cfg.score_pools.iter().map(|&k| (0.0, k)))
-                    .map(|(q, k)| val.score_reduction(&g, &b, faint.as_ref(), &score_weights, q, k))
+                    .map(|&q| val.score_reduction(&g, &b, &score_weights, q))
                     .collect();
                 choice.good_maps = Some(g);
             }
@@ -149,7 +145,6 @@ pub fn choose(inputs: &WeightInputs) -> WeightChoice {
         || cfg.score_top_fractions.first().copied().unwrap_or(0.0),
         |r| r.top_fraction,
     );
-    let score_pool = reduction.as_ref().map_or(0, |r| r.pool);
     let score_weight = cfg
         .score_weight
         .or(cfg.fusion_weight)
@@ -164,7 +159,6 @@ pub fn choose(inputs: &WeightInputs) -> WeightChoice {
         fusion_weight,
         score_weight,
         score_top_fraction,
-        score_pool,
         ..choice.scoring
     };
     choice
@@ -320,13 +314,10 @@ mod tests {
     fn a_top_fraction_replaces_the_max_only_for_a_clear_gain() {
         let cand = |q: f64, aurocs: &[f64]| ScoreCandidate {
             top_fraction: q,
-            pool: 0,
             image_auroc: [1.0, 2.0, 4.0]
                 .into_iter()
                 .zip(aurocs.iter().copied())
                 .collect(),
-            usual_image_auroc: Vec::new(),
-            faint_image_auroc: Vec::new(),
         };
         // 0.001 is 0.004 better at its best weight: a tie, the max stays
         let mut c = vec![
