@@ -65,6 +65,8 @@ pub mod resample;
 #[doc(hidden)]
 pub mod scoring;
 #[doc(hidden)]
+pub mod test_flips;
+#[doc(hidden)]
 pub mod tiling;
 #[doc(hidden)]
 pub mod weights;
@@ -77,4 +79,5 @@ pub use model::{ClsFlowModel, ModelConfig};
 pub use regions::FrameRegion;
 pub use scoring::{Scoring, TapReference, TapReferences};
 pub use tch;
+pub use test_flips::TestFlips;
 pub use tiling::{InputResize, TileLayout};
