@@ -65,8 +65,6 @@ pub mod resample;
 #[doc(hidden)]
 pub mod scoring;
 #[doc(hidden)]
-pub mod test_flips;
-#[doc(hidden)]
 pub mod tiling;
 #[doc(hidden)]
 pub mod weights;
@@ -79,5 +77,4 @@ pub use model::{ClsFlowModel, ModelConfig};
 pub use regions::FrameRegion;
 pub use scoring::{Scoring, TapReference, TapReferences};
 pub use tch;
-pub use test_flips::TestFlips;
 pub use tiling::{InputResize, TileLayout};

@@ -22,7 +22,6 @@
 //!   averages single-pixel spikes away; old checkpoints use the max.
 
 use crate::model::ClsFlowModel;
-use crate::test_flips::{TestFlips, head_maps};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -67,8 +66,6 @@ pub struct Scoring {
     /// Fraction q of a map's pixels whose largest values are averaged into the image score;
     /// 0: the maximum (the paper's).
     pub score_top_fraction: f64,
-    /// Mirrored copies of each frame whose head outputs are averaged in ([`crate::test_flips`]).
-    pub test_flips: TestFlips,
     /// Image score above which a frame is reported anomalous.
     pub threshold: f64,
     /// Fused-map value above which pixels belong to a defect region.
@@ -100,8 +97,6 @@ struct StoredScoring {
     score_weight: Option<f64>,
     #[serde(default)]
     score_top_fraction: f64,
-    #[serde(default)]
-    test_flips: TestFlips,
     /// The removed pooled image score's window: 0 or 1 (none) is read, others refused.
     #[serde(default)]
     score_pool: u32,
@@ -134,7 +129,6 @@ impl TryFrom<StoredScoring> for Scoring {
             fusion_weight: s.fusion_weight,
             score_weight: s.score_weight.unwrap_or(s.fusion_weight),
             score_top_fraction: s.score_top_fraction,
-            test_flips: s.test_flips,
             threshold: s.threshold,
             region_threshold,
             score_spread: s
@@ -176,7 +170,6 @@ impl Scoring {
             fusion_weight,
             score_weight: fusion_weight,
             score_top_fraction: 0.0,
-            test_flips: TestFlips::None,
             threshold,
             region_threshold: threshold,
             score_spread: assumed_spread(threshold),
@@ -441,14 +434,18 @@ pub fn branch_maps_with(
     offsets: Option<&[Tensor; 3]>,
 ) -> BranchMaps {
     tch::no_grad(|| {
-        let (cls, logp) = head_maps(model, batch, scoring.test_flips);
+        let taps = model.features(batch);
+        let cls = model
+            .cls_logits(&taps, false)
+            .to_kind(Kind::Float)
+            .sigmoid();
+        let logp = model.flow_log_prob_maps(&taps);
         BranchMaps {
             flow: flow_map_with(&logp, scoring, offsets, model.config().input_size),
             cls,
         }
     })
 }
-
 
 /// The maps and scores from the two heads' outputs: classifier logits (N, 1, S, S) and per-tap
 /// log p / C maps (N, h, w).

@@ -6,7 +6,7 @@ use crate::synth::foreground::ForegroundMode;
 use anyhow::{Context, Result, bail};
 use clsflow::decoder::DecoderConfig;
 use clsflow::flow::FlowConfig;
-use clsflow::{BackboneKind, InputResize, ModelConfig, TapReference, TestFlips};
+use clsflow::{BackboneKind, InputResize, ModelConfig, TapReference};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -180,10 +180,6 @@ pub struct CalibrationConfig {
     /// above `fusion_tolerance` in validation image AUROC (docs/experiments.md); with
     /// fixed weights the first is used.
     pub score_top_fractions: Vec<f64>,
-    /// Mirrored copies of every image whose head outputs are averaged in, at calibration and in
-    /// the detector: `none`, `horizontal` (twice the work per frame) or `both` (left-right,
-    /// up-down and both: four times).
-    pub test_flips: TestFlips,
 }
 
 /// The `tap_reference` setting.
@@ -227,7 +223,6 @@ impl Default for CalibrationConfig {
             faint_contrast: None,
             tap_reference: ReferenceChoice::Auto,
             score_top_fractions: vec![0.0],
-            test_flips: TestFlips::None,
         }
     }
 }

@@ -2,7 +2,6 @@
 
 use crate::stage2::image_batches;
 use clsflow::scoring::{Scoring, flow_map, image_score};
-use clsflow::test_flips::{TestFlips, head_maps};
 use clsflow::{ClsFlowModel, Normalization};
 use image::RgbImage;
 use tch::{Device, Kind, Tensor};
@@ -23,20 +22,24 @@ fn to_rows(t: &Tensor) -> Vec<Vec<f32>> {
         .collect()
 }
 
-/// Runs the extractor and both heads on images (batches of 16), averaging the mirrored copies
-/// of `flips` in as the detector does.
+/// Runs the extractor and both heads on images (batches of 16).
 pub fn head_outputs(
     model: &ClsFlowModel,
     images: &[RgbImage],
     norm: &Normalization,
-    flips: TestFlips,
 ) -> HeadOutputs {
     let (mut logp, mut cls): ([Vec<Tensor>; 3], Vec<Tensor>) = Default::default();
     tch::no_grad(|| {
         for x in image_batches(images, 16, norm) {
-            let (c, l) = head_maps(model, &x.to_device(model.device()), flips);
-            cls.push(c.to_device(Device::Cpu));
-            for (p, t) in logp.iter_mut().zip(l) {
+            let taps = model.features(&x.to_device(model.device()));
+            cls.push(
+                model
+                    .cls_logits(&taps, false)
+                    .to_kind(Kind::Float)
+                    .sigmoid()
+                    .to_device(Device::Cpu),
+            );
+            for (p, t) in logp.iter_mut().zip(model.flow_log_prob_maps(&taps)) {
                 p.push(t.to_kind(Kind::Float).to_device(Device::Cpu));
             }
         }

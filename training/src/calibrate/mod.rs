@@ -101,7 +101,7 @@ pub struct CalibrationInput<'a> {
 pub fn calibrate(input: &CalibrationInput) -> Calibration {
     let cfg = input.config;
     let size = input.model.config().input_size as usize;
-    let good = head_outputs(input.model, input.holdout, input.norm, cfg.test_flips);
+    let good = head_outputs(input.model, input.holdout, input.norm);
     let needs_validation =
         cfg.fusion_weight.is_none() || weights::allowed_references(cfg).len() > 1;
     let validation = (needs_validation && input.holdout.len() >= 2).then(|| {
@@ -112,11 +112,10 @@ pub fn calibrate(input: &CalibrationInput) -> Calibration {
             input.sources,
             input.synth,
             input.norm,
-            cfg.test_flips,
             input.seed,
         )
     });
-    let mut choice = weights::choose(&weights::WeightInputs {
+    let choice = weights::choose(&weights::WeightInputs {
         config: cfg,
         references: input.references,
         good: &good,
@@ -124,7 +123,6 @@ pub fn calibrate(input: &CalibrationInput) -> Calibration {
         holdout_images: input.holdout.len(),
         size,
     });
-    choice.scoring.test_flips = cfg.test_flips;
     let t = thresholds::from_held_out(
         &good,
         choice.good_maps,

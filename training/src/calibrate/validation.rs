@@ -4,7 +4,7 @@
 use super::heads::{HeadOutputs, MapRows, fused, head_outputs, image_scores_of};
 use crate::synth::{DefectSynthesizer, Sample};
 use clsflow::metrics::{auroc, map_metrics};
-use clsflow::{ClsFlowModel, Normalization, TestFlips};
+use clsflow::{ClsFlowModel, Normalization};
 use image::{GrayImage, RgbImage};
 use rand::SeedableRng;
 use serde::Serialize;
@@ -65,7 +65,6 @@ impl ValidationSet {
         sources: &[RgbImage],
         synth: &DefectSynthesizer,
         norm: &Normalization,
-        flips: TestFlips,
         seed: u64,
     ) -> Self {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_ca1b);
@@ -73,14 +72,13 @@ impl ValidationSet {
             .iter()
             .zip(foregrounds)
             .map(|(img, fg)| synth.sample(img, sources, fg.as_ref(), true, &mut rng));
-        Self::of_samples(model, norm, flips, samples)
+        Self::of_samples(model, norm, samples)
     }
 
     /// The defective samples (those with a defect) and the heads on them.
     fn of_samples(
         model: &ClsFlowModel,
         norm: &Normalization,
-        flips: TestFlips,
         samples: impl Iterator<Item = Sample>,
     ) -> Self {
         let (mut defective, mut masks) = (Vec::new(), Vec::new());
@@ -91,7 +89,7 @@ impl ValidationSet {
         ValidationSet {
             masks,
             size: model.config().input_size as usize,
-            defective: head_outputs(model, &defective, norm, flips),
+            defective: head_outputs(model, &defective, norm),
         }
     }
 
