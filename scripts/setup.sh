@@ -21,7 +21,8 @@ APT_PACKAGES=(
   gimp-data gimp-data-extras # 168 texture patterns for synthetic defects
   patchelf                   # make install: rpaths relative to the installed files
   python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0  # examples/read_meta.py (tested)
-  mosquitto                  # a real MQTT broker for the results-location=mqtt:// tests
+  libssl-dev                 # mqtts:// results over TLS (the system's OpenSSL)
+  mosquitto openssl          # a real MQTT broker for the mqtt:// tests; test certificates for mqtts://
 )
 CUDA=0
 export PIP_ROOT_USER_ACTION=ignore

@@ -43,22 +43,125 @@ impl Broker {
         Self::spawn(port, Command::new("mosquitto").arg("-c").arg(&conf))
     }
 
+    /// A broker with a plain listener on `port` (for the test's subscriber) and a TLS one on
+    /// `tls_port` that asks every client for a certificate signed by `certs`' authority.
+    fn with_tls(port: u16, tls_port: u16, certs: &TestCerts) -> Broker {
+        let conf = certs.dir.join("mosquitto-tls.conf");
+        let f = |name: &str| certs.dir.join(name).display().to_string();
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\n\
+                 listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n\
+                 require_certificate true\n",
+                f("ca.pem"),
+                f("server.pem"),
+                f("server.key")
+            ),
+        )
+        .unwrap();
+        let broker = Self::spawn(port, Command::new("mosquitto").arg("-c").arg(&conf));
+        wait_for_port(tls_port);
+        broker
+    }
+
     fn spawn(port: u16, command: &mut Command) -> Broker {
         let child = command
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("mosquitto (Debian package mosquitto, installed by scripts/setup.sh)");
-        // up when it accepts connections
-        let t0 = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "mosquitto did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_port(port);
         Broker(child)
+    }
+}
+
+/// Returns once something accepts connections on `port` (a broker is up).
+fn wait_for_port(port: u16) {
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "mosquitto did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A test authority and two certificates it signed, made by the `openssl` tool in a temporary
+/// folder: the broker's (for 127.0.0.1) and a client's, keys in PKCS#8 PEM.
+struct TestCerts {
+    dir: std::path::PathBuf,
+    _keep: tempfile::TempDir,
+}
+
+impl TestCerts {
+    fn make() -> TestCerts {
+        let keep = tempfile::tempdir().unwrap();
+        let dir = keep.path().to_path_buf();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("openssl (Debian package openssl)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &["-keyout", "ca.key", "-out", "ca.pem"],
+                &["-days", "2", "-subj", "/CN=clsflow test authority"],
+            ]
+            .concat(),
+        );
+        std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        for (name, ext) in [("server", true), ("client", false)] {
+            let (key, csr, pem) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.pem"),
+            );
+            let subject = format!("/CN=clsflow test {name}");
+            openssl(
+                &[
+                    &["req"][..],
+                    &ec,
+                    &["-keyout", &key, "-out", &csr, "-subj", &subject],
+                ]
+                .concat(),
+            );
+            let mut sign = vec![
+                "x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key",
+            ];
+            sign.extend(["-CAcreateserial", "-days", "2", "-out", &pem]);
+            if ext {
+                sign.extend(["-extfile", "san.ext"]);
+            }
+            openssl(&sign);
+        }
+        // readable by the user a broker started as root switches to
+        use std::os::unix::fs::PermissionsExt;
+        for (path, mode) in [(dir.clone(), 0o755), (dir.join("server.key"), 0o644)] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        TestCerts { dir, _keep: keep }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
     }
 }
 
@@ -159,6 +262,25 @@ fn play(p: &gst::Pipeline, limit: Duration) -> Result<(), String> {
         Some(m) => Err(format!("{m:?}")),
         None => Err(format!("no EOS within {limit:?}")),
     }
+}
+
+/// Plays `p` to EOS and returns the warnings it posted (waiting up to 10 s for the first: the
+/// broker's answer may come after the stream's end).
+fn play_for_warnings(p: &gst::Pipeline) -> Vec<String> {
+    let warnings = Arc::new(Mutex::new(Vec::new()));
+    let w = warnings.clone();
+    p.bus().unwrap().set_sync_handler(move |_, m| {
+        if let gst::MessageView::Warning(e) = m.view() {
+            w.lock().unwrap().push(e.error().to_string());
+        }
+        gst::BusSyncReply::Pass
+    });
+    let t0 = Instant::now();
+    play(p, Duration::from_secs(60)).unwrap();
+    while warnings.lock().unwrap().is_empty() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    warnings.lock().unwrap().clone()
 }
 
 #[test]
@@ -314,21 +436,7 @@ fn brokers_with_a_login() {
     play(&launch("p%40ss%20word"), Duration::from_secs(60)).unwrap();
     assert_eq!(wait_for(&got, 10), 10, "one message per frame");
 
-    let p = launch("wrong-secret");
-    let warnings = Arc::new(Mutex::new(Vec::new()));
-    let w = warnings.clone();
-    p.bus().unwrap().set_sync_handler(move |_, m| {
-        if let gst::MessageView::Warning(e) = m.view() {
-            w.lock().unwrap().push(e.error().to_string());
-        }
-        gst::BusSyncReply::Pass
-    });
-    let t0 = Instant::now();
-    play(&p, Duration::from_secs(60)).unwrap();
-    while warnings.lock().unwrap().is_empty() && t0.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let warnings = warnings.lock().unwrap();
+    let warnings = play_for_warnings(&launch("wrong-secret"));
     assert!(
         warnings
             .iter()
@@ -343,12 +451,68 @@ fn brokers_with_a_login() {
     );
 }
 
+/// A broker that speaks TLS only and asks for a client certificate: with its authority and a
+/// client certificate, every frame arrives; without its authority, the stream still ends and the
+/// bus says why.
+#[test]
+fn brokers_over_tls_with_client_certificates() {
+    let certs = TestCerts::make();
+    let (port, tls_port) = (free_port(), free_port());
+    let _broker = Broker::with_tls(port, tls_port, &certs);
+    let got = subscribe(port, "clsflow/tls", "test-sub-tls");
+    let launch = |files: &str| {
+        pipeline(&format!(
+            "videotestsrc is-live=true num-buffers=10 \
+             ! video/x-raw,width=64,height=48,framerate=20/1 \
+             ! anomalydetect name=cam0 model={} \
+               results-location=mqtts://127.0.0.1:{tls_port}/clsflow/tls {files} \
+             ! fakesink",
+            common::model().display()
+        ))
+    };
+    let client = format!(
+        "results-cert-file={} results-key-file={}",
+        certs.path("client.pem"),
+        certs.path("client.key")
+    );
+    let trusted = format!("results-ca-file={} {client}", certs.path("ca.pem"));
+    play(&launch(&trusted), Duration::from_secs(60)).unwrap();
+    assert_eq!(wait_for(&got, 10), 10, "one message per frame");
+    assert_eq!(got.lock().unwrap()[9]["frame"], 9);
+
+    // the broker's authority not trusted: a warning that says where to look, no messages
+    let warnings = play_for_warnings(&launch(&client));
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("TLS") && w.contains("results-ca-file")),
+        "{warnings:?}"
+    );
+    // the authority trusted, but no client certificate: the broker's refusal says what to set
+    let ca = format!("results-ca-file={}", certs.path("ca.pem"));
+    let warnings = play_for_warnings(&launch(&ca));
+    assert!(
+        warnings.iter().any(|w| w.contains("results-cert-file")),
+        "{warnings:?}"
+    );
+    assert_eq!(
+        got.lock().unwrap().len(),
+        10,
+        "nothing over the refused links"
+    );
+}
+
 #[test]
 fn bad_urls_are_element_errors_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let absent = dir.path().join("absent-ca.pem").display().to_string();
+    let no_ca = format!("mqtts://127.0.0.1:8883/t results-ca-file={absent}");
+    let plain_with_ca = format!("mqtt://127.0.0.1:1883/t results-ca-file={absent}");
     for (url, needle) in [
-        ("mqtts://127.0.0.1:8883/t", "TLS"),
         ("mqtt://127.0.0.1:1883", "topic"),
         ("mqtt://nobody@127.0.0.1:1883/t", "CLSFLOW_MQTT_PASSWORD"),
+        (no_ca.as_str(), "absent-ca.pem"),
+        (plain_with_ca.as_str(), "for an mqtts://"),
     ] {
         let p = pipeline(&format!(
             "videotestsrc num-buffers=2 ! anomalydetect model={} results-location={url} ! fakesink",

@@ -1,6 +1,6 @@
 //! Implementation of `anomalydetect`: caps -> tensor -> detector -> maps -> metadata.
 
-use super::mqtt::redacted;
+use super::mqtt::{TlsFiles, redacted};
 use super::results::{ResultsSink, SinkOptions};
 use super::shared::{self, Overrides, SharedModel};
 use crate::frame::{DETECT_FORMATS, frame_input};
@@ -45,6 +45,7 @@ struct Settings {
     results_location: Option<String>,
     results_append: bool,
     results_queue_size: u32,
+    results_tls: TlsFiles,
     threads: u32,
 }
 
@@ -68,9 +69,24 @@ impl Default for Settings {
             results_location: None,
             results_append: true,
             results_queue_size: 1000,
+            results_tls: TlsFiles::default(),
             threads: 0,
         }
     }
+}
+
+/// A path property's value: unset or empty is none.
+fn path_value(value: &glib::Value) -> Option<std::path::PathBuf> {
+    value
+        .get::<Option<String>>()
+        .expect("type checked")
+        .filter(|p| !p.is_empty())
+        .map(Into::into)
+}
+
+/// A path as a string property's value.
+fn path_string(path: &Option<std::path::PathBuf>) -> Option<String> {
+    path.as_ref().map(|p| p.display().to_string())
 }
 
 /// The last result, repeated on skipped frames.
@@ -210,7 +226,7 @@ impl ObjectImpl for AnomalyDetect {
                     .build(),
                 glib::ParamSpecString::builder("results-location")
                     .nick("Results location")
-                    .blurb("Where one JSON record per processed frame goes (the README's schema): a file (appended, flushed per line) or mqtt://[user[:password]@]host:port/topic (QoS 1, client id clsflow-ELEMENT-PID, reconnecting while the broker is away; with user@ alone the password is read from CLSFLOW_MQTT_PASSWORD); unset: none")
+                    .blurb("Where one JSON record per processed frame goes (the README's schema): a file (appended, flushed per line) or mqtt://[user[:password]@]host:port/topic (QoS 1, client id clsflow-ELEMENT-PID, reconnecting while the broker is away; with user@ alone the password is read from CLSFLOW_MQTT_PASSWORD), mqtts://... over TLS (port 8883 by default); unset: none")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("results-queue-size")
@@ -219,6 +235,21 @@ impl ObjectImpl for AnomalyDetect {
                     .minimum(1)
                     .maximum(10_000_000)
                     .default_value(1000)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("results-ca-file")
+                    .nick("Results CA file")
+                    .blurb("PEM certificates of the authorities that may sign an mqtts:// broker's certificate, trusted besides the system's (for a broker with its own authority)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("results-cert-file")
+                    .nick("Results certificate file")
+                    .blurb("PEM client certificate for an mqtts:// broker that asks for one (with results-key-file)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("results-key-file")
+                    .nick("Results key file")
+                    .blurb("The client certificate's private key: PEM, unencrypted PKCS#8 (BEGIN PRIVATE KEY)")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecBoolean::builder("results-append")
@@ -264,6 +295,9 @@ impl ObjectImpl for AnomalyDetect {
             "results-location" => s.results_location = value.get().expect("type checked"),
             "results-append" => s.results_append = value.get().expect("type checked"),
             "results-queue-size" => s.results_queue_size = value.get().expect("type checked"),
+            "results-ca-file" => s.results_tls.ca_file = path_value(value),
+            "results-cert-file" => s.results_tls.cert_file = path_value(value),
+            "results-key-file" => s.results_tls.key_file = path_value(value),
             "threads" => s.threads = value.get().expect("type checked"),
             other => unreachable!("unknown property {other}"),
         }
@@ -296,6 +330,9 @@ impl ObjectImpl for AnomalyDetect {
             "results-location" => s.results_location.to_value(),
             "results-append" => s.results_append.to_value(),
             "results-queue-size" => s.results_queue_size.to_value(),
+            "results-ca-file" => path_string(&s.results_tls.ca_file).to_value(),
+            "results-cert-file" => path_string(&s.results_tls.cert_file).to_value(),
+            "results-key-file" => path_string(&s.results_tls.key_file).to_value(),
             "threads" => s.threads.to_value(),
             other => unreachable!("unknown property {other}"),
         }
@@ -503,6 +540,7 @@ impl BaseTransformImpl for AnomalyDetect {
                     append: settings.results_append,
                     client_id: &format!("clsflow-{name}-{}", std::process::id()),
                     queue_size: settings.results_queue_size as usize,
+                    tls: &settings.results_tls,
                 };
                 let element = self.obj().downgrade();
                 // broker outages and refused logins, once each, as bus warnings: the stream

@@ -1,13 +1,20 @@
 //! `results-location=mqtt://host:port/topic`: one JSON message per processed frame to an MQTT
-//! broker, QoS 1 (at least once), as DL Streamer's `gvametapublish` does.
+//! broker, QoS 1 (at least once), as DL Streamer's `gvametapublish` does; `mqtts://` over TLS
+//! (the system's OpenSSL, its trusted authorities plus `results-ca-file`, and a client
+//! certificate where the broker asks for one).
 //!
 //! The streaming thread only appends to a bounded queue and never waits: a publisher thread
 //! hands the messages to the MQTT client, and a connection thread keeps the connection up,
 //! reconnecting with a backoff from 0.5 s to 10 s while the broker is away. When the queue is
 //! full (the broker away for long), the oldest messages are dropped and counted.
 
-use rumqttc::{Client, ConnectReturnCode, ConnectionError, Event, MqttOptions, Packet, QoS};
+use rumqttc::tokio_native_tls::native_tls::{Certificate, Identity, TlsConnector};
+use rumqttc::{
+    Client, ConnectReturnCode, ConnectionError, Event, MqttOptions, Packet, QoS, TlsConfiguration,
+    Transport,
+};
 use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -16,12 +23,15 @@ use std::time::Duration;
 /// so that it stays out of pipeline descriptions, process lists and logs.
 pub const PASSWORD_ENV: &str = "CLSFLOW_MQTT_PASSWORD";
 
-/// Where to publish: broker host, port and topic, from `mqtt://[user[:password]@]host[:port]/topic`.
+/// Where to publish: broker host, port and topic, from
+/// `mqtt[s]://[user[:password]@]host[:port]/topic`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MqttTarget {
-    /// Broker host name or address.
+    /// Over TLS (`mqtts://`).
+    pub tls: bool,
+    /// Broker host name or address (with TLS, the name its certificate must carry).
     pub host: String,
-    /// Broker port (1883 when the URL has none).
+    /// Broker port (1883 when the URL has none, 8883 with TLS).
     pub port: u16,
     /// Topic the messages go to (the URL's path without its leading slash).
     pub topic: String,
@@ -49,9 +59,9 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl MqttTarget {
-    /// Parses `mqtt://[user[:password]@]host[:port]/topic` (user and password percent-encoded;
-    /// with a user and no password, the password is read from [`PASSWORD_ENV`]); `mqtts://`
-    /// is refused (this build has no TLS). Errors show the URL with its password hidden.
+    /// Parses `mqtt[s]://[user[:password]@]host[:port]/topic` (user and password
+    /// percent-encoded; with a user and no password, the password is read from
+    /// [`PASSWORD_ENV`]). Errors show the URL with its password hidden.
     pub fn parse(url: &str) -> Result<Self, String> {
         Self::parse_with(url, std::env::var(PASSWORD_ENV).ok())
     }
@@ -59,16 +69,11 @@ impl MqttTarget {
     /// [`Self::parse`] with the environment's password given.
     pub fn parse_with(url: &str, env_password: Option<String>) -> Result<Self, String> {
         let shown = redacted(url);
-        if url.starts_with("mqtts://") {
-            return Err(format!(
-                "{shown}: mqtts (MQTT over TLS) is not built into this plugin; publish with \
-                 mqtt:// to a broker on a trusted network (for example a local one that bridges \
-                 over TLS)"
-            ));
-        }
-        let rest = url
-            .strip_prefix("mqtt://")
-            .ok_or_else(|| format!("{shown}: not an mqtt:// URL"))?;
+        let (tls, rest) = match (url.strip_prefix("mqtt://"), url.strip_prefix("mqtts://")) {
+            (Some(rest), _) => (false, rest),
+            (_, Some(rest)) => (true, rest),
+            _ => return Err(format!("{shown}: not an mqtt:// or mqtts:// URL")),
+        };
         let (authority, topic) = rest
             .split_once('/')
             .ok_or_else(|| format!("{shown}: no topic (expected mqtt://host:port/topic)"))?;
@@ -106,12 +111,13 @@ impl MqttTarget {
                 p.parse::<u16>()
                     .map_err(|_| format!("{shown}: {p:?} is not a port number"))?,
             ),
-            None => (authority, 1883),
+            None => (authority, if tls { 8883 } else { 1883 }),
         };
         if host.is_empty() {
             return Err(format!("{shown}: no broker host"));
         }
         Ok(MqttTarget {
+            tls,
             host: host.to_string(),
             port,
             topic: topic.to_string(),
@@ -159,8 +165,114 @@ fn percent_decoded(s: &str, shown: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| format!("{shown}: the login is not UTF-8 once decoded"))
 }
 
-/// What a connection failure means to the person who set up the pipeline.
-fn failure_text(e: &ConnectionError) -> String {
+/// The files of an `mqtts://` connection, PEM each: authorities to trust besides the
+/// system's, and a client certificate with its key for brokers that ask for one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificates of the authorities that may sign the broker's certificate.
+    pub ca_file: Option<PathBuf>,
+    /// The client's certificate (chain).
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key, unencrypted PKCS#8 (`BEGIN PRIVATE KEY`).
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// Whether any file is set.
+    pub fn any(&self) -> bool {
+        self.ca_file.is_some() || self.cert_file.is_some() || self.key_file.is_some()
+    }
+
+    /// The TLS set-up these files make: every file read and checked now, so that a wrong one
+    /// is an error naming it when the element starts, not a handshake failure later.
+    pub fn connector(&self) -> Result<TlsSetup, String> {
+        let mut builder = TlsConnector::builder();
+        if let Some(path) = &self.ca_file {
+            let pem = read(path, "results-ca-file")?;
+            let blocks = pem_certificates(&pem);
+            if blocks.is_empty() {
+                return Err(format!(
+                    "results-ca-file {}: no PEM certificate (BEGIN CERTIFICATE) in it",
+                    path.display()
+                ));
+            }
+            for block in blocks {
+                let cert = Certificate::from_pem(block.as_bytes()).map_err(|e| {
+                    format!(
+                        "results-ca-file {}: not a certificate ({e})",
+                        path.display()
+                    )
+                })?;
+                builder.add_root_certificate(cert);
+            }
+        }
+        match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => {
+                let (c, k) = (
+                    read(cert, "results-cert-file")?,
+                    read(key, "results-key-file")?,
+                );
+                let identity = Identity::from_pkcs8(c.as_bytes(), k.as_bytes()).map_err(|e| {
+                    format!(
+                        "results-cert-file {} and results-key-file {}: not a PEM certificate \
+                         and its unencrypted PKCS#8 key (BEGIN PRIVATE KEY) ({e})",
+                        cert.display(),
+                        key.display()
+                    )
+                })?;
+                builder.identity(identity);
+            }
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err("results-cert-file is set without results-key-file".into());
+            }
+            (None, Some(_)) => {
+                return Err("results-key-file is set without results-cert-file".into());
+            }
+        }
+        let connector = builder
+            .build()
+            .map_err(|e| format!("cannot set up TLS for the MQTT broker: {e}"))?;
+        Ok(TlsSetup {
+            connector,
+            client_certificate: self.cert_file.is_some(),
+        })
+    }
+}
+
+/// A checked TLS set-up for an `mqtts://` broker.
+pub struct TlsSetup {
+    connector: TlsConnector,
+    client_certificate: bool,
+}
+
+/// A PEM file's contents; the error names the property and the file.
+fn read(path: &Path, property: &str) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| format!("{property} {}: cannot read it ({e})", path.display()))
+}
+
+/// Each `BEGIN CERTIFICATE` block of a PEM text (a CA file often holds a chain).
+fn pem_certificates(pem: &str) -> Vec<&str> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut out = Vec::new();
+    let mut rest = pem;
+    while let Some(start) = rest.find(BEGIN) {
+        let Some(len) = rest[start..].find(END) else {
+            break;
+        };
+        let end = start + len + END.len();
+        out.push(&rest[start..end]);
+        rest = &rest[end..];
+    }
+    out
+}
+
+/// What a connection failure means to the person who set up the pipeline; `no_client_cert`:
+/// over TLS without a client certificate, which a broker that asks for one answers by closing
+/// the connection (with a TLS alert that does not always arrive first).
+fn failure_text(e: &ConnectionError, no_client_cert: bool) -> String {
     match e {
         ConnectionError::ConnectionRefused(
             code @ (ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized),
@@ -171,6 +283,19 @@ fn failure_text(e: &ConnectionError) -> String {
         ConnectionError::ConnectionRefused(code) => {
             format!("MQTT broker refused the connection ({code:?}); retrying")
         }
+        ConnectionError::Tls(e) => format!(
+            "TLS connection to the MQTT broker failed ({e}): check that results-ca-file holds \
+             the authority that signed the broker's certificate and that results-location names \
+             the host that certificate is for; retrying"
+        ),
+        e if e.to_string().contains("certificate required") => format!(
+            "MQTT broker asks for a client certificate ({e}): set results-cert-file and \
+             results-key-file; retrying"
+        ),
+        e if no_client_cert => format!(
+            "MQTT broker unreachable ({e}); if it asks for a client certificate, set \
+             results-cert-file and results-key-file; reconnecting"
+        ),
         e => format!("MQTT broker unreachable ({e}); reconnecting"),
     }
 }
@@ -189,10 +314,12 @@ pub struct MqttResults {
 }
 
 impl MqttResults {
-    /// Starts publishing to `target` as `client_id`, holding at most `capacity` messages while
-    /// the broker cannot take them. `warn` is told about connection failures (once per outage).
+    /// Starts publishing to `target` as `client_id` (over `tls` when given: an `mqtts://` target),
+    /// holding at most `capacity` messages while the broker cannot take them. `warn` is told
+    /// about connection failures (once per outage).
     pub fn start(
         target: MqttTarget,
+        tls: Option<TlsSetup>,
         client_id: String,
         capacity: usize,
         warn: impl Fn(String) + Send + 'static,
@@ -202,6 +329,12 @@ impl MqttResults {
         options.set_max_packet_size(16 << 20, 16 << 20);
         if let Some(c) = &target.credentials {
             options.set_credentials(&c.user, &c.password);
+        }
+        let no_client_cert = tls.as_ref().is_some_and(|t| !t.client_certificate);
+        if let Some(t) = tls {
+            options.set_transport(Transport::tls_with_config(
+                TlsConfiguration::NativeConnector(t.connector),
+            ));
         }
         // a small client buffer: while the broker is away, results-queue-size governs what is kept
         let (client, mut connection) = Client::new(options, 8);
@@ -225,7 +358,7 @@ impl MqttResults {
                                 break;
                             }
                             if !down {
-                                warn(failure_text(&e));
+                                warn(failure_text(&e, no_client_cert));
                                 down = true;
                             }
                             std::thread::sleep(backoff);
@@ -327,6 +460,7 @@ mod tests {
         assert_eq!(
             MqttTarget::parse("mqtt://broker.local:1884/line1/cam0").unwrap(),
             MqttTarget {
+                tls: false,
                 host: "broker.local".into(),
                 port: 1884,
                 topic: "line1/cam0".into(),
@@ -344,11 +478,75 @@ mod tests {
         ] {
             assert!(MqttTarget::parse(bad).is_err(), "{bad}");
         }
-        assert!(
-            MqttTarget::parse("mqtts://h/t")
-                .unwrap_err()
-                .contains("TLS")
+        let t = MqttTarget::parse("mqtts://u:s3cret@broker.local/t").unwrap();
+        assert!(t.tls);
+        assert_eq!((t.host.as_str(), t.port), ("broker.local", 8883));
+        assert_eq!(redacted("mqtts://u:s3cret@b/t"), "mqtts://u:***@b/t");
+    }
+
+    #[test]
+    fn tls_files_are_checked_before_any_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            Some(p)
+        };
+        let check = |files: TlsFiles, needles: &[&str]| {
+            let e = files.connector().err().expect("refused");
+            for n in needles {
+                assert!(e.contains(n), "{n} not in {e}");
+            }
+        };
+        // no files: the system's authorities
+        assert!(TlsFiles::default().connector().is_ok());
+        check(
+            TlsFiles {
+                ca_file: Some(dir.path().join("absent.pem")),
+                ..TlsFiles::default()
+            },
+            &["results-ca-file", "absent.pem"],
         );
+        check(
+            TlsFiles {
+                ca_file: file("key.pem", "-----BEGIN PRIVATE KEY-----\nAAAA\n"),
+                ..TlsFiles::default()
+            },
+            &["results-ca-file", "key.pem", "BEGIN CERTIFICATE"],
+        );
+        check(
+            TlsFiles {
+                ca_file: file(
+                    "junk.pem",
+                    "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n",
+                ),
+                ..TlsFiles::default()
+            },
+            &["junk.pem", "not a certificate"],
+        );
+        check(
+            TlsFiles {
+                cert_file: file("c.pem", ""),
+                ..TlsFiles::default()
+            },
+            &["without results-key-file"],
+        );
+        check(
+            TlsFiles {
+                cert_file: file("c.pem", "x"),
+                key_file: file("k.pem", "y"),
+                ..TlsFiles::default()
+            },
+            &["c.pem", "k.pem", "PKCS#8"],
+        );
+    }
+
+    #[test]
+    fn pem_blocks_are_split() {
+        let one = "-----BEGIN CERTIFICATE-----\nAA\n-----END CERTIFICATE-----";
+        let two = format!("subject=x\n{one}\n\n{one}\n");
+        assert_eq!(pem_certificates(&two), vec![one, one]);
+        assert!(pem_certificates("-----BEGIN CERTIFICATE-----\nAA").is_empty());
     }
 
     #[test]

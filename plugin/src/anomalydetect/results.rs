@@ -1,8 +1,9 @@
 //! `results-location`: one JSON line per processed frame appended to a file, flushed per line,
 //! so that other tools can follow it (`tail -f`) and a crash loses at most the frame in flight;
-//! or, for an `mqtt://` location, one message per frame to a broker ([`super::mqtt`]).
+//! or, for an `mqtt://` or `mqtts://` location, one message per frame to a broker
+//! ([`super::mqtt`]).
 
-use super::mqtt::{MqttResults, MqttTarget};
+use super::mqtt::{MqttResults, MqttTarget, TlsFiles};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -62,19 +63,37 @@ pub struct SinkOptions<'a> {
     pub client_id: &'a str,
     /// Messages held for an unreachable broker.
     pub queue_size: usize,
+    /// The TLS files of an `mqtts://` location.
+    pub tls: &'a TlsFiles,
 }
 
 impl ResultsSink {
-    /// A file path, or an `mqtt://host:port/topic` URL; `warn` hears of broker outages.
+    /// A file path, or an `mqtt[s]://host:port/topic` URL; `warn` hears of broker outages.
+    /// TLS files are refused with any other location than `mqtts://`, which they would not
+    /// protect.
     pub fn open(
         location: &str,
         options: &SinkOptions,
         warn: impl Fn(String) + Send + 'static,
     ) -> Result<Self, String> {
-        if location.starts_with("mqtt://") || location.starts_with("mqtts://") {
+        let is_mqtt = location.starts_with("mqtt://") || location.starts_with("mqtts://");
+        if options.tls.any() && !location.starts_with("mqtts://") {
+            return Err(format!(
+                "results-ca-file, results-cert-file and results-key-file are for an mqtts:// \
+                 results-location; {} is not one",
+                if is_mqtt {
+                    super::mqtt::redacted(location)
+                } else {
+                    location.to_string()
+                }
+            ));
+        }
+        if is_mqtt {
             let target = MqttTarget::parse(location)?;
+            let tls = target.tls.then(|| options.tls.connector()).transpose()?;
             Ok(ResultsSink::Mqtt(MqttResults::start(
                 target,
+                tls,
                 options.client_id.to_string(),
                 options.queue_size,
                 warn,
