@@ -30,6 +30,24 @@ pub struct ForegroundRule {
     pub fill_holes: bool,
 }
 
+impl std::fmt::Display for ForegroundRule {
+    /// Where defects go, in words, with the setting that chose it (as training prints it).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let holes = if self.fill_holes { ", holes filled" } else { "" };
+        match self.mode {
+            ForegroundMode::None => write!(f, "anywhere in the image (foreground none)"),
+            ForegroundMode::Object => write!(
+                f,
+                "on the object, the brighter Otsu class (foreground object{holes})"
+            ),
+            ForegroundMode::Inverted => write!(
+                f,
+                "on the object, the darker Otsu class (foreground inverted{holes})"
+            ),
+        }
+    }
+}
+
 /// The authors' switches for the MVTec AD categories (docs/method.md section 5b); any other category
 /// gets no restriction (defects may appear anywhere), which is right for surfaces and safe for
 /// objects.

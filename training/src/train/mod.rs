@@ -188,7 +188,7 @@ fn assemble(
     let (textures, val_textures) =
         split_textures(textures, cfg.calibration.holdout_textures, cfg.seed);
     eprintln!(
-        "synthetic defects: {} textures ({} more kept for calibration), foreground {:?}",
+        "synthetic defects: {} textures ({} more kept for calibration), {}",
         textures.len(),
         val_textures.len(),
         rule
