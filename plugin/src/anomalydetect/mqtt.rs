@@ -215,8 +215,10 @@ impl TlsFiles {
                 let identity = Identity::from_pkcs8(c.as_bytes(), k.as_bytes()).map_err(|e| {
                     format!(
                         "results-cert-file {} and results-key-file {}: not a PEM certificate \
-                         and its unencrypted PKCS#8 key (BEGIN PRIVATE KEY) ({e})",
+                         and its unencrypted PKCS#8 key (BEGIN PRIVATE KEY) ({e}); an RSA or \
+                         EC key converts with `openssl pkcs8 -topk8 -nocrypt -in {} -out KEY`",
                         cert.display(),
+                        key.display(),
                         key.display()
                     )
                 })?;

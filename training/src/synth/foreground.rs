@@ -33,7 +33,11 @@ pub struct ForegroundRule {
 impl std::fmt::Display for ForegroundRule {
     /// Where defects go, in words, with the setting that chose it (as training prints it).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let holes = if self.fill_holes { ", holes filled" } else { "" };
+        let holes = if self.fill_holes {
+            ", holes filled"
+        } else {
+            ""
+        };
         match self.mode {
             ForegroundMode::None => write!(f, "anywhere in the image (foreground none)"),
             ForegroundMode::Object => write!(
