@@ -180,6 +180,11 @@ pub struct CalibrationConfig {
     /// above `fusion_tolerance` in validation image AUROC (docs/experiments.md); with
     /// fixed weights the first is used.
     pub score_top_fractions: Vec<f64>,
+    /// Judge every classifier weight also on the validation defects as a classifier that
+    /// misses them leaves them (their flow maps with the classifier maps of their good
+    /// originals): a weight, of the map or of the score, is admitted only when it does as well
+    /// there as the flow branch alone (within the weight's tolerance); none admitted, weight 0.
+    pub missed_defect_guard: bool,
 }
 
 /// The `tap_reference` setting.
@@ -223,6 +228,7 @@ impl Default for CalibrationConfig {
             faint_contrast: None,
             tap_reference: ReferenceChoice::Auto,
             score_top_fractions: vec![0.0],
+            missed_defect_guard: false,
         }
     }
 }
