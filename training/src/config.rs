@@ -180,11 +180,32 @@ pub struct CalibrationConfig {
     /// above `fusion_tolerance` in validation image AUROC (docs/experiments.md); with
     /// fixed weights the first is used.
     pub score_top_fractions: Vec<f64>,
-    /// Judge every classifier weight also on the validation defects as a classifier that
-    /// misses them leaves them (their flow maps with the classifier maps of their good
-    /// originals): a weight, of the map or of the score, is admitted only when it does as well
-    /// there as the flow branch alone (within the weight's tolerance); none admitted, weight 0.
-    pub missed_defect_guard: bool,
+}
+
+impl CalibrationConfig {
+    /// These settings with the classifier's weights fixed where given (`recalibrate
+    /// --fusion-weight`, `--score-weight`). Fixed weights would otherwise bring the paper's flow
+    /// reference with them; an `auto` reference becomes `run_reference`, the one the run
+    /// chose, so that the flow branch stays the one its evaluation showed.
+    pub fn with_fixed_weights(
+        mut self,
+        fusion_weight: Option<f64>,
+        score_weight: Option<f64>,
+        run_reference: TapReference,
+    ) -> Self {
+        if fusion_weight.is_none() && score_weight.is_none() {
+            return self;
+        }
+        self.fusion_weight = fusion_weight.or(self.fusion_weight);
+        self.score_weight = score_weight.or(self.score_weight);
+        if self.tap_reference == ReferenceChoice::Auto {
+            self.tap_reference = match run_reference {
+                TapReference::Global => ReferenceChoice::Global,
+                TapReference::Position => ReferenceChoice::Position,
+            };
+        }
+        self
+    }
 }
 
 /// The `tap_reference` setting.
@@ -228,7 +249,6 @@ impl Default for CalibrationConfig {
             faint_contrast: None,
             tap_reference: ReferenceChoice::Auto,
             score_top_fractions: vec![0.0],
-            missed_defect_guard: false,
         }
     }
 }
@@ -552,5 +572,38 @@ impl Overrides {
         set!(self.backbone, cfg.model.backbone);
         cfg.stage2.warmup_epochs = cfg.stage2.warmup_epochs.min(cfg.stage2.epochs);
         cfg.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_weights_keep_the_runs_flow_reference() {
+        let auto = CalibrationConfig::default();
+        let c = auto
+            .clone()
+            .with_fixed_weights(Some(0.0), Some(0.0), TapReference::Position);
+        assert_eq!((c.fusion_weight, c.score_weight), (Some(0.0), Some(0.0)));
+        assert_eq!(c.tap_reference, ReferenceChoice::Position);
+        // the score's weight alone: the map's stays chosen
+        let c = auto
+            .clone()
+            .with_fixed_weights(None, Some(0.5), TapReference::Global);
+        assert_eq!((c.fusion_weight, c.score_weight), (None, Some(0.5)));
+        assert_eq!(c.tap_reference, ReferenceChoice::Global);
+        // a reference the settings force stays; no weights given, nothing changes
+        let forced = CalibrationConfig {
+            tap_reference: ReferenceChoice::Global,
+            ..auto.clone()
+        };
+        let c = forced.with_fixed_weights(Some(0.0), None, TapReference::Position);
+        assert_eq!(c.tap_reference, ReferenceChoice::Global);
+        assert_eq!(
+            auto.clone()
+                .with_fixed_weights(None, None, TapReference::Position),
+            auto
+        );
     }
 }

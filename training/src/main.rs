@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use clsflow::checkpoint::read_manifest;
 use clsflow::{Detector, DetectorOptions, DeviceSpec};
 use clsflow_train::config::{DEFAULT_CONFIG_TOML, Overrides, TrainConfig};
 use clsflow_train::data::{Dataset, OnBadImage, load_images};
@@ -9,7 +10,7 @@ use clsflow_train::demo_data::{self, DemoCounts};
 use clsflow_train::evaluate::{BRANCHES, evaluate, score_test_set};
 use clsflow_train::export::{ExportInput, export_torchscript};
 use clsflow_train::predict::{PredictOptions, Save, collect_inputs, predict};
-use clsflow_train::report::{save_png, write_report};
+use clsflow_train::report::{flow_alone_note, save_png, write_report};
 use clsflow_train::synth::foreground::{foreground_mask, rule_for_category};
 use clsflow_train::synth::textures::load_textures;
 use clsflow_train::synth::{DefectSynthesizer, sample_sheet};
@@ -133,6 +134,13 @@ enum Command {
         /// run's own calibration settings.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Fixed weight of the classifier in the fused map instead of the label-free choice
+        /// (also the score's unless --score-weight is given); 0: the flow branch alone.
+        #[arg(long, allow_negative_numbers = true)]
+        fusion_weight: Option<f64>,
+        /// Fixed weight of the classifier in the image score; 0: the flow branch alone.
+        #[arg(long, allow_negative_numbers = true)]
+        score_weight: Option<f64>,
     },
     /// Export a model for a serving engine: a TorchScript module in a Triton model repository.
     Export {
@@ -334,6 +342,9 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(note) = eval.pixel_coverage.note() {
                 println!("{note}");
             }
+            if let Some(note) = flow_alone_note(&eval.branches) {
+                println!("note: {note}");
+            }
             if !eval.skipped.is_empty() {
                 println!(
                     "{} unreadable test file(s) skipped (listed in the report)",
@@ -392,8 +403,14 @@ fn run(cli: Cli) -> Result<()> {
             println!("  results: {}", summary.jsonl.display());
             Ok(())
         }
-        Command::Recalibrate { run, out, config } => {
-            let calibration = match config {
+        Command::Recalibrate {
+            run,
+            out,
+            config,
+            fusion_weight,
+            score_weight,
+        } => {
+            let mut calibration = match config {
                 Some(c) => TrainConfig::load(&c)?.calibration,
                 None => {
                     clsflow_train::train::TrainState::load(&run)?
@@ -401,6 +418,14 @@ fn run(cli: Cli) -> Result<()> {
                         .calibration
                 }
             };
+            if fusion_weight.is_some() || score_weight.is_some() {
+                let run_reference = read_manifest(&run.join("model.clsflow"))
+                    .with_context(|| format!("{}: no trained model to recalibrate", run.display()))?
+                    .scoring
+                    .tap_reference();
+                calibration =
+                    calibration.with_fixed_weights(fusion_weight, score_weight, run_reference);
+            }
             let r = recalibrate(&run, calibration, &out)?;
             let s = &r.calibration.scoring;
             println!(

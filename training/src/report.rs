@@ -12,6 +12,7 @@ use image::{Rgb, RgbImage};
 use imageproc::drawing::draw_hollow_rect_mut;
 use imageproc::rect::Rect;
 use plotters::prelude::*;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Font used for figure text (Debian fonts-dejavu-core).
@@ -30,6 +31,40 @@ fn row(name: &str, m: &BranchMetrics) -> String {
         pct(m.pixel_ap),
         pct(m.au_pro)
     )
+}
+
+/// When the flow branch alone does better than the fused map on the test images (at least as
+/// well on every metric both have, by half a point or more on one of image AUROC, pixel AUROC
+/// and AU-PRO): a note that says so and how to make the flow branch the detector. It means
+/// the classifier does not transfer to the category (say, the parts' own lines look like its
+/// synthetic defects), which calibration cannot see, as it has no real defects.
+pub fn flow_alone_note(branches: &BTreeMap<String, BranchMetrics>) -> Option<String> {
+    let (flow, fused) = (branches.get("flow")?, branches.get("fused")?);
+    let pairs: Vec<(&str, f64, f64)> = [
+        ("image AUROC", flow.image_auroc, fused.image_auroc),
+        ("pixel AUROC", flow.pixel_auroc, fused.pixel_auroc),
+        ("AU-PRO", flow.au_pro, fused.au_pro),
+    ]
+    .into_iter()
+    .filter_map(|(name, a, b)| Some((name, a?, b?)))
+    .collect();
+    let better = !pairs.is_empty()
+        && pairs.iter().all(|&(_, a, b)| a >= b)
+        && pairs.iter().any(|&(_, a, b)| a - b >= 0.005);
+    if !better {
+        return None;
+    }
+    let figures: Vec<String> = pairs
+        .iter()
+        .map(|&(name, a, b)| format!("{name} {} against {}", pct(Some(a)), pct(Some(b))))
+        .collect();
+    Some(format!(
+        "The flow branch alone does better than the fused map on these test images ({}): the \
+         classifier does not seem to transfer to this category. To make the flow branch the \
+         detector without training again: clsflow-train recalibrate --run RUN --out NEW \
+         --fusion-weight 0 --score-weight 0 (RUN: the training run's folder).",
+        figures.join(", ")
+    ))
 }
 
 /// The Markdown report.
@@ -53,6 +88,9 @@ pub fn markdown(title: &str, eval: &Evaluation, extra: &serde_json::Value) -> St
         "| branch | image AUROC | pixel AUROC | pixel AP | AU-PRO (0.3) |\n|---|---|---|---|---|\n";
     for b in BRANCHES {
         s += &row(b, &eval.branches[b]);
+    }
+    if let Some(note) = flow_alone_note(&eval.branches) {
+        s += &format!("\n**{note}**\n");
     }
     if let (Some(w), Some(ws)) = (
         extra["fusion_weight"].as_f64(),
@@ -301,4 +339,64 @@ pub fn write_report(
     )?;
     written.push(p);
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn branches(
+        flow: [Option<f64>; 3],
+        fused: [Option<f64>; 3],
+    ) -> BTreeMap<String, BranchMetrics> {
+        let m = |[i, p, a]: [Option<f64>; 3]| BranchMetrics {
+            image_auroc: i,
+            pixel_auroc: p,
+            pixel_ap: None,
+            au_pro: a,
+        };
+        BTreeMap::from([
+            ("flow".to_string(), m(flow)),
+            ("fused".to_string(), m(fused)),
+        ])
+    }
+
+    #[test]
+    fn a_flow_branch_above_the_fused_map_is_pointed_out() {
+        // the accuracy issue's category: the flow branch above on every metric
+        let note = flow_alone_note(&branches(
+            [Some(0.852), Some(0.923), Some(0.561)],
+            [Some(0.832), Some(0.919), Some(0.550)],
+        ))
+        .expect("a note");
+        assert!(note.contains("image AUROC 85.2 against 83.2"), "{note}");
+        assert!(
+            note.contains("--fusion-weight 0 --score-weight 0"),
+            "{note}"
+        );
+        // image level only (no masks)
+        assert!(
+            flow_alone_note(&branches(
+                [Some(0.95), None, None],
+                [Some(0.94), None, None]
+            ))
+            .is_some()
+        );
+        // the fused map ahead on one metric, or level within half a point: no note
+        assert!(
+            flow_alone_note(&branches(
+                [Some(0.90), Some(0.80), Some(0.74)],
+                [Some(0.91), Some(0.78), Some(0.73)],
+            ))
+            .is_none()
+        );
+        assert!(
+            flow_alone_note(&branches(
+                [Some(0.946), None, None],
+                [Some(0.945), None, None]
+            ))
+            .is_none()
+        );
+        assert!(flow_alone_note(&branches([None; 3], [None; 3])).is_none());
+    }
 }

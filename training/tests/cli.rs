@@ -560,6 +560,33 @@ fn recalibrate_a_finished_run() {
     assert!(o.status.success(), "{}", text(&o));
     let (a, b) = (scoring("run"), scoring("other"));
     assert!(b["threshold"].as_f64().unwrap() >= a["threshold"].as_f64().unwrap());
+    // the flow branch alone, on the run's own flow reference, thresholds made for it
+    let o = run(
+        dir.path(),
+        &[
+            "recalibrate",
+            "--run",
+            "run",
+            "--out",
+            "flow",
+            "--fusion-weight",
+            "0",
+            "--score-weight",
+            "0",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let f = scoring("flow");
+    assert_eq!(
+        (f["fusion_weight"].as_f64(), f["score_weight"].as_f64()),
+        (Some(0.0), Some(0.0))
+    );
+    assert_eq!(
+        f["tap_offsets"], a["tap_offsets"],
+        "the run's flow reference"
+    );
+    assert_ne!(f["threshold"], a["threshold"]);
     let o = run(
         dir.path(),
         &["recalibrate", "--run", "plates", "--out", "x"],

@@ -63,13 +63,6 @@ pub struct Calibration {
     /// Every reference with the flow branch's validation figures (empty
     /// when both are forced).
     pub references: Vec<ReferenceCandidate>,
-    /// With `missed_defect_guard`: every map weight (0 first) on the validation defects as a
-    /// classifier that misses them leaves them.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub guard: Vec<Candidate>,
-    /// With `missed_defect_guard`: (score weight, image AUROC) there.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub guard_score: Vec<(f64, f64)>,
     /// Held-out good images used.
     pub holdout_images: usize,
     /// Synthetic defective images used.
@@ -150,8 +143,6 @@ pub fn calibrate(input: &CalibrationInput) -> Calibration {
         score_weight_tolerance: choice.score_weight_tolerance,
         candidates: choice.candidates,
         references: choice.references,
-        guard: choice.guard,
-        guard_score: choice.guard_score,
         holdout_images: input.layouts.len(),
         synthetic_defects: validation.as_ref().map_or(0, ValidationSet::defects),
         holdout_scores: t.holdout_scores,

@@ -35,12 +35,6 @@ pub struct WeightChoice {
     pub score_weight_tolerance: f64,
     /// The held-out good images' branch maps under the chosen reference, when computed.
     pub good_maps: Option<MapRows>,
-    /// With `missed_defect_guard`: every map weight (0, the flow branch alone, first) on the
-    /// validation defects as a classifier that misses them leaves them.
-    pub guard: Vec<Candidate>,
-    /// With `missed_defect_guard`: (score weight, image AUROC) there, 0 first, under the chosen
-    /// reduction.
-    pub guard_score: Vec<(f64, f64)>,
 }
 
 /// What the choice looks at.
@@ -75,11 +69,7 @@ pub fn choose(inputs: &WeightInputs) -> WeightChoice {
         score_reductions: Vec::new(),
         score_weight_tolerance: cfg.fusion_tolerance,
         good_maps: None,
-        guard: Vec::new(),
-        guard_score: Vec::new(),
     };
-    // the guard's family: the validation defects with the classifier maps of their originals
-    let mut missed: Option<(&ValidationSet, MapRows)> = None;
     let choose_reference = references.len() > 1;
     let choose_weights = cfg.fusion_weight.is_none();
     match inputs.validation {
@@ -114,14 +104,6 @@ pub fn choose(inputs: &WeightInputs) -> WeightChoice {
                     .iter()
                     .map(|&q| val.score_reduction(&g, &b, &score_weights, q))
                     .collect();
-                if cfg.missed_defect_guard {
-                    let m = val.missed_by_classifier(&g, &b);
-                    choice.guard = guard_weights(cfg)
-                        .iter()
-                        .map(|&w| val.score(&g, &m, w))
-                        .collect();
-                    missed = Some((val, m));
-                }
                 choice.good_maps = Some(g);
             }
         }
@@ -134,26 +116,9 @@ pub fn choose(inputs: &WeightInputs) -> WeightChoice {
         _ => {}
     }
     let defects = inputs.validation.map_or(0, ValidationSet::defects);
-    let guard_objectives: Vec<(f64, f64)> = choice
-        .guard
-        .iter()
-        .map(|c| (c.fusion_weight, c.objective))
-        .collect();
-    let admitted: Vec<Candidate> = choice
-        .candidates
-        .iter()
-        .filter(|c| passes_guard(&guard_objectives, c.fusion_weight, cfg.fusion_tolerance))
-        .cloned()
-        .collect();
     let fusion_weight = cfg
         .fusion_weight
-        .or_else(|| {
-            if admitted.is_empty() && !choice.guard.is_empty() {
-                // no weight does as well as the flow branch where the classifier sees nothing
-                return Some(0.0);
-            }
-            pick_weight(&admitted, cfg.fusion_tolerance, |c| c.objective)
-        })
+        .or_else(|| pick_weight(&choice.candidates, cfg.fusion_tolerance, |c| c.objective))
         .unwrap_or(1.0);
     // the image score's reduction, then its weight under that reduction, each needing a gain
     // above one standard error of the validation image AUROC
@@ -180,27 +145,14 @@ pub fn choose(inputs: &WeightInputs) -> WeightChoice {
         || cfg.score_top_fractions.first().copied().unwrap_or(0.0),
         |r| r.top_fraction,
     );
-    if let (Some((val, m)), Some(good)) = (&missed, &choice.good_maps) {
-        choice.guard_score = val
-            .score_reduction(good, m, &guard_weights(cfg), score_top_fraction)
-            .image_auroc;
-    }
-    let tolerance = choice.score_weight_tolerance;
     let score_weight = cfg
         .score_weight
         .or(cfg.fusion_weight)
         .or_else(|| {
-            let admitted: Vec<(f64, f64)> = reduction
-                .as_ref()?
-                .image_auroc
-                .iter()
-                .copied()
-                .filter(|&(w, _)| passes_guard(&choice.guard_score, w, tolerance))
-                .collect();
-            if admitted.is_empty() && !choice.guard_score.is_empty() {
-                return Some(0.0);
-            }
-            pick_weight_by(&admitted, tolerance)
+            pick_weight_by(
+                &reduction.as_ref()?.image_auroc,
+                choice.score_weight_tolerance,
+            )
         })
         .unwrap_or(fusion_weight);
     choice.scoring = Scoring {
@@ -210,27 +162,6 @@ pub fn choose(inputs: &WeightInputs) -> WeightChoice {
         ..choice.scoring
     };
     choice
-}
-
-/// The weights the guard judges: 0 (the flow branch alone) and every candidate.
-fn guard_weights(cfg: &CalibrationConfig) -> Vec<f64> {
-    std::iter::once(0.0)
-        .chain(cfg.fusion_weights.iter().copied())
-        .collect()
-}
-
-/// Whether weight `w` passes the guard: `guard` holds (weight, figure) on the validation
-/// defects as a classifier that misses them leaves them, the flow branch alone (weight 0)
-/// first; `w` passes when its figure is no more than `tolerance` below that. Everything passes
-/// without a guard.
-pub fn passes_guard(guard: &[(f64, f64)], w: f64, tolerance: f64) -> bool {
-    match guard.first() {
-        Some(&(_, flow_alone)) => guard
-            .iter()
-            .find(|&&(x, _)| x == w)
-            .is_some_and(|&(_, figure)| figure >= flow_alone - tolerance),
-        None => true,
-    }
 }
 
 /// The reference rule: the first candidate (the paper's global reference, where it is a
@@ -328,24 +259,6 @@ mod tests {
                 objective: o,
             })
             .collect()
-    }
-
-    #[test]
-    fn the_guard_admits_weights_that_do_not_hurt_missed_defects() {
-        // a classifier that fires on normal content: every weight lowers the figure
-        let hurts = [(0.0, 0.90), (0.5, 0.893), (1.0, 0.87), (4.0, 0.80)];
-        assert!(passes_guard(&hurts, 0.0, 0.01));
-        assert!(passes_guard(&hurts, 0.5, 0.01), "within the tolerance");
-        assert!(!passes_guard(&hurts, 1.0, 0.01));
-        assert!(!passes_guard(&hurts, 4.0, 0.01));
-        assert!(
-            !passes_guard(&hurts, 2.0, 0.01),
-            "a weight the guard did not score"
-        );
-        // one that is quiet on normal content passes at every weight; no guard, no limit
-        let quiet = [(0.0, 0.80), (0.5, 0.80), (4.0, 0.799)];
-        assert!([0.5, 4.0].iter().all(|&w| passes_guard(&quiet, w, 0.005)));
-        assert!(passes_guard(&[], 8.0, 0.0));
     }
 
     #[test]
