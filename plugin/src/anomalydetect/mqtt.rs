@@ -185,7 +185,7 @@ impl TlsFiles {
 
     /// The TLS set-up these files make: every file read and checked now, so that a wrong one
     /// is an error naming it when the element starts, not a handshake failure later.
-    pub fn connector(&self) -> Result<TlsSetup, String> {
+    pub fn setup(&self) -> Result<TlsSetup, String> {
         let mut builder = TlsConnector::builder();
         if let Some(path) = &self.ca_file {
             let pem = read(path, "results-ca-file")?;
@@ -495,13 +495,13 @@ mod tests {
             Some(p)
         };
         let check = |files: TlsFiles, needles: &[&str]| {
-            let e = files.connector().err().expect("refused");
+            let e = files.setup().err().expect("refused");
             for n in needles {
                 assert!(e.contains(n), "{n} not in {e}");
             }
         };
         // no files: the system's authorities
-        assert!(TlsFiles::default().connector().is_ok());
+        assert!(TlsFiles::default().setup().is_ok());
         check(
             TlsFiles {
                 ca_file: Some(dir.path().join("absent.pem")),

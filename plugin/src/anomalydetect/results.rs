@@ -90,7 +90,7 @@ impl ResultsSink {
         }
         if is_mqtt {
             let target = MqttTarget::parse(location)?;
-            let tls = target.tls.then(|| options.tls.connector()).transpose()?;
+            let tls = target.tls.then(|| options.tls.setup()).transpose()?;
             Ok(ResultsSink::Mqtt(MqttResults::start(
                 target,
                 tls,
