@@ -515,8 +515,8 @@ fn the_no_holdout_warning_names_the_configured_fraction() {
     assert!(msg.contains("holdout_fraction 0.2"), "{msg}");
 }
 
-/// `recalibrate` gives a finished run's calibration again with its own settings, and other
-/// thresholds with others, leaving the run as it was.
+/// `recalibrate` gives a finished run's calibration again with its own settings, other
+/// thresholds with others and fixed weights on request, leaving the run as it was.
 #[test]
 fn recalibrate_a_finished_run() {
     let dir = tempfile::tempdir().unwrap();
@@ -525,12 +525,14 @@ fn recalibrate_a_finished_run() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
-    let o = run(
-        dir.path(),
-        &["recalibrate", "--run", "run", "--out", "same"],
-        &[],
-    );
-    assert!(o.status.success(), "{}", text(&o));
+    // `recalibrate --run run --out OUT` with more arguments
+    let recalibrate = |out: &str, more: &[&str]| {
+        let mut args = vec!["recalibrate", "--run", "run", "--out", out];
+        args.extend(more);
+        let o = run(dir.path(), &args, &[]);
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    recalibrate("same", &[]);
     let scoring = |f: &str| -> serde_json::Value {
         let t = std::fs::read_to_string(dir.path().join(f).join("training.json")).unwrap();
         serde_json::from_str::<serde_json::Value>(&t).unwrap()["calibration"]["scoring"].clone()
@@ -544,39 +546,11 @@ fn recalibrate_a_finished_run() {
         .unwrap()
         .replace("[calibration]", "[calibration]\nthreshold_sigmas = 9.0");
     std::fs::write(dir.path().join("other.toml"), cfg).unwrap();
-    let o = run(
-        dir.path(),
-        &[
-            "recalibrate",
-            "--run",
-            "run",
-            "--out",
-            "other",
-            "--config",
-            "other.toml",
-        ],
-        &[],
-    );
-    assert!(o.status.success(), "{}", text(&o));
+    recalibrate("other", &["--config", "other.toml"]);
     let (a, b) = (scoring("run"), scoring("other"));
     assert!(b["threshold"].as_f64().unwrap() >= a["threshold"].as_f64().unwrap());
     // the flow branch alone, on the run's own flow reference, thresholds made for it
-    let o = run(
-        dir.path(),
-        &[
-            "recalibrate",
-            "--run",
-            "run",
-            "--out",
-            "flow",
-            "--fusion-weight",
-            "0",
-            "--score-weight",
-            "0",
-        ],
-        &[],
-    );
-    assert!(o.status.success(), "{}", text(&o));
+    recalibrate("flow", &["--fusion-weight", "0", "--score-weight", "0"]);
     let f = scoring("flow");
     assert_eq!(
         (f["fusion_weight"].as_f64(), f["score_weight"].as_f64()),
