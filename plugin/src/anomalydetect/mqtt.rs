@@ -543,6 +543,31 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever a pipeline description holds, parsing gives a target or an error, never a
+        /// panic, and neither the error nor the target's Debug form shows a URL's password.
+        #[test]
+        fn any_location_parses_or_is_refused_without_showing_the_password(
+            scheme in proptest::sample::select(vec!["mqtt://", "mqtts://", "", "mqtt:/"]),
+            // no '/': unescaped, it ends the authority (URL grammar), as the docs say
+            user in "[a-z%@: ]{0,6}",
+            rest in "\\PC{0,24}",
+        ) {
+            let url = format!("{scheme}{user}:Pw9secret@{rest}");
+            match MqttTarget::parse_with(&url, None) {
+                Ok(t) => {
+                    let shown = format!("{t:?}");
+                    proptest::prop_assert!(!shown.contains("Pw9secret"), "{}", shown)
+                }
+                Err(e) => proptest::prop_assert!(
+                    !e.contains("Pw9secret") || !url.contains("://"),
+                    "{}", e
+                ),
+            }
+            let _ = pem_certificates(&rest);
+        }
+    }
+
     #[test]
     fn pem_blocks_are_split() {
         let one = "-----BEGIN CERTIFICATE-----\nAA\n-----END CERTIFICATE-----";
