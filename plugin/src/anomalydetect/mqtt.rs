@@ -273,7 +273,8 @@ fn pem_certificates(pem: &str) -> Vec<&str> {
 
 /// What a connection failure means to the person who set up the pipeline; `no_client_cert`:
 /// over TLS without a client certificate, which a broker that asks for one answers by closing
-/// the connection (with a TLS alert that does not always arrive first).
+/// the connection (with a TLS alert that does not always arrive first, so the hint goes with
+/// every failure of such a connection).
 fn failure_text(e: &ConnectionError, no_client_cert: bool) -> String {
     match e {
         ConnectionError::ConnectionRefused(
@@ -289,10 +290,6 @@ fn failure_text(e: &ConnectionError, no_client_cert: bool) -> String {
             "TLS connection to the MQTT broker failed ({e}): check that results-ca-file holds \
              the authority that signed the broker's certificate and that results-location names \
              the host that certificate is for; retrying"
-        ),
-        e if e.to_string().contains("certificate required") => format!(
-            "MQTT broker asks for a client certificate ({e}): set results-cert-file and \
-             results-key-file; retrying"
         ),
         e if no_client_cert => format!(
             "MQTT broker unreachable ({e}); if it asks for a client certificate, set \

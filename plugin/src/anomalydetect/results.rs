@@ -81,11 +81,7 @@ impl ResultsSink {
             return Err(format!(
                 "results-ca-file, results-cert-file and results-key-file are for an mqtts:// \
                  results-location; {} is not one",
-                if is_mqtt {
-                    super::mqtt::redacted(location)
-                } else {
-                    location.to_string()
-                }
+                super::mqtt::redacted(location)
             ));
         }
         if is_mqtt {
