@@ -229,10 +229,11 @@ impl FlowJob {
                 .index_select(0, &idx.remainder(hw))
                 .to_device(self.device);
             let log_p = self.flow.log_prob(&x, &c);
-            let mut loss = flow_loss(&log_p, self.flow.channels());
-            if let Some(d) = &self.defects {
-                loss = loss + self.push_term(d, &log_p, rng) * cfg.defect_push;
-            }
+            let good = flow_loss(&log_p, self.flow.channels());
+            let loss = match &self.defects {
+                Some(d) => good + self.push_term(d, &log_p, rng) * cfg.defect_push,
+                None => good,
+            };
             self.opt.backward_step(&loss);
             losses.add(loss.double_value(&[]), epoch, i, pb)?;
         }
@@ -253,10 +254,7 @@ impl FlowJob {
         let idx = Tensor::from_slice(&idx);
         let x = d.rows.index_select(0, &idx).to_device(self.device);
         let pos = d.positions.index_select(0, &idx);
-        let cond = self
-            .cond_rows
-            .index_select(0, &pos)
-            .to_device(self.device);
+        let cond = self.cond_rows.index_select(0, &pos).to_device(self.device);
         let good = (good_log_p.detach() / c).to_kind(Kind::Float);
         let q05 = good.quantile_scalar(0.05, None, false, "linear");
         let q50 = good.quantile_scalar(0.5, None, false, "linear");

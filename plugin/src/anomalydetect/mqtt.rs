@@ -86,6 +86,12 @@ impl MqttTarget {
             Some((login, a)) => (Some(login), a),
             None => (None, authority),
         };
+        if looks_like_split_login(authority, topic) {
+            return Err(format!(
+                "{shown}: this looks like a login whose user name or password holds a '/': \
+                 write it as %2F (unescaped, a '/' ends the broker's address)"
+            ));
+        }
         let credentials = login
             .map(|login| {
                 let (user, password) = match login.split_once(':') {
@@ -126,19 +132,32 @@ impl MqttTarget {
     }
 }
 
-/// `url` with the password of its `user:password@` part replaced by `***`, for messages.
+/// Whether a `host[:port]` and its topic are the rest of a `user:password@host/topic` cut
+/// short by an unescaped '/' in the user name or the password: an '@' in the topic after a ':'
+/// in it, or after a host whose ':' is followed by no port number.
+fn looks_like_split_login(authority: &str, topic: &str) -> bool {
+    let Some(at) = topic.rfind('@') else {
+        return false;
+    };
+    let port_less = authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_err());
+    topic[..at].contains(':') || port_less
+}
+
+/// `url` with the password of its `user:password@` part replaced by `***`, for messages:
+/// everything from the first ':' to the last '@', so that a login cut short by an unescaped '/'
+/// ([`looks_like_split_login`]) or holding unescaped ':' or '@' stays hidden too (as does the
+/// port of a rare `mqtt://host:port/topic@x`, a harmless excess).
 pub fn redacted(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((login, host)) => match login.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
+    match (rest.find(':'), rest.rfind('@')) {
+        (Some(colon), Some(at)) if colon < at => {
+            format!("{scheme}://{}:***{}", &rest[..colon], &rest[at..])
+        }
+        _ => url.to_string(),
     }
 }
 
@@ -546,18 +565,20 @@ mod tests {
         #[test]
         fn any_location_parses_or_is_refused_without_showing_the_password(
             scheme in proptest::sample::select(vec!["mqtt://", "mqtts://", "", "mqtt:/"]),
-            // no '/': unescaped, it ends the authority (URL grammar), as the docs say
-            user in "[a-z%@: ]{0,6}",
+            user in "[a-z%@:/ ]{0,6}",
+            tail in "[a-z/]{0,3}",
             rest in "\\PC{0,24}",
         ) {
-            let url = format!("{scheme}{user}:Pw9secret@{rest}");
+            let url = format!("{scheme}{user}:Pw9secret{tail}@{rest}");
             match MqttTarget::parse_with(&url, None) {
                 Ok(t) => {
                     let shown = format!("{t:?}");
                     proptest::prop_assert!(!shown.contains("Pw9secret"), "{}", shown)
                 }
                 Err(e) => proptest::prop_assert!(
-                    !e.contains("Pw9secret") || !url.contains("://"),
+                    // (other locations are files, never parsed as URLs)
+                    !e.contains("Pw9secret")
+                        || !(url.starts_with("mqtt://") || url.starts_with("mqtts://")),
                     "{}", e
                 ),
             }
@@ -609,5 +630,17 @@ mod tests {
         assert!(!format!("{t:?}").contains("s3cret"));
         assert_eq!(redacted("mqtt://u:s3cret@b:1/t/x"), "mqtt://u:***@b:1/t/x");
         assert_eq!(redacted("mqtt://b:1/t"), "mqtt://b:1/t");
+        // a '/' left unescaped in the user name or the password cuts the login short: refused,
+        // and the password stays hidden; an '@' in a topic is fine
+        for cut in [
+            "mqtt://team/line:s3cret@broker/t",
+            "mqtt://u:s3/cret@broker/t",
+        ] {
+            let e = MqttTarget::parse_with(cut, None).unwrap_err();
+            assert!(e.contains("%2F") && !e.contains("s3"), "{e}");
+        }
+        for topic in ["mqtt://broker/plant@site/x", "mqtt://broker:1883/a@b"] {
+            assert!(MqttTarget::parse_with(topic, None).is_ok(), "{topic}");
+        }
     }
 }

@@ -380,8 +380,7 @@ fn run_stage2(run: &mut Run, stop: &Arc<AtomicBool>) -> Result<[tch::Tensor; 3]>
     let features = stage2::extract_features(&*model, train_imgs, &*norm, &pb);
     pb.finish_and_clear();
     let training = state.stage2_done.iter().any(|&d| d < cfg.stage2.epochs);
-    let mut defects: Vec<Option<stage2::DefectRows>> = if training && cfg.stage2.defect_push > 0.0
-    {
+    let mut defects: Vec<Option<stage2::DefectRows>> = if training && cfg.stage2.defect_push > 0.0 {
         let pb = progress(train_imgs.len() as u64, "defect features");
         let mut rng = epoch_rng(cfg.seed, 20, 0);
         let d = stage2::defect_rows(&*model, train_imgs, train_fgs, synth, norm, &mut rng, &pb);
