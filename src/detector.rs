@@ -67,14 +67,13 @@ impl AnomalyMap {
         let ys = bilinear_taps(self.height, height);
         // every source row resized horizontally once, then each output row is a blend of two
         // of those rows (contiguous, so the compiler vectorises it)
-        let rows: Vec<f32> = self
-            .data
-            .chunks_exact(self.width)
-            .flat_map(|row| {
+        let mut rows: Vec<f32> = Vec::with_capacity(self.height * width);
+        for row in self.data.chunks_exact(self.width) {
+            rows.extend(
                 xs.iter()
-                    .map(move |&(x0, x1, wx)| row[x0] + (row[x1] - row[x0]) * wx)
-            })
-            .collect();
+                    .map(|&(x0, x1, wx)| row[x0] + (row[x1] - row[x0]) * wx),
+            );
+        }
         let mut data = Vec::with_capacity(width * height);
         for &(y0, y1, wy) in &ys {
             let (r0, r1) = (

@@ -80,6 +80,34 @@ impl Chroma<'_> {
         }
     }
 
+    /// Mixes chroma row `cy` with the premultiplied colours (`c * a + 128`) `u` and `v`, one
+    /// per sample, of weight `a` of 256.
+    fn mix_row(&mut self, cy: usize, u: &[u32], v: &[u32], a: u32) {
+        let keep = 256 - a;
+        let mix = |p: &mut u8, c: u32| *p = ((*p as u32 * keep + c) >> 8) as u8;
+        match self {
+            Chroma::Interleaved { uv, stride } => {
+                let row = &mut uv[cy * *stride..cy * *stride + 2 * u.len()];
+                let (pairs, _) = row.as_chunks_mut::<2>();
+                for ((p, &cu), &cv) in pairs.iter_mut().zip(u).zip(v) {
+                    mix(&mut p[0], cu);
+                    mix(&mut p[1], cv);
+                }
+            }
+            Chroma::Planar {
+                u: up,
+                u_stride,
+                v: vp,
+                v_stride,
+            } => {
+                let row = &mut up[cy * *u_stride..cy * *u_stride + u.len()];
+                row.iter_mut().zip(u).for_each(|(p, &c)| mix(p, c));
+                let row = &mut vp[cy * *v_stride..cy * *v_stride + v.len()];
+                row.iter_mut().zip(v).for_each(|(p, &c)| mix(p, c));
+            }
+        }
+    }
+
     /// Whether the planes hold `cw` x `ch` samples.
     fn fits(&self, cw: usize, ch: usize) -> bool {
         match self {
@@ -103,6 +131,27 @@ fn mix(p: &mut u8, c: u8, a: u32) {
 /// Weight of 256 for an opacity of 0..1.
 fn weight(alpha: f32) -> u32 {
     (alpha.clamp(0.0, 1.0) * 256.0).round() as u32
+}
+
+/// One row of `B`-byte pixels mixed with the premultiplied colours `pre` (of weight `a`) that
+/// `idx` picks; fixed-size pixels and clamped offsets let the compiler drop bounds checks.
+#[inline]
+fn mix_row<const B: usize>(
+    row: &mut [u8],
+    idx: &[u8],
+    pre: &[[u32; 3]; 256],
+    a: u32,
+    rgb: [usize; 3],
+) {
+    let keep = 256 - a;
+    let [r, g, b] = rgb.map(|o| o.min(B - 1));
+    let (pixels, _) = row.as_chunks_mut::<B>();
+    for (px, &i) in pixels.iter_mut().zip(idx) {
+        let c = &pre[i as usize];
+        px[r] = ((px[r] as u32 * keep + c[0]) >> 8) as u8;
+        px[g] = ((px[g] as u32 * keep + c[1]) >> 8) as u8;
+        px[b] = ((px[b] as u32 * keep + c[2]) >> 8) as u8;
+    }
 }
 
 impl<'a> Canvas<'a> {
@@ -205,48 +254,86 @@ impl<'a> Canvas<'a> {
         }
     }
 
-    /// Blends one colour of `palette` per pixel (`index_at` picks it) over the whole frame with
-    /// a fixed opacity, in integer arithmetic (this runs on every pixel of every frame; the
-    /// palette is converted to the frame's colour space once). On 4:2:0 frames each chroma
-    /// sample takes the mean colour of its 2x2 pixels.
+    /// Blends one colour of `palette` per pixel over the whole frame with a fixed opacity, in
+    /// integer arithmetic; `indices(y, row)` writes row `y`'s palette indices, one per pixel.
+    /// This runs on every pixel of every frame, so the palette is premultiplied by the opacity
+    /// (and converted to the frame's colour space) once, and each row is mixed in one tight
+    /// loop. On 4:2:0 frames each chroma sample takes the mean colour of its 2x2 pixels.
     pub fn blend_all(
         &mut self,
         alpha: f32,
-        palette: &[[u8; 3]],
-        mut index_at: impl FnMut(usize, usize) -> usize,
+        palette: &[[u8; 3]; 256],
+        mut indices: impl FnMut(usize, &mut [u8]),
     ) {
         let a = weight(alpha);
         let (w, h) = (self.width, self.height);
+        // c * a + 128: the colour's share of a mix, rounding included
+        let share = |c: [u8; 3]| c.map(|v| v as u32 * a + 128);
+        let mut idx = vec![0u8; w];
         match &mut self.pixels {
             Pixels::Packed(p) => {
+                let pre: [[u32; 3]; 256] = palette.map(share);
                 for y in 0..h {
-                    let row = &mut p.data[y * p.stride..];
-                    for x in 0..w {
-                        let c = palette[index_at(x, y)];
-                        let px = &mut row[x * p.bpp..];
-                        for (&offset, &v) in p.rgb.iter().zip(&c) {
-                            mix(&mut px[offset], v, a);
+                    indices(y, &mut idx);
+                    let row = &mut p.data[y * p.stride..y * p.stride + w * p.bpp];
+                    match p.bpp {
+                        4 => mix_row::<4>(row, &idx, &pre, a, p.rgb),
+                        3 => mix_row::<3>(row, &idx, &pre, a, p.rgb),
+                        _ => {
+                            for (px, &i) in row.chunks_exact_mut(p.bpp).zip(&idx) {
+                                for (&o, &c) in p.rgb.iter().zip(&pre[i as usize]) {
+                                    px[o] = ((px[o] as u32 * (256 - a) + c) >> 8) as u8;
+                                }
+                            }
                         }
                     }
                 }
             }
             Pixels::Yuv420(f) => {
-                let palette: Vec<[u8; 3]> = palette.iter().map(|&c| f.colorimetry.yuv(c)).collect();
+                let yuv: [[u8; 3]; 256] = palette.map(|c| f.colorimetry.yuv(c));
+                let pre: [[u32; 3]; 256] = yuv.map(share);
+                let mut below = vec![0u8; w];
+                let cw = w.div_ceil(2);
+                let (mut mean_u, mut mean_v) = (vec![0u32; cw], vec![0u32; cw]);
                 for cy in 0..h.div_ceil(2) {
-                    for cx in 0..w.div_ceil(2) {
+                    let y0 = 2 * cy;
+                    indices(y0, &mut idx);
+                    let two = y0 + 1 < h;
+                    if two {
+                        indices(y0 + 1, &mut below);
+                    }
+                    for (y, row_idx) in [(y0, &idx), (y0 + 1, &below)]
+                        .into_iter()
+                        .take(1 + two as usize)
+                    {
+                        let luma = &mut f.y[y * f.y_stride..y * f.y_stride + w];
+                        for (l, &i) in luma.iter_mut().zip(row_idx.iter()) {
+                            *l = ((*l as u32 * (256 - a) + pre[i as usize][0]) >> 8) as u8;
+                        }
+                    }
+                    // the mean colour of each 2x2 cell (fewer pixels at odd edges)
+                    for cx in 0..cw {
+                        let xs = 2 * cx..(2 * cx + 2).min(w);
                         let (mut su, mut sv, mut n) = (0u32, 0u32, 0u32);
-                        for y in 2 * cy..(2 * cy + 2).min(h) {
-                            for x in 2 * cx..(2 * cx + 2).min(w) {
-                                let [yy, u, v] = palette[index_at(x, y)];
-                                mix(&mut f.y[y * f.y_stride + x], yy, a);
+                        for row_idx in [&idx, &below].into_iter().take(1 + two as usize) {
+                            for &i in &row_idx[xs.clone()] {
+                                let [_, u, v] = yuv[i as usize];
                                 su += u as u32;
                                 sv += v as u32;
                                 n += 1;
                             }
                         }
-                        let mean = |s: u32| ((s + n / 2) / n) as u8;
-                        f.chroma.mix(cx, cy, [mean(su), mean(sv)], a);
+                        let mean = |s: u32| {
+                            if n == 4 {
+                                (s + 2) >> 2
+                            } else {
+                                (s + n / 2) / n
+                            }
+                        };
+                        mean_u[cx] = mean(su) as u32 * a + 128;
+                        mean_v[cx] = mean(sv) as u32 * a + 128;
                     }
+                    f.chroma.mix_row(cy, &mean_u, &mean_v, a);
                 }
             }
         }
@@ -357,9 +444,11 @@ pub fn paint(
     if map_ok && style.heatmap {
         let scale = HeatScale::of_map(&map.data, region_threshold);
         // one colour per 1/255 of the scale: a table instead of the colour map per pixel
-        let lut: Vec<[u8; 3]> = (0..256).map(|i| heat(i as f32 / 255.0)).collect();
-        canvas.blend_all(style.alpha, &lut, |x, y| {
-            (scale.position(map.data[y * w + x]) * 255.0) as usize
+        let lut: [[u8; 3]; 256] = std::array::from_fn(|i| heat(i as f32 / 255.0));
+        canvas.blend_all(style.alpha, &lut, |y, row| {
+            for (i, &v) in row.iter_mut().zip(&map.data[y * w..(y + 1) * w]) {
+                *i = (scale.position(v) * 255.0) as u8;
+            }
         });
     }
     if map_ok && style.outlines {
@@ -439,7 +528,7 @@ mod tests {
     fn blend_all_mixes_in_integer_arithmetic() {
         let mut data = vec![100u8; 2 * 3];
         let mut c = Canvas::packed(&mut data, (2, 1), 6, 3, [0, 1, 2]).unwrap();
-        c.blend_all(0.5, &[[200, 0, 100]], |_, _| 0);
+        c.blend_all(0.5, &[[200, 0, 100]; 256], |_, row| row.fill(0));
         assert_eq!(data, vec![150, 50, 100, 150, 50, 100]);
     }
 
@@ -456,6 +545,89 @@ mod tests {
             stride: 4,
         };
         assert!(Canvas::yuv420(&mut y, 4, chroma, (4, 4), YuvColorimetry::BT601).is_err());
+    }
+
+    /// Bytes of a fixed pseudo-random sequence.
+    fn noise(n: usize, seed: u32) -> Vec<u8> {
+        let mut x = seed;
+        (0..n)
+            .map(|_| {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn blend_all_equals_blending_each_pixel() {
+        let palette: [[u8; 3]; 256] = std::array::from_fn(|i| {
+            let b = noise(3, i as u32);
+            [b[0], b[1], b[2]]
+        });
+        let (w, h) = (7, 3);
+        let picks = noise(w * h, 99);
+        // RGB, BGRx with padded rows, xRGB, a 5-byte layout
+        for (bpp, rgb, stride) in [
+            (3, [0, 1, 2], 21),
+            (4, [2, 1, 0], 32),
+            (4, [1, 2, 3], 28),
+            (5, [4, 0, 2], 35),
+        ] {
+            for alpha in [0.45, 1.0, 0.0] {
+                let start = noise(stride * h, bpp as u32);
+                let mut fast = start.clone();
+                Canvas::packed(&mut fast, (w, h), stride, bpp, rgb)
+                    .unwrap()
+                    .blend_all(alpha, &palette, |y, row| {
+                        row.copy_from_slice(&picks[y * w..(y + 1) * w])
+                    });
+                let mut each = start.clone();
+                let mut c = Canvas::packed(&mut each, (w, h), stride, bpp, rgb).unwrap();
+                for y in 0..h {
+                    for x in 0..w {
+                        c.blend(x, y, palette[picks[y * w + x] as usize], alpha);
+                    }
+                }
+                assert_eq!(fast, each, "bpp {bpp}, offsets {rgb:?}, alpha {alpha}");
+            }
+        }
+        // 4:2:0 at odd sizes: luma per pixel, each chroma sample the mean of its pixels' colours
+        let (w, h) = (5, 3);
+        let picks = noise(w * h, 7);
+        let (y, uv) = nv12_and_i420(w, h, |c| {
+            c.blend_all(0.45, &palette, |y, row| {
+                row.copy_from_slice(&picks[y * w..(y + 1) * w])
+            })
+        });
+        let col = YuvColorimetry::BT709;
+        let a = weight(0.45);
+        let yuv = |x: usize, y: usize| col.yuv(palette[picks[y * w + x] as usize]);
+        for yy in 0..h {
+            for xx in 0..w {
+                let mut l = 126;
+                mix(&mut l, yuv(xx, yy)[0], a);
+                assert_eq!(y[yy * w + xx], l, "luma ({xx}, {yy})");
+            }
+        }
+        for cy in 0..h.div_ceil(2) {
+            for cx in 0..w.div_ceil(2) {
+                let cells: Vec<[u8; 3]> = (2 * cy..(2 * cy + 2).min(h))
+                    .flat_map(|yy| (2 * cx..(2 * cx + 2).min(w)).map(move |xx| (xx, yy)))
+                    .map(|(xx, yy)| yuv(xx, yy))
+                    .collect();
+                let n = cells.len() as u32;
+                for k in 0..2 {
+                    let sum: u32 = cells.iter().map(|c| c[k + 1] as u32).sum();
+                    let mut v = 128;
+                    mix(&mut v, ((sum + n / 2) / n) as u8, a);
+                    assert_eq!(
+                        uv[(cy * w.div_ceil(2) + cx) * 2 + k],
+                        v,
+                        "chroma ({cx}, {cy})"
+                    );
+                }
+            }
+        }
     }
 
     /// An NV12 frame (w x h, mid grey) drawn by `draw`, and the same as I420: the planes of both
@@ -509,7 +681,13 @@ mod tests {
         assert_eq!(&uv[0..2], &[half(gu), half(gv)]);
         // the heatmap: each chroma sample the mean of its pixels' colours, luma per pixel
         let (y, uv) = nv12_and_i420(3, 2, |c| {
-            c.blend_all(1.0, &[[255, 0, 0], [0, 0, 255]], |x, _| usize::from(x > 0))
+            let mut two = [[255, 0, 0]; 256];
+            two[1] = [0, 0, 255];
+            c.blend_all(1.0, &two, |_, row| {
+                for (x, i) in row.iter_mut().enumerate() {
+                    *i = u8::from(x > 0);
+                }
+            })
         });
         let [ry, ru, rv] = YuvColorimetry::BT709.yuv([255, 0, 0]);
         let [by, bu, bv] = YuvColorimetry::BT709.yuv([0, 0, 255]);
