@@ -330,8 +330,8 @@ impl<'a> Canvas<'a> {
                                 (s + n / 2) / n
                             }
                         };
-                        mean_u[cx] = mean(su) as u32 * a + 128;
-                        mean_v[cx] = mean(sv) as u32 * a + 128;
+                        mean_u[cx] = mean(su) * a + 128;
+                        mean_v[cx] = mean(sv) * a + 128;
                     }
                     f.chroma.mix_row(cy, &mean_u, &mean_v, a);
                 }
