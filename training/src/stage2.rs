@@ -228,10 +228,9 @@ impl FlowJob {
                 .cond_rows
                 .index_select(0, &idx.remainder(hw))
                 .to_device(self.device);
-            let log_p = self.flow.log_prob(&x, &c);
-            let good = flow_loss(&log_p, self.flow.channels());
+            let good = flow_loss(&self.flow.log_prob(&x, &c), self.flow.channels());
             let loss = match &self.defects {
-                Some(d) => good + self.push_term(d, &log_p, rng) * cfg.defect_push,
+                Some(d) => good + self.push_term(d, rng) * cfg.defect_push,
                 None => good,
             };
             self.opt.backward_step(&loss);
@@ -242,10 +241,11 @@ impl FlowJob {
 }
 
 impl FlowJob {
-    /// The defect push on a quarter batch of synthetic-defect vectors: the mean amount by which
-    /// their log p / C lies above a boundary set by the good batch, as far below its 5 %
-    /// quantile as the median lies above it (scale-free; the good batch's values detached).
-    fn push_term(&self, d: &DefectRows, good_log_p: &Tensor, rng: &mut ChaCha8Rng) -> Tensor {
+    /// The defect push on a quarter batch of synthetic-defect vectors: softplus(log p / C), the
+    /// good loss's mirror image, so that log p / C works as the logit of a good-against-defect
+    /// classifier whose pull on either side stays below 1 (a boundary taken from the good batch
+    /// let the two chase each other until a flow diverged).
+    fn push_term(&self, d: &DefectRows, rng: &mut ChaCha8Rng) -> Tensor {
         use rand::Rng;
         let c = self.flow.channels() as f64;
         let m = d.rows.size()[0];
@@ -255,12 +255,8 @@ impl FlowJob {
         let x = d.rows.index_select(0, &idx).to_device(self.device);
         let pos = d.positions.index_select(0, &idx);
         let cond = self.cond_rows.index_select(0, &pos).to_device(self.device);
-        let good = (good_log_p.detach() / c).to_kind(Kind::Float);
-        let q05 = good.quantile_scalar(0.05, None, false, "linear");
-        let q50 = good.quantile_scalar(0.5, None, false, "linear");
-        let boundary = &q05 * 2.0 - q50;
-        (self.flow.log_prob(&x, &cond) / c - boundary)
-            .relu()
+        (self.flow.log_prob(&x, &cond) / c)
+            .softplus()
             .mean(Kind::Float)
     }
 }
