@@ -84,7 +84,7 @@ impl Chroma<'_> {
     /// per sample, of weight `a` of 256.
     fn mix_row(&mut self, cy: usize, u: &[u32], v: &[u32], a: u32) {
         let keep = 256 - a;
-        let mix = |p: &mut u8, c: u32| *p = ((*p as u32 * keep + c) >> 8) as u8;
+        let mix = |p: &mut u8, c: u32| mix_shared(p, c, keep);
         match self {
             Chroma::Interleaved { uv, stride } => {
                 let row = &mut uv[cy * *stride..cy * *stride + 2 * u.len()];
@@ -125,7 +125,14 @@ impl Chroma<'_> {
 /// `p` mixed with `c` at weight `a` of 256, rounded.
 #[inline]
 fn mix(p: &mut u8, c: u8, a: u32) {
-    *p = ((*p as u32 * (256 - a) + c as u32 * a + 128) >> 8) as u8;
+    mix_shared(p, c as u32 * a + 128, 256 - a);
+}
+
+/// `p` mixed with a colour's premultiplied share `c * a + 128`, keeping `keep` = 256 - a of it:
+/// the same as [`mix`], with the colour's part computed once for many pixels.
+#[inline]
+fn mix_shared(p: &mut u8, share: u32, keep: u32) {
+    *p = ((*p as u32 * keep + share) >> 8) as u8;
 }
 
 /// Weight of 256 for an opacity of 0..1.
@@ -148,9 +155,9 @@ fn mix_row<const B: usize>(
     let (pixels, _) = row.as_chunks_mut::<B>();
     for (px, &i) in pixels.iter_mut().zip(idx) {
         let c = &pre[i as usize];
-        px[r] = ((px[r] as u32 * keep + c[0]) >> 8) as u8;
-        px[g] = ((px[g] as u32 * keep + c[1]) >> 8) as u8;
-        px[b] = ((px[b] as u32 * keep + c[2]) >> 8) as u8;
+        mix_shared(&mut px[r], c[0], keep);
+        mix_shared(&mut px[g], c[1], keep);
+        mix_shared(&mut px[b], c[2], keep);
     }
 }
 
@@ -282,7 +289,7 @@ impl<'a> Canvas<'a> {
                         _ => {
                             for (px, &i) in row.chunks_exact_mut(p.bpp).zip(&idx) {
                                 for (&o, &c) in p.rgb.iter().zip(&pre[i as usize]) {
-                                    px[o] = ((px[o] as u32 * (256 - a) + c) >> 8) as u8;
+                                    mix_shared(&mut px[o], c, 256 - a);
                                 }
                             }
                         }
@@ -308,7 +315,7 @@ impl<'a> Canvas<'a> {
                     {
                         let luma = &mut f.y[y * f.y_stride..y * f.y_stride + w];
                         for (l, &i) in luma.iter_mut().zip(row_idx.iter()) {
-                            *l = ((*l as u32 * (256 - a) + pre[i as usize][0]) >> 8) as u8;
+                            mix_shared(l, pre[i as usize][0], 256 - a);
                         }
                     }
                     // the mean colour of each 2x2 cell (fewer pixels at odd edges)
