@@ -233,17 +233,6 @@ impl ClsFlowModel {
         }
     }
 
-    /// Sets every flow variable to that of `other`, a model of the same architecture (e.g. a
-    /// fresh one, to train the flows again on this model's extractor).
-    pub fn copy_flows_from(&mut self, other: &ClsFlowModel) -> Result<()> {
-        for (mine, theirs) in self.flow_vars.iter_mut().zip(&other.flow_vars) {
-            mine.copy(theirs)
-                .map_err(|e| Error::Config(format!("flows of another architecture: {e}")))?;
-        }
-        self.folded = None;
-        Ok(())
-    }
-
     /// The architecture.
     pub fn config(&self) -> &ModelConfig {
         &self.config

@@ -120,19 +120,10 @@ pub struct Stage2Config {
     /// to share two threads well); `false` trains them one after the other.
     #[serde(default = "yes")]
     pub parallel_flows: bool,
-    /// Weight of a term that pushes the log-likelihood of synthetic-defect feature vectors
-    /// below the low end of the good ones' (docs/experiments.md item 58); 0 = none, the
-    /// paper's flows trained on good images alone.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub defect_push: f64,
 }
 
 fn yes() -> bool {
     true
-}
-
-fn is_zero(v: &f64) -> bool {
-    *v == 0.0
 }
 
 /// Label-free calibration settings (docs/method.md section 8).
@@ -349,9 +340,6 @@ impl TrainConfig {
         }
         if let Some(v) = s2.feature_noise.iter().find(|v| !(0.0..=1.0).contains(*v)) {
             bail!("stage2.feature_noise values must be in [0, 1], got {v}");
-        }
-        if !(s2.defect_push >= 0.0 && s2.defect_push.is_finite()) {
-            bail!("stage2.defect_push must be >= 0, got {}", s2.defect_push);
         }
         let c = &self.calibration;
         if !(0.0..0.9).contains(&c.holdout_fraction) {

@@ -141,10 +141,6 @@ enum Command {
         /// Fixed weight of the classifier in the image score; 0: the flow branch alone.
         #[arg(long, allow_negative_numbers = true)]
         score_weight: Option<f64>,
-        /// Train the flows again on the run's extractor first, with the [stage2] settings of
-        /// --config (the run's own without it).
-        #[arg(long)]
-        retrain_flows: bool,
     },
     /// Export a model for a serving engine: a TorchScript module in a Triton model repository.
     Export {
@@ -413,14 +409,15 @@ fn run(cli: Cli) -> Result<()> {
             config,
             fusion_weight,
             score_weight,
-            retrain_flows,
         } => {
-            let given = match config {
-                Some(c) => TrainConfig::load(&c)?,
-                None => clsflow_train::train::TrainState::load(&run)?.config,
+            let mut calibration = match config {
+                Some(c) => TrainConfig::load(&c)?.calibration,
+                None => {
+                    clsflow_train::train::TrainState::load(&run)?
+                        .config
+                        .calibration
+                }
             };
-            let mut calibration = given.calibration;
-            let retrain = retrain_flows.then_some(given.stage2);
             if fusion_weight.is_some() || score_weight.is_some() {
                 let run_reference = read_manifest(&run.join("model.clsflow"))
                     .with_context(|| format!("{}: no trained model to recalibrate", run.display()))?
@@ -429,7 +426,7 @@ fn run(cli: Cli) -> Result<()> {
                 calibration =
                     calibration.with_fixed_weights(fusion_weight, score_weight, run_reference);
             }
-            let r = recalibrate(&run, calibration, retrain, &out)?;
+            let r = recalibrate(&run, calibration, &out)?;
             let s = &r.calibration.scoring;
             println!(
                 "recalibrated: weights {} (map) and {} (score), thresholds {:.4} and {:.4}",

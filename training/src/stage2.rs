@@ -57,54 +57,6 @@ pub fn to_rows(features: &Tensor) -> Tensor {
         .contiguous()
 }
 
-/// Feature vectors of synthetic defects for one tap: rows (M, C) whose cell the defect mask
-/// covers at least half of, with their positions in the tap's grid, on the CPU.
-pub struct DefectRows {
-    rows: Tensor,
-    positions: Tensor,
-}
-
-/// Per tap, the feature vectors of one synthetic defect made from each of `images` (stage 1's
-/// synthesiser, its own seeded stream), for the defect push (`Stage2Config::defect_push`).
-pub fn defect_rows(
-    model: &ClsFlowModel,
-    images: &[RgbImage],
-    foregrounds: &[Option<image::GrayImage>],
-    synth: &crate::synth::DefectSynthesizer,
-    norm: &Normalization,
-    rng: &mut ChaCha8Rng,
-    pb: &ProgressBar,
-) -> [DefectRows; 3] {
-    let samples: Vec<crate::synth::Sample> = images
-        .iter()
-        .zip(foregrounds)
-        .map(|(im, fg)| synth.sample(im, images, fg.as_ref(), true, rng))
-        .collect();
-    let defective: Vec<RgbImage> = samples.iter().map(|s| s.image.clone()).collect();
-    let features = extract_features(model, &defective, norm, pb);
-    let masks: Vec<Tensor> = samples
-        .iter()
-        .map(|s| {
-            let (w, h) = s.mask.dimensions();
-            Tensor::from_slice(s.mask.as_raw())
-                .reshape([1, h as i64, w as i64])
-                .to_kind(Kind::Float)
-                / 255.0
-        })
-        .collect();
-    let masks = Tensor::stack(&masks, 0);
-    std::array::from_fn(|tap| {
-        let f = &features[tap];
-        let (_, _, h, w) = f.size4().expect("feature map");
-        let cover = masks.adaptive_avg_pool2d([h, w]).reshape([-1]);
-        let keep = cover.ge(0.5).nonzero().squeeze_dim(1);
-        DefectRows {
-            rows: to_rows(f).index_select(0, &keep),
-            positions: keep.remainder(h * w),
-        }
-    })
-}
-
 /// Adam for the flow of one tap.
 pub fn optimizer(
     model: &ClsFlowModel,
@@ -158,8 +110,6 @@ pub struct FlowJob {
     opt: Optimizer,
     cfg: Stage2Config,
     device: Device,
-    /// Synthetic-defect vectors the push term draws from (with `defect_push` > 0).
-    defects: Option<DefectRows>,
 }
 
 impl FlowJob {
@@ -169,10 +119,8 @@ impl FlowJob {
         tap: usize,
         rows: Tensor,
         cfg: Stage2Config,
-        defects: Option<DefectRows>,
     ) -> anyhow::Result<Self> {
         Ok(FlowJob {
-            defects: defects.filter(|d| cfg.defect_push > 0.0 && d.rows.size()[0] > 0),
             tap,
             flow: model.flows()[tap].shallow_clone(),
             cond_rows: model.condition_rows(tap).to_device(Device::Cpu),
@@ -228,36 +176,11 @@ impl FlowJob {
                 .cond_rows
                 .index_select(0, &idx.remainder(hw))
                 .to_device(self.device);
-            let good = flow_loss(&self.flow.log_prob(&x, &c), self.flow.channels());
-            let loss = match &self.defects {
-                Some(d) => good + self.push_term(d, rng) * cfg.defect_push,
-                None => good,
-            };
+            let loss = flow_loss(&self.flow.log_prob(&x, &c), self.flow.channels());
             self.opt.backward_step(&loss);
             losses.add(loss.double_value(&[]), epoch, i, pb)?;
         }
         Ok(Some(losses.mean()))
-    }
-}
-
-impl FlowJob {
-    /// The defect push on a quarter batch of synthetic-defect vectors: softplus(log p / C), the
-    /// good loss's mirror image, so that log p / C works as the logit of a good-against-defect
-    /// classifier whose pull on either side stays below 1 (a boundary taken from the good batch
-    /// let the two chase each other until a flow diverged).
-    fn push_term(&self, d: &DefectRows, rng: &mut ChaCha8Rng) -> Tensor {
-        use rand::Rng;
-        let c = self.flow.channels() as f64;
-        let m = d.rows.size()[0];
-        let k = (self.cfg.fiber_batch / 4).max(1);
-        let idx: Vec<i64> = (0..k).map(|_| rng.gen_range(0..m)).collect();
-        let idx = Tensor::from_slice(&idx);
-        let x = d.rows.index_select(0, &idx).to_device(self.device);
-        let pos = d.positions.index_select(0, &idx);
-        let cond = self.cond_rows.index_select(0, &pos).to_device(self.device);
-        (self.flow.log_prob(&x, &cond) / c)
-            .softplus()
-            .mean(Kind::Float)
     }
 }
 

@@ -36,7 +36,7 @@ fn train_two_rounds(parallel: bool, noise: [f64; 3]) -> (Vec<f64>, Vec<Tensor>) 
             s2.parallel_flows = parallel;
             s2.feature_noise = noise;
             s2.vectors_per_epoch = Some(1024);
-            FlowJob::new(&model, tap, rows, s2, None).unwrap()
+            FlowJob::new(&model, tap, rows, s2).unwrap()
         })
         .collect();
     let mut round: Vec<&mut FlowJob> = jobs.iter_mut().collect();
@@ -112,7 +112,7 @@ fn flows_that_draw_noise_stay_on_one_thread() {
         s2.parallel_flows = parallel;
         // 8 images: 8, 2 and 1 steps of 256 vectors at the three taps
         let rows = Tensor::randn([8 * hw, c], (Kind::Float, Device::Cpu));
-        FlowJob::new(&model, tap, rows, s2, None).unwrap()
+        FlowJob::new(&model, tap, rows, s2).unwrap()
     };
     // noise on the stride-8 flow: the flow with most steps among the others takes the helper
     let mut jobs: Vec<FlowJob> = (0..3).map(|t| job(t, [0.1, 0.0, 0.0], true)).collect();

@@ -49,7 +49,7 @@ fn main() -> anyhow::Result<()> {
                     s2.parallel_flows = parallel;
                     s2.vectors_per_epoch =
                         Some((rows[tap].size()[0] as f64 * fraction).round() as usize);
-                    FlowJob::new(&model, tap, rows[tap].shallow_clone(), s2, None)
+                    FlowJob::new(&model, tap, rows[tap].shallow_clone(), s2)
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let mut round: Vec<&mut FlowJob> = jobs.iter_mut().collect();

@@ -222,12 +222,9 @@ fn assemble(
 
 /// Calibrates a finished run in `run_dir` anew with `calibration` settings (thresholds, weight
 /// candidates, rules), writing the new model and summary into `out`; the run is left as it is.
-/// With `retrain_flows`, the flows are first trained again from their initial weights with
-/// those stage-2 settings, on the run's extractor.
 pub fn recalibrate(
     run_dir: &Path,
     calibration: crate::config::CalibrationConfig,
-    retrain_flows: Option<crate::config::Stage2Config>,
     out: &Path,
 ) -> Result<TrainOutcome> {
     let mut state = TrainState::load(run_dir)?;
@@ -247,26 +244,12 @@ pub fn recalibrate(
         );
     }
     state.config.calibration = calibration;
-    let retrain = retrain_flows.is_some();
-    if let Some(s2) = retrain_flows {
-        state.config.stage2 = s2;
-        state.stage2_done = [0; 3];
-        state.stage2_losses = Default::default();
-        state.seconds[1] = 0.0;
-    }
     state.config.validate()?;
     let cfg = state.config.clone();
     let ds = Dataset::open(&state.data)?;
     let textures = load_textures(&cfg.data.textures, cfg.model.input_size as u32)?;
-    let (mut model, _) =
-        checkpoint::load(&run_dir.join(MODEL), tch::Device::cuda_if_available())
-            .with_context(|| format!("{}: no trained model to recalibrate", run_dir.display()))?;
-    if retrain {
-        // the flows' initial weights of the run itself: its seed, its model built afresh
-        tch::manual_seed(cfg.seed as i64);
-        let fresh = ClsFlowModel::new(model.config().clone(), model.device())?;
-        model.copy_flows_from(&fresh)?;
-    }
+    let (model, _) = checkpoint::load(&run_dir.join(MODEL), tch::Device::cuda_if_available())
+        .with_context(|| format!("{}: no trained model to recalibrate", run_dir.display()))?;
     std::fs::create_dir_all(out)
         .with_context(|| format!("cannot create output folder {}", out.display()))?;
     let mut run = assemble(cfg, ds, out, state, model, textures)?;
@@ -371,24 +354,11 @@ fn run_stage2(run: &mut Run, stop: &Arc<AtomicBool>) -> Result<[tch::Tensor; 3]>
         model,
         norm,
         train,
-        train_fgs,
-        synth,
         ..
     } = run;
     let train_imgs = &train.tiles;
     let pb = progress(train_imgs.len() as u64, "features");
     let features = stage2::extract_features(&*model, train_imgs, &*norm, &pb);
-    pb.finish_and_clear();
-    let training = state.stage2_done.iter().any(|&d| d < cfg.stage2.epochs);
-    let mut defects: Vec<Option<stage2::DefectRows>> = if training && cfg.stage2.defect_push > 0.0 {
-        let pb = progress(train_imgs.len() as u64, "defect features");
-        let mut rng = epoch_rng(cfg.seed, 20, 0);
-        let d = stage2::defect_rows(&*model, train_imgs, train_fgs, synth, norm, &mut rng, &pb);
-        pb.finish_and_clear();
-        d.into_iter().map(Some).collect()
-    } else {
-        (0..3).map(|_| None).collect()
-    };
     // with tiles, an epoch draws as many vectors as one tile per image holds
     let s2cfg = |rows: i64| {
         let mut c = cfg.stage2.clone();
@@ -397,6 +367,7 @@ fn run_stage2(run: &mut Run, stop: &Arc<AtomicBool>) -> Result<[tch::Tensor; 3]>
         }
         c
     };
+    pb.finish_and_clear();
     let mut jobs = features
         .iter()
         .enumerate()
@@ -404,7 +375,7 @@ fn run_stage2(run: &mut Run, stop: &Arc<AtomicBool>) -> Result<[tch::Tensor; 3]>
         .map(|(tap, f)| {
             let rows = stage2::to_rows(f);
             let s2 = s2cfg(rows.size()[0]);
-            stage2::FlowJob::new(&*model, tap, rows, s2, defects[tap].take())
+            stage2::FlowJob::new(&*model, tap, rows, s2)
         })
         .collect::<Result<Vec<_>>>()?;
     // the flows train side by side, one epoch of each per round, and each round ends with a
