@@ -62,33 +62,19 @@ impl Chroma<'_> {
     /// Mixes (u, v) into chroma sample (cx, cy) with weight `a` of 256.
     #[inline]
     fn mix(&mut self, cx: usize, cy: usize, [u, v]: [u8; 2], a: u32) {
-        match self {
-            Chroma::Interleaved { uv, stride } => {
-                let i = cy * *stride + 2 * cx;
-                mix(&mut uv[i], u, a);
-                mix(&mut uv[i + 1], v, a);
-            }
-            Chroma::Planar {
-                u: up,
-                u_stride,
-                v: vp,
-                v_stride,
-            } => {
-                mix(&mut up[cy * *u_stride + cx], u, a);
-                mix(&mut vp[cy * *v_stride + cx], v, a);
-            }
-        }
+        let share = |c: u8| [c as u32 * a + 128];
+        self.mix_row(cx, cy, &share(u), &share(v), a);
     }
 
-    /// Mixes chroma row `cy` with the premultiplied colours (`c * a + 128`) `u` and `v`, one
-    /// per sample, of weight `a` of 256.
-    fn mix_row(&mut self, cy: usize, u: &[u32], v: &[u32], a: u32) {
+    /// Mixes the samples of chroma row `cy` from column `cx` on with the premultiplied colours
+    /// (`c * a + 128`) `u` and `v`, one per sample, of weight `a` of 256.
+    fn mix_row(&mut self, cx: usize, cy: usize, u: &[u32], v: &[u32], a: u32) {
         let keep = 256 - a;
         let mix = |p: &mut u8, c: u32| mix_shared(p, c, keep);
         match self {
             Chroma::Interleaved { uv, stride } => {
-                let row = &mut uv[cy * *stride..cy * *stride + 2 * u.len()];
-                let (pairs, _) = row.as_chunks_mut::<2>();
+                let start = cy * *stride + 2 * cx;
+                let (pairs, _) = uv[start..start + 2 * u.len()].as_chunks_mut::<2>();
                 for ((p, &cu), &cv) in pairs.iter_mut().zip(u).zip(v) {
                     mix(&mut p[0], cu);
                     mix(&mut p[1], cv);
@@ -100,10 +86,11 @@ impl Chroma<'_> {
                 v: vp,
                 v_stride,
             } => {
-                let row = &mut up[cy * *u_stride..cy * *u_stride + u.len()];
-                row.iter_mut().zip(u).for_each(|(p, &c)| mix(p, c));
-                let row = &mut vp[cy * *v_stride..cy * *v_stride + v.len()];
-                row.iter_mut().zip(v).for_each(|(p, &c)| mix(p, c));
+                for (plane, stride, shares) in [(up, u_stride, u), (vp, v_stride, v)] {
+                    let start = cy * *stride + cx;
+                    let row = &mut plane[start..start + shares.len()];
+                    row.iter_mut().zip(shares).for_each(|(p, &c)| mix(p, c));
+                }
             }
         }
     }
@@ -298,7 +285,7 @@ impl<'a> Canvas<'a> {
             }
             Pixels::Yuv420(f) => {
                 let yuv: [[u8; 3]; 256] = palette.map(|c| f.colorimetry.yuv(c));
-                let pre: [[u32; 3]; 256] = yuv.map(share);
+                let luma_share: [u32; 256] = yuv.map(|c| share(c)[0]);
                 let mut below = vec![0u8; w];
                 let cw = w.div_ceil(2);
                 let (mut mean_u, mut mean_v) = (vec![0u32; cw], vec![0u32; cw]);
@@ -315,7 +302,7 @@ impl<'a> Canvas<'a> {
                     {
                         let luma = &mut f.y[y * f.y_stride..y * f.y_stride + w];
                         for (l, &i) in luma.iter_mut().zip(row_idx.iter()) {
-                            mix_shared(l, pre[i as usize][0], 256 - a);
+                            mix_shared(l, luma_share[i as usize], 256 - a);
                         }
                     }
                     // the mean colour of each 2x2 cell (fewer pixels at odd edges)
@@ -340,7 +327,7 @@ impl<'a> Canvas<'a> {
                         mean_u[cx] = mean(su) * a + 128;
                         mean_v[cx] = mean(sv) * a + 128;
                     }
-                    f.chroma.mix_row(cy, &mean_u, &mean_v, a);
+                    f.chroma.mix_row(0, cy, &mean_u, &mean_v, a);
                 }
             }
         }

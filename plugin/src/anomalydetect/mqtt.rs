@@ -86,7 +86,12 @@ impl MqttTarget {
             Some((login, a)) => (Some(login), a),
             None => (None, authority),
         };
-        if looks_like_split_login(authority, topic) {
+        // the port is read once: an unreadable one is an error below, or part of a cut login
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some((p, p.parse::<u16>().ok()))),
+            None => (authority, None),
+        };
+        if looks_like_split_login(topic, matches!(port, Some((_, None)))) {
             return Err(format!(
                 "{shown}: this looks like a login whose user name or password holds a '/': \
                  write it as %2F (unescaped, a '/' ends the broker's address)"
@@ -111,13 +116,16 @@ impl MqttTarget {
                 Ok(Credentials { user, password })
             })
             .transpose()?;
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) => (
-                h,
-                p.parse::<u16>()
-                    .map_err(|_| format!("{shown}: {p:?} is not a port number"))?,
-            ),
-            None => (authority, if tls { 8883 } else { 1883 }),
+        let port = match port {
+            Some((_, Some(port))) => port,
+            Some((p, None)) => return Err(format!("{shown}: {p:?} is not a port number")),
+            None => {
+                if tls {
+                    8883
+                } else {
+                    1883
+                }
+            }
         };
         if host.is_empty() {
             return Err(format!("{shown}: no broker host"));
@@ -132,17 +140,13 @@ impl MqttTarget {
     }
 }
 
-/// Whether a `host[:port]` and its topic are the rest of a `user:password@host/topic` cut
-/// short by an unescaped '/' in the user name or the password: an '@' in the topic after a ':'
-/// in it, or after a host whose ':' is followed by no port number.
-fn looks_like_split_login(authority: &str, topic: &str) -> bool {
-    let Some(at) = topic.rfind('@') else {
-        return false;
-    };
-    let port_less = authority
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_err());
-    topic[..at].contains(':') || port_less
+/// Whether a URL's topic and its host's unreadable port (`bad_port`: a ':' followed by no
+/// port number) are the rest of a `user:password@host/topic` cut short by an unescaped '/' in
+/// the user name or the password: an '@' in the topic after a ':' in it, or after a bad port.
+fn looks_like_split_login(topic: &str, bad_port: bool) -> bool {
+    topic
+        .rfind('@')
+        .is_some_and(|at| bad_port || topic[..at].contains(':'))
 }
 
 /// `url` with the password of its `user:password@` part replaced by `***`, for messages:
