@@ -4,19 +4,15 @@
 use std::path::PathBuf;
 use tch::Tensor;
 
-/// `../shared` beside the repository (overridable with CLSFLOW_SHARED).
-pub fn shared_dir() -> PathBuf {
-    std::env::var_os("CLSFLOW_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"))
-}
-
-/// A fixture file; panics with a clear message when it is absent.
+/// A reference-tensor fixture kept in the repository (`tests/fixtures/`, whose README says how
+/// each was made); panics with a clear message when it is absent.
 pub fn fixture(name: &str) -> PathBuf {
-    let p = shared_dir().join("fixtures").join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     assert!(
         p.exists(),
-        "fixture {} is missing: ../shared must sit beside the repository",
+        "fixture {} is missing from the checkout",
         p.display()
     );
     p

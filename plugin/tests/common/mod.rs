@@ -1,4 +1,5 @@
-//! Shared helpers: GStreamer init with the static plugin, and one tiny real model per test binary.
+//! Shared helpers: GStreamer init with the static plugin, tiny real models trained once per test
+//! binary, and frames packed in every format the elements take.
 #![allow(dead_code)]
 
 use clsflow_train::config::TrainConfig;
@@ -19,60 +20,68 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The real magnetic-tile category, if ../shared is present.
-pub fn magnetic_tile() -> Option<PathBuf> {
-    let p = repo().join("../shared/data/magnetic_tile");
-    if p.is_dir() {
-        Some(p)
-    } else {
-        eprintln!(
-            "note: {} absent; using the generated demo category",
-            p.display()
-        );
-        None
-    }
-}
+#[path = "../../../tests/common/shared_data.rs"]
+mod shared_data;
 
-/// A tiny model trained once (configs/test-tiny.toml) on magnetic-tile, else on demo data.
+/// A tiny model (configs/test-tiny.toml) trained once per test binary on the generated demo
+/// category, the same with or without the real data beside the checkout.
 pub fn model() -> PathBuf {
     static MODEL_PATH: OnceLock<PathBuf> = OnceLock::new();
     MODEL_PATH
         .get_or_init(|| {
-            // under target/ (cargo's folder for integration-test files), one per test binary:
-            // a re-run replaces it instead of leaving folders in /tmp
-            let binary = std::env::current_exe()
-                .ok()
-                .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
-                .unwrap_or_else(|| "plugin-tests".into());
-            let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(binary);
-            let _ = std::fs::remove_dir_all(&dir);
-            let data = match magnetic_tile() {
-                Some(p) => p,
-                None => {
-                    let d = dir.join("demo");
-                    clsflow_train::demo_data::generate(&d, Default::default(), 1).unwrap();
-                    d
-                }
-            };
-            let mut cfg = TrainConfig::load(&repo().join("configs/test-tiny.toml")).unwrap();
-            cfg.model.weights = Some(repo().join("models/efficientnet_lite0.safetensors"));
-            let out = dir.join("run");
-            let model = out.join(MODEL);
-            // on the libtorch thread that the elements use (see clsflow::torch_thread)
-            clsflow::torch_thread::run(move || {
-                train(
-                    cfg,
-                    &data,
-                    &out,
-                    Start::Fresh,
-                    Arc::new(AtomicBool::new(false)),
-                )
-                .expect("tiny training")
-            })
-            .expect("training job");
-            model
+            let dir = test_dir("demo");
+            let data = dir.join("data");
+            clsflow_train::demo_data::generate(&data, Default::default(), 1).unwrap();
+            train_tiny(data, dir.join("run"))
         })
         .clone()
+}
+
+/// A tiny model trained once per test binary on the real Magnetic-Tile category, with the
+/// category's folder; `None` (the test says it skips) when the data is absent.
+pub fn magnetic_tile_model() -> Option<(PathBuf, PathBuf)> {
+    static MODEL_PATH: OnceLock<Option<(PathBuf, PathBuf)>> = OnceLock::new();
+    MODEL_PATH
+        .get_or_init(|| {
+            let data = shared_data::category("magnetic_tile")?;
+            let model = train_tiny(data.clone(), test_dir("magnetic_tile").join("run"));
+            Some((model, data))
+        })
+        .clone()
+}
+
+/// A fresh folder for this test binary's `what` under target/ (cargo's folder for
+/// integration-test files): a re-run replaces it instead of leaving folders in /tmp.
+fn test_dir(what: &str) -> PathBuf {
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "plugin-tests".into());
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(binary)
+        .join(what);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Trains configs/test-tiny.toml on `data` into `out`; the model's path.
+fn train_tiny(data: PathBuf, out: PathBuf) -> PathBuf {
+    let mut cfg = TrainConfig::load(&repo().join("configs/test-tiny.toml")).unwrap();
+    cfg.model.weights = Some(repo().join("models/efficientnet_lite0.safetensors"));
+    let model = out.join(MODEL);
+    // on the libtorch thread that the elements use (see clsflow::torch_thread)
+    clsflow::torch_thread::run(move || {
+        train(
+            cfg,
+            &data,
+            &out,
+            Start::Fresh,
+            Arc::new(AtomicBool::new(false)),
+        )
+        .expect("tiny training")
+    })
+    .expect("training job");
+    model
 }
 
 /// An RGB test image of `w` x `h` with structure (not flat).

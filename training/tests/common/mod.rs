@@ -45,13 +45,11 @@ pub fn load_on_cpu(model: &Path) -> Detector {
     .unwrap()
 }
 
-/// The real category in ../shared, or `None` after saying that the test is skipped.
+#[path = "../../../tests/common/shared_data.rs"]
+mod shared_data;
+pub use shared_data::category;
+
+/// The real Magnetic-Tile category, or `None` after saying that the test is skipped.
 pub fn magnetic_tile() -> Option<PathBuf> {
-    let root = repo().join("../shared/data/magnetic_tile");
-    if root.is_dir() {
-        Some(root)
-    } else {
-        eprintln!("skipping: {} absent", root.display());
-        None
-    }
+    category("magnetic_tile")
 }
