@@ -261,7 +261,9 @@ pub struct DataConfig {
     pub on_bad_image: OnBadImage,
     /// Texture folders for synthetic defects (images and GIMP .pat files).
     pub textures: Vec<PathBuf>,
-    /// Foreground mode; absent: the category's switch (MVTec names), else none.
+    /// Where synthetic defects go: `none` (anywhere), `object` (on the part, found as the Otsu
+    /// class that touches the border less), `dark` or `bright` (that Otsu class); absent: the
+    /// category's switch (MVTec names), else none.
     pub foreground: Option<ForegroundMode>,
     /// Hole filling of the foreground; absent: the category's switch.
     pub fill_holes: Option<bool>,
@@ -502,7 +504,8 @@ pub struct Overrides {
     /// Texture folder (repeatable; replaces the config's list).
     #[arg(long = "textures")]
     pub textures: Vec<PathBuf>,
-    /// Foreground mode for synthetic defects.
+    /// Where synthetic defects go: none (anywhere), object (on the part, whichever its
+    /// brightness), dark or bright (the darker or brighter Otsu class).
     #[arg(long, value_enum)]
     pub foreground: Option<ForegroundMode>,
     /// What to do with unreadable images.

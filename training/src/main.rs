@@ -11,7 +11,7 @@ use clsflow_train::evaluate::{BRANCHES, evaluate, score_test_set};
 use clsflow_train::export::{ExportInput, export_torchscript};
 use clsflow_train::predict::{PredictOptions, Save, collect_inputs, predict};
 use clsflow_train::report::{flow_alone_note, save_png, write_report};
-use clsflow_train::synth::foreground::{foreground_mask, rule_for_category};
+use clsflow_train::synth::foreground::{ForegroundMode, foreground_mask, rule_for_run};
 use clsflow_train::synth::textures::load_textures;
 use clsflow_train::synth::{DefectSynthesizer, sample_sheet};
 use clsflow_train::train::{Interrupted, Start, recalibrate, train};
@@ -180,6 +180,9 @@ enum Command {
         /// Seed.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Where synthetic defects go (overrides the config): none, object, dark or bright.
+        #[arg(long, value_enum)]
+        foreground: Option<ForegroundMode>,
     },
     /// Generate the embedded demo category (procedural plates with defects, MVTec layout).
     DemoData {
@@ -466,6 +469,7 @@ fn run(cli: Cli) -> Result<()> {
             count,
             out,
             seed,
+            foreground,
         } => {
             let cfg = TrainConfig::load_or_builtin(config.as_deref())?;
             let ds = Dataset::open(&data)?;
@@ -476,10 +480,12 @@ fn run(cli: Cli) -> Result<()> {
                 .into_iter()
                 .map(|(_, i)| i)
                 .collect();
-            let mut rule = rule_for_category(&ds.name);
-            if let Some(m) = cfg.data.foreground {
-                rule.mode = m;
-            }
+            let rule = rule_for_run(
+                &ds.name,
+                foreground.or(cfg.data.foreground),
+                cfg.data.fill_holes,
+            );
+            println!("synthetic defects go {rule}");
             let synth =
                 DefectSynthesizer::new(cfg.synth.clone(), load_textures(&cfg.data.textures, size)?);
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);

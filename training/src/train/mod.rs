@@ -14,7 +14,7 @@ use crate::calibrate::{Calibration, CalibrationInput, calibrate};
 use crate::config::TrainConfig;
 use crate::data::{Dataset, SkippedFile, progress};
 use crate::synth::DefectSynthesizer;
-use crate::synth::foreground::{ForegroundRule, foreground_mask, rule_for_category};
+use crate::synth::foreground::{foreground_mask, rule_for_run};
 use crate::synth::textures::load_textures;
 use crate::tiles::TiledImages;
 use crate::{stage1, stage2};
@@ -168,13 +168,7 @@ fn assemble(
             1.0 / train.image_share()
         );
     }
-    let mut rule = rule_for_category(&ds.name);
-    if let Some(m) = cfg.data.foreground {
-        rule = ForegroundRule { mode: m, ..rule };
-    }
-    if let Some(f) = cfg.data.fill_holes {
-        rule.fill_holes = f;
-    }
+    let rule = rule_for_run(&ds.name, cfg.data.foreground, cfg.data.fill_holes);
     let train_fgs = train
         .tiles
         .iter()
