@@ -12,7 +12,7 @@
 //!   `inference-ms` (double),
 //!   `fresh` (boolean: computed on this frame rather than repeated by `interval`),
 //!   `regions` (uint), `results-dropped` (uint64: results that `results-location` dropped so
-//!   far);
+//!   far), `drift` (boolean: the recent frames' scores have left the band calibration predicts);
 //! - one `GstVideoRegionOfInterestMeta` of type [`REGION_TYPE`] per defect region, in frame
 //!   coordinates, ids 0, 1, ... largest score first, with a parameter structure
 //!   [`REGION_PARAMS`] (`max-score`, `mean-score` (double), `area` (uint, frame pixels)) and a
@@ -36,6 +36,9 @@ pub const DETECTION_PARAMS: &str = "detection";
 pub const DEFECT_LABEL: &str = "defect";
 /// Name of the element message posted for anomalous frames.
 pub const MESSAGE: &str = "clsflow-anomaly";
+/// Name of the element message posted when the scores drift from the calibrated band and when
+/// they come back.
+pub const DRIFT_MESSAGE: &str = "clsflow-drift";
 
 /// Registers the custom meta (idempotent).
 pub fn register() {
@@ -78,6 +81,8 @@ pub struct AnomalyInfo {
     pub regions: u32,
     /// Results that `results-location` dropped so far (an MQTT broker away for long).
     pub results_dropped: u64,
+    /// The recent frames' scores have left the band calibration predicts (`drift-window`).
+    pub drift: bool,
 }
 
 impl AnomalyInfo {
@@ -102,6 +107,7 @@ impl AnomalyInfo {
         s.set("fresh", self.fresh);
         s.set("regions", self.regions);
         s.set("results-dropped", self.results_dropped);
+        s.set("drift", self.drift);
         Ok(())
     }
 
@@ -134,6 +140,7 @@ impl AnomalyInfo {
             fresh: s.get("fresh").ok()?,
             regions: s.get("regions").ok()?,
             results_dropped: s.get("results-dropped").unwrap_or(0),
+            drift: s.get("drift").unwrap_or(false),
         })
     }
 }
@@ -141,7 +148,7 @@ impl AnomalyInfo {
 /// One processed frame as a JSON object: the schema of `results-location` and of the
 /// `anomaly_json` example (documented in the README): `frame` (index in the stream), `pts_ms`,
 /// `source` (element name), `score`, `normalized_score`, `anomalous`, `threshold`, `fresh`,
-/// `inference_ms`, `map_size`, `model`, and `regions` (`x`, `y`, `width`, `height` in frame
+/// `inference_ms`, `map_size`, `model`, `drift`, and `regions` (`x`, `y`, `width`, `height` in frame
 /// pixels, `area`, `max_score`, `mean_score`, `normalized_score`).
 pub fn frame_json(
     frame: u64,
@@ -172,6 +179,7 @@ pub fn frame_json(
         "inference_ms": info.inference_ms,
         "map_size": [info.map_width, info.map_height],
         "model": info.model,
+        "drift": info.drift,
         "regions": regions,
     })
 }

@@ -351,3 +351,68 @@ fn normalised_scores_and_detection_structures() {
     assert_eq!(d.get::<f64>("x_max").unwrap(), 1.0);
     assert_eq!(d.get::<f64>("y_max").unwrap(), 1.0);
 }
+
+/// The `drifting` field of each drift message the element posted since the last call.
+fn drift_messages(bus: &gst::Bus) -> Vec<bool> {
+    std::iter::from_fn(|| bus.pop_filtered(&[gst::MessageType::Element]))
+        .filter_map(|m| {
+            let s = m.structure()?;
+            (s.name() == gstclsflow::meta::DRIFT_MESSAGE)
+                .then(|| s.get::<bool>("drifting").unwrap())
+        })
+        .collect()
+}
+
+/// Frames of good parts whose light dims half-way and comes back: the element says so within
+/// the window's length after each change, once each, and not before the change.
+#[test]
+fn drift_is_posted_when_the_light_changes_and_cleared_when_it_returns() {
+    let window = 16usize;
+    let mut h = harness(&format!("drift-window={window} drift-tolerance=0.5"));
+    let bus = gst::Bus::new();
+    h.element().unwrap().set_bus(Some(&bus));
+    let data = common::demo_data();
+    let mut goods: Vec<_> = ["test/good", "train/good"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(data.join(d)).unwrap())
+        .map(|e| e.unwrap().path())
+        .collect();
+    goods.sort();
+    let frames: Vec<image::RgbImage> = goods[..24]
+        .iter()
+        .map(|p| image::open(p).unwrap().to_rgb8())
+        .collect();
+    let (w, hh) = frames[0].dimensions();
+    h.set_src_caps(common::caps(VideoFormat::Rgb, w, hh));
+    let mut i = 0usize;
+    // pushes `n` frames, dimmed by `light`; the frame offsets (from the first) of the messages
+    let mut push = |h: &mut gst_check::Harness, n: usize, light: f32| {
+        let mut got = Vec::new();
+        for k in 0..n {
+            let mut img = frames[i % frames.len()].clone();
+            i += 1;
+            img.pixels_mut()
+                .for_each(|p| p.0 = p.0.map(|v| (v as f32 * light).round() as u8));
+            let out = h
+                .push_and_pull(common::pack(img.as_raw(), w, hh, VideoFormat::Rgb))
+                .unwrap();
+            let info = AnomalyInfo::from_buffer(&out).unwrap();
+            for drifting in drift_messages(&bus) {
+                assert_eq!(info.drift, drifting, "the meta agrees with the message");
+                got.push((k, drifting));
+            }
+        }
+        got
+    };
+    assert_eq!(
+        push(&mut h, 3 * window, 1.0),
+        vec![],
+        "no drift under normal light"
+    );
+    let dimmed = push(&mut h, 2 * window, 0.25);
+    assert_eq!(dimmed.len(), 1, "{dimmed:?}");
+    assert!(dimmed[0].1 && dimmed[0].0 < window, "{dimmed:?}");
+    let back = push(&mut h, 2 * window, 1.0);
+    assert_eq!(back.len(), 1, "{back:?}");
+    assert!(!back[0].1 && back[0].0 < window, "{back:?}");
+}

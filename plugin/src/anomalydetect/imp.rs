@@ -1,10 +1,11 @@
 //! Implementation of `anomalydetect`: caps -> tensor -> detector -> maps -> metadata.
 
+use super::drift::{DriftBand, DriftMonitor, DriftStatus};
 use super::mqtt::{TlsFiles, redacted};
 use super::results::{ResultsSink, SinkOptions};
 use super::shared::{self, Overrides, SharedModel};
 use crate::frame::{DETECT_FORMATS, frame_input};
-use crate::meta::{AnomalyInfo, MESSAGE, RegionInfo, frame_json};
+use crate::meta::{AnomalyInfo, DRIFT_MESSAGE, MESSAGE, RegionInfo, frame_json};
 use clsflow::detector::AnomalyMap;
 use clsflow::{DeviceSpec, TileLayout, torch_thread};
 use gst::glib;
@@ -25,6 +26,9 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 const DEFAULT_DEVICE: &str = "auto";
 const DEFAULT_INTERVAL: u32 = 1;
 const DEFAULT_MIN_REGION_AREA: u32 = 4;
+const DEFAULT_DRIFT_WINDOW: u32 = 1000;
+const DEFAULT_DRIFT_TOLERANCE: f64 = 0.5;
+const DEFAULT_DRIFT_MAX_FLAGGED: f64 = 0.2;
 
 #[derive(Debug, Clone, PartialEq)]
 struct Settings {
@@ -47,6 +51,9 @@ struct Settings {
     results_queue_size: u32,
     results_tls: TlsFiles,
     threads: u32,
+    drift_window: u32,
+    drift_tolerance: f64,
+    drift_max_flagged: f64,
 }
 
 impl Default for Settings {
@@ -71,6 +78,9 @@ impl Default for Settings {
             results_queue_size: 1000,
             results_tls: TlsFiles::default(),
             threads: 0,
+            drift_window: DEFAULT_DRIFT_WINDOW,
+            drift_tolerance: DEFAULT_DRIFT_TOLERANCE,
+            drift_max_flagged: DEFAULT_DRIFT_MAX_FLAGGED,
         }
     }
 }
@@ -107,6 +117,8 @@ struct State {
     info: Option<gst_video::VideoInfo>,
     frame: u64,
     last: Option<Found>,
+    /// The fresh frames' scores against the band calibration predicts (None: off).
+    drift: Option<DriftMonitor>,
 }
 
 /// The element's private state.
@@ -265,6 +277,29 @@ impl ObjectImpl for AnomalyDetect {
                     .default_value(0)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt::builder("drift-window")
+                    .nick("Drift window")
+                    .blurb("Fresh frames in the rolling window of image scores that is compared with what calibration predicts for normal frames; a 'clsflow-drift' element message is posted when the window leaves that band and when it comes back. 0 = no drift detection")
+                    .maximum(1_000_000)
+                    .default_value(DEFAULT_DRIFT_WINDOW)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecDouble::builder("drift-tolerance")
+                    .nick("Drift tolerance")
+                    .blurb("How far the window's median score may move from the held-out good images' median, in score spreads (the distance from that median to the calibrated threshold; 0.5 moves a normalised score of 0.1 to 0.25)")
+                    .minimum(0.0)
+                    .maximum(100.0)
+                    .default_value(DEFAULT_DRIFT_TOLERANCE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecDouble::builder("drift-max-flagged")
+                    .nick("Drift: most flagged")
+                    .blurb("Largest share of the window's frames above the threshold before it counts as drift (calibration flags no held-out good image)")
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(DEFAULT_DRIFT_MAX_FLAGGED)
+                    .mutable_ready()
+                    .build(),
             ]
         });
         PROPS.as_ref()
@@ -299,6 +334,9 @@ impl ObjectImpl for AnomalyDetect {
             "results-cert-file" => s.results_tls.cert_file = path_value(value),
             "results-key-file" => s.results_tls.key_file = path_value(value),
             "threads" => s.threads = value.get().expect("type checked"),
+            "drift-window" => s.drift_window = value.get().expect("type checked"),
+            "drift-tolerance" => s.drift_tolerance = value.get().expect("type checked"),
+            "drift-max-flagged" => s.drift_max_flagged = value.get().expect("type checked"),
             other => unreachable!("unknown property {other}"),
         }
         match (pspec.name(), &s.results_location) {
@@ -334,6 +372,9 @@ impl ObjectImpl for AnomalyDetect {
             "results-cert-file" => path_string(&s.results_tls.cert_file).to_value(),
             "results-key-file" => path_string(&s.results_tls.key_file).to_value(),
             "threads" => s.threads.to_value(),
+            "drift-window" => s.drift_window.to_value(),
+            "drift-tolerance" => s.drift_tolerance.to_value(),
+            "drift-max-flagged" => s.drift_max_flagged.to_value(),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -445,6 +486,74 @@ impl AnomalyDetect {
         Ok(model)
     }
 
+    /// The drift monitor for the settings, on the checkpoint's calibrated band; none when drift
+    /// detection is off, or when a score-weight override makes scores that calibration did not
+    /// predict.
+    fn drift_monitor(&self, settings: &Settings, model: &SharedModel) -> Option<DriftMonitor> {
+        if settings.drift_window == 0 {
+            return None;
+        }
+        if settings.score_weight >= 0.0 {
+            gst::info!(
+                CAT,
+                imp = self,
+                "no drift detection: score-weight is overridden, and calibration predicted the scores of the checkpoint's weight only"
+            );
+            return None;
+        }
+        let band = DriftBand::from_scoring(
+            &model.scoring,
+            settings.drift_tolerance,
+            settings.drift_max_flagged,
+        );
+        gst::debug!(
+            CAT,
+            imp = self,
+            "drift band: median score {:.4} +- {:.4}, at most {:.0} % flagged, over {} frames",
+            band.expected_median,
+            band.tolerance,
+            100.0 * band.max_flagged,
+            settings.drift_window
+        );
+        Some(DriftMonitor::new(band, settings.drift_window as usize))
+    }
+
+    /// Posts a change of the drift state as a `clsflow-drift` element message and logs it.
+    fn post_drift(&self, status: &DriftStatus, band: &DriftBand, pts: Option<gst::ClockTime>) {
+        if status.drifting {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "drift over the last {} frames: {}",
+                status.window,
+                status.reason
+            );
+        } else {
+            gst::info!(
+                CAT,
+                imp = self,
+                "drift cleared: median score {:.4}, {:.0} % flagged over the last {} frames",
+                status.median,
+                100.0 * status.flagged_fraction,
+                status.window
+            );
+        }
+        let s = gst::Structure::builder(DRIFT_MESSAGE)
+            .field("drifting", status.drifting)
+            .field("median-score", status.median)
+            .field("expected-median-score", band.expected_median)
+            .field("tolerance", band.tolerance)
+            .field("flagged-fraction", status.flagged_fraction)
+            .field("max-flagged", band.max_flagged)
+            .field("window", status.window as u32)
+            .field("reason", status.reason.as_str())
+            .field("timestamp", pts.map(|t| t.nseconds()).unwrap_or(u64::MAX))
+            .build();
+        let _ = self
+            .obj()
+            .post_message(gst::message::Element::builder(s).src(&*self.obj()).build());
+    }
+
     fn detect(
         &self,
         buf: &gst::BufferRef,
@@ -509,6 +618,7 @@ impl AnomalyDetect {
             fresh: true,
             regions: regions.len() as u32,
             results_dropped: 0,
+            drift: false,
         };
         Ok(Found { info, regions })
     }
@@ -557,8 +667,10 @@ impl BaseTransformImpl for AnomalyDetect {
             }
             None => None,
         };
+        let drift = self.drift_monitor(&settings, &model);
         let mut state = self.state.lock().unwrap();
         state.model = Some(model);
+        state.drift = drift;
         state.results = results;
         state.results_dropped = 0;
         state.frame = 0;
@@ -638,6 +750,15 @@ impl BaseTransformImpl for AnomalyDetect {
             r
         };
         let index = state.frame - 1;
+        let mut drift_change = None;
+        if let Some(monitor) = state.drift.as_mut() {
+            if result.info.fresh {
+                drift_change = monitor
+                    .push(result.info.score, result.info.anomalous)
+                    .map(|status| (status, monitor.band()));
+            }
+            result.info.drift = monitor.drifting();
+        }
         if let Some(results) = state.results.as_mut() {
             let line = frame_json(
                 index,
@@ -666,6 +787,9 @@ impl BaseTransformImpl for AnomalyDetect {
         }
         result.info.results_dropped = state.results_dropped;
         drop(state);
+        if let Some((status, band)) = drift_change {
+            self.post_drift(&status, &band, buf.pts());
+        }
         if let Err(e) = result.info.attach(buf) {
             gst::element_imp_error!(
                 self,

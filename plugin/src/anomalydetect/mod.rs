@@ -9,6 +9,7 @@
 use gst::glib;
 use gst::prelude::*;
 
+pub mod drift;
 mod imp;
 mod mqtt;
 mod results;

@@ -30,11 +30,18 @@ pub fn model() -> PathBuf {
     MODEL_PATH
         .get_or_init(|| {
             let dir = test_dir("demo");
+            let _ = std::fs::remove_dir_all(&dir);
             let data = dir.join("data");
             clsflow_train::demo_data::generate(&data, Default::default(), 1).unwrap();
             train_tiny(data, dir.join("run"))
         })
         .clone()
+}
+
+/// The generated demo category that [`model`] was trained on.
+pub fn demo_data() -> PathBuf {
+    model();
+    test_dir("demo").join("data")
 }
 
 /// A tiny model trained once per test binary on the real Magnetic-Tile category, with the
@@ -44,24 +51,24 @@ pub fn magnetic_tile_model() -> Option<(PathBuf, PathBuf)> {
     MODEL_PATH
         .get_or_init(|| {
             let data = shared_data::category("magnetic_tile")?;
-            let model = train_tiny(data.clone(), test_dir("magnetic_tile").join("run"));
+            let dir = test_dir("magnetic_tile");
+            let _ = std::fs::remove_dir_all(&dir);
+            let model = train_tiny(data.clone(), dir.join("run"));
             Some((model, data))
         })
         .clone()
 }
 
-/// A fresh folder for this test binary's `what` under target/ (cargo's folder for
-/// integration-test files): a re-run replaces it instead of leaving folders in /tmp.
+/// This test binary's folder for `what` under target/ (cargo's folder for integration-test
+/// files): a re-run replaces it instead of leaving folders in /tmp.
 fn test_dir(what: &str) -> PathBuf {
     let binary = std::env::current_exe()
         .ok()
         .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "plugin-tests".into());
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(binary)
-        .join(what);
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+        .join(what)
 }
 
 /// Trains configs/test-tiny.toml on `data` into `out`; the model's path.
