@@ -3,10 +3,11 @@
 #   BENCH_ITERS (default 10)          timed iterations per detector row
 #   BENCH_FRAMES (default 60)         frames per GStreamer row at 1280x720 (in 5 rounds taken in turn)
 #   BENCH_SOAK_FRAMES (default 10000) frames of the memory soak run (0 skips it)
+#   BENCH_SNAPSHOT_FRAMES (default 10000) frames per snapshot row (in 5 rounds taken in turn)
 #   BENCH_TRAIN_RUN (default runs/magnetic_tile) training run whose stage times are reported
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p clsflow-train --bin clsflow-bench -p gst-plugin-clsflow --example bench_pipeline -p clsflow-tools --bin openmp_threads --bin stage2_threads
+cargo build --release -p clsflow-train --bin clsflow-bench -p gst-plugin-clsflow --example bench_pipeline --example bench_snapshots -p clsflow-tools --bin openmp_threads --bin stage2_threads
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB"
 echo
 echo "## Detector (256x256 input)"
@@ -17,6 +18,9 @@ echo "## libtorch threads (why the element runs inference on one clsflow-torch t
 echo
 echo "## GStreamer path"
 ./target/release/examples/bench_pipeline --frames "${BENCH_FRAMES:-60}" --soak-frames "${BENCH_SOAK_FRAMES:-10000}"
+echo
+echo "## Snapshots of flagged frames"
+./target/release/examples/bench_snapshots --frames "${BENCH_SNAPSHOT_FRAMES:-10000}"
 echo
 echo "## Many streams"
 scripts/bench-streams.sh

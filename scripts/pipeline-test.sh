@@ -57,4 +57,17 @@ else
   grep -q "AVX512-BF16" "$work/half.txt" || { echo "pipeline-test: half=true error unclear:" >&2; cat "$work/half.txt" >&2; exit 1; }
   half="half=true: refused with a clear error (no bfloat16 matmuls on this CPU)"
 fi
-echo "pipeline-test: 4 passed, 0 failed (gst-launch: 2 PNG frames in, 2 annotated PNG frames out; C and Python metadata readers; $half)"
+# snapshots onto a full disk: a 64 KiB tmpfs (in a private mount namespace) fills after the first
+# snapshot; the element warns on the bus and every frame still flows (one JSON record each)
+mkdir -p "$work/full"
+if [ "$(id -u)" -eq 0 ]; then ns=(unshare -m --propagation private); else ns=(unshare -r -m --propagation private); fi
+"${ns[@]}" bash -c 'mount -t tmpfs -o size=64k tmpfs "$1" && shift && exec gst-launch-1.0 "$@"' _ "$work/full" \
+  videotestsrc num-buffers=40 pattern=snow ! video/x-raw,width=256,height=256,framerate=25/1 ! videoconvert \
+  ! anomalydetect model="$work/run/model.clsflow" threshold=-1000 snapshot-location="$work/full" snapshot-max-rate=0 \
+    snapshot-format=png results-location="$work/full.jsonl" ! fakesink > "$work/full.log" 2>&1 \
+  || { echo "pipeline-test: the pipeline failed on a full snapshot disk:" >&2; cat "$work/full.log" >&2; exit 1; }
+grep -q "WARNING.*snapshot-location.*No space left" "$work/full.log" \
+  || { echo "pipeline-test: no full-disk warning:" >&2; cat "$work/full.log" >&2; exit 1; }
+[ "$(wc -l < "$work/full.jsonl")" -eq 40 ] || { echo "pipeline-test: $(wc -l < "$work/full.jsonl") of 40 frames went through with a full snapshot disk" >&2; exit 1; }
+
+echo "pipeline-test: 5 passed, 0 failed (gst-launch: 2 PNG frames in, 2 annotated PNG frames out; C and Python metadata readers; $half; a full snapshot disk warns and all 40 frames flow)"

@@ -416,3 +416,125 @@ fn drift_is_posted_when_the_light_changes_and_cleared_when_it_returns() {
     assert_eq!(back.len(), 1, "{back:?}");
     assert!(!back[0].1 && back[0].0 < window, "{back:?}");
 }
+
+/// Pushes `n` frames at 25 frames/s through `h`; the number that came out.
+fn push_timed(h: &mut gst_check::Harness, n: u64) -> u64 {
+    let rgb = common::rgb_frame(64, 48);
+    h.set_src_caps(common::caps(VideoFormat::Rgb, 64, 48));
+    (0..n)
+        .filter(|i| {
+            let mut b = common::pack(&rgb, 64, 48, VideoFormat::Rgb);
+            b.get_mut()
+                .unwrap()
+                .set_pts(gst::ClockTime::from_mseconds(40 * i));
+            h.push_and_pull(b).is_ok()
+        })
+        .count() as u64
+}
+
+/// The folder's file names, sorted.
+fn listing(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Flagged frames are kept as image, overlay and JSON record, whole, in a folder held to its
+/// bound; `snapshot-max-rate` spaces them in stream time.
+#[test]
+fn flagged_frames_are_kept_within_the_folder_bound_and_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let bounded = dir.path().join("bounded");
+    let mut h = harness(&format!(
+        "threshold=-1000 snapshot-location={} snapshot-max-rate=0 snapshot-max-files=7 snapshot-format=png",
+        bounded.display()
+    ));
+    assert_eq!(push_timed(&mut h, 10), 10);
+    drop(h); // to NULL: the writer finishes what is queued
+    let names = listing(&bounded);
+    // seven files allowed: two whole snapshots of three files, the last two frames
+    assert_eq!(names.len(), 6, "{names:?}");
+    assert!(names[0].ends_with("-00000008.json"), "{names:?}");
+    assert!(names[1].ends_with("-00000008.overlay.png"), "{names:?}");
+    assert!(names[2].ends_with("-00000008.png"), "{names:?}");
+    let stem = names[2].trim_end_matches(".png");
+    let image = image::open(bounded.join(&names[2])).unwrap().to_rgb8();
+    let overlay = image::open(bounded.join(format!("{stem}.overlay.png")))
+        .unwrap()
+        .to_rgb8();
+    assert_eq!(image.dimensions(), (64, 48));
+    assert_eq!(
+        image.as_raw(),
+        &common::rgb_frame(64, 48),
+        "the frame as it came"
+    );
+    assert_ne!(image, overlay, "the overlay is drawn");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bounded.join(&names[0])).unwrap()).unwrap();
+    assert_eq!(record["frame"], 8);
+    assert_eq!(record["anomalous"], true);
+
+    // at most two per second of stream time: 0.5 s (13 frames at 25 frames/s) apart at least
+    let spaced = dir.path().join("spaced");
+    let mut h = harness(&format!(
+        "threshold=-1000 snapshot-location={} snapshot-max-rate=2 snapshot-max-files=0",
+        spaced.display()
+    ));
+    assert_eq!(push_timed(&mut h, 50), 50);
+    drop(h);
+    let names = listing(&spaced);
+    let frames: Vec<&str> = names
+        .iter()
+        .filter(|n| n.ends_with(".json"))
+        .map(|n| &n[n.len() - 13..n.len() - 5])
+        .collect();
+    assert_eq!(frames, ["00000000", "00000013", "00000026", "00000039"]);
+    assert_eq!(names.len(), 12, "{names:?}");
+
+    // not flagged: nothing kept
+    let quiet = dir.path().join("quiet");
+    let mut h = harness(&format!(
+        "threshold=1e30 snapshot-location={}",
+        quiet.display()
+    ));
+    assert_eq!(push_timed(&mut h, 5), 5);
+    drop(h);
+    assert!(listing(&quiet).is_empty());
+}
+
+/// A folder that cannot be made gives one warning on the bus, and every frame still flows.
+#[test]
+fn an_unwritable_snapshot_folder_warns_and_the_stream_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"not a folder").unwrap();
+    let mut h = harness(&format!(
+        "name=detect threshold=-1000 snapshot-max-rate=0 snapshot-location={}",
+        file.join("snapshots").display()
+    ));
+    let bus = gst::Bus::new();
+    h.element().unwrap().set_bus(Some(&bus));
+    assert_eq!(push_timed(&mut h, 20), 20);
+    drop(h);
+    let warnings: Vec<String> =
+        std::iter::from_fn(|| bus.pop_filtered(&[gst::MessageType::Warning]))
+            .map(|m| match m.view() {
+                gst::MessageView::Warning(w) => w.error().to_string(),
+                _ => unreachable!(),
+            })
+            .collect();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one warning until a write succeeds: {warnings:?}"
+    );
+    assert!(
+        warnings[0].contains("snapshot-location") && warnings[0].contains("a-file"),
+        "{warnings:?}"
+    );
+}

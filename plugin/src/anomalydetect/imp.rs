@@ -1,9 +1,11 @@
 //! Implementation of `anomalydetect`: caps -> tensor -> detector -> maps -> metadata.
 
+use super::SnapshotFormat;
 use super::drift::{DriftBand, DriftMonitor, DriftStatus};
 use super::mqtt::{TlsFiles, redacted};
 use super::results::{ResultsSink, SinkOptions};
 use super::shared::{self, Overrides, SharedModel};
+use super::snapshots::{ImageFormat, Snapshot, SnapshotOptions, SnapshotWriter};
 use crate::frame::{DETECT_FORMATS, frame_input};
 use crate::meta::{AnomalyInfo, DRIFT_MESSAGE, MESSAGE, RegionInfo, frame_json};
 use clsflow::detector::AnomalyMap;
@@ -29,6 +31,8 @@ const DEFAULT_MIN_REGION_AREA: u32 = 4;
 const DEFAULT_DRIFT_WINDOW: u32 = 1000;
 const DEFAULT_DRIFT_TOLERANCE: f64 = 0.5;
 const DEFAULT_DRIFT_MAX_FLAGGED: f64 = 0.2;
+const DEFAULT_SNAPSHOT_MAX_RATE: f64 = 1.0;
+const DEFAULT_SNAPSHOT_MAX_FILES: u32 = 1000;
 
 #[derive(Debug, Clone, PartialEq)]
 struct Settings {
@@ -54,6 +58,11 @@ struct Settings {
     drift_window: u32,
     drift_tolerance: f64,
     drift_max_flagged: f64,
+    snapshot_location: Option<std::path::PathBuf>,
+    snapshot_format: SnapshotFormat,
+    snapshot_max_rate: f64,
+    snapshot_max_files: u32,
+    snapshot_max_bytes: u64,
 }
 
 impl Default for Settings {
@@ -81,6 +90,11 @@ impl Default for Settings {
             drift_window: DEFAULT_DRIFT_WINDOW,
             drift_tolerance: DEFAULT_DRIFT_TOLERANCE,
             drift_max_flagged: DEFAULT_DRIFT_MAX_FLAGGED,
+            snapshot_location: None,
+            snapshot_format: SnapshotFormat::default(),
+            snapshot_max_rate: DEFAULT_SNAPSHOT_MAX_RATE,
+            snapshot_max_files: DEFAULT_SNAPSHOT_MAX_FILES,
+            snapshot_max_bytes: 0,
         }
     }
 }
@@ -119,6 +133,35 @@ struct State {
     last: Option<Found>,
     /// The fresh frames' scores against the band calibration predicts (None: off).
     drift: Option<DriftMonitor>,
+    snapshots: Option<SnapshotWriter>,
+    /// When the last snapshot was taken: its timestamp, or the wall clock for frames without one.
+    last_snapshot: Option<SnapshotTime>,
+}
+
+/// When a snapshot was taken, for `snapshot-max-rate`.
+#[derive(Debug, Clone, Copy)]
+enum SnapshotTime {
+    Stream(gst::ClockTime),
+    Wall(Instant),
+}
+
+impl SnapshotTime {
+    fn now(pts: Option<gst::ClockTime>) -> Self {
+        pts.map_or_else(|| SnapshotTime::Wall(Instant::now()), SnapshotTime::Stream)
+    }
+
+    /// Seconds from `self` to `later`; infinite when the kinds differ or the timestamps went
+    /// back (a seek or a new segment starts afresh).
+    fn seconds_to(self, later: SnapshotTime) -> f64 {
+        match (self, later) {
+            (SnapshotTime::Stream(a), SnapshotTime::Stream(b)) => b
+                .nseconds()
+                .checked_sub(a.nseconds())
+                .map_or(f64::INFINITY, |d| d as f64 * 1e-9),
+            (SnapshotTime::Wall(a), SnapshotTime::Wall(b)) => (b - a).as_secs_f64(),
+            _ => f64::INFINITY,
+        }
+    }
 }
 
 /// The element's private state.
@@ -277,6 +320,36 @@ impl ObjectImpl for AnomalyDetect {
                     .default_value(0)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecString::builder("snapshot-location")
+                    .nick("Snapshot location")
+                    .blurb("Folder where each flagged frame is kept as an image, the same image with its overlay and its JSON record (snapshot-<time>-<element>-<frame>.*), written off the streaming thread; unset: none. A folder that cannot be written gives a bus warning and the stream goes on")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("snapshot-format", SnapshotFormat::default())
+                    .nick("Snapshot format")
+                    .blurb("Encoding of the snapshot images")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecDouble::builder("snapshot-max-rate")
+                    .nick("Snapshot rate")
+                    .blurb("At most this many snapshots per second of stream time (wall-clock time for frames without timestamps); 0 = every flagged frame")
+                    .minimum(0.0)
+                    .maximum(1000.0)
+                    .default_value(DEFAULT_SNAPSHOT_MAX_RATE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("snapshot-max-files")
+                    .nick("Snapshot files")
+                    .blurb("At most this many snapshot files in the folder (three per snapshot); the oldest snapshots go first. 0 = no bound")
+                    .default_value(DEFAULT_SNAPSHOT_MAX_FILES)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("snapshot-max-bytes")
+                    .nick("Snapshot bytes")
+                    .blurb("At most this many bytes of snapshot files in the folder; the oldest snapshots go first. 0 = no bound")
+                    .default_value(0)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecUInt::builder("drift-window")
                     .nick("Drift window")
                     .blurb("Fresh frames in the rolling window of image scores that is compared with what calibration predicts for normal frames; a 'clsflow-drift' element message is posted when the window leaves that band and when it comes back. 0 = no drift detection")
@@ -337,6 +410,11 @@ impl ObjectImpl for AnomalyDetect {
             "drift-window" => s.drift_window = value.get().expect("type checked"),
             "drift-tolerance" => s.drift_tolerance = value.get().expect("type checked"),
             "drift-max-flagged" => s.drift_max_flagged = value.get().expect("type checked"),
+            "snapshot-location" => s.snapshot_location = path_value(value),
+            "snapshot-format" => s.snapshot_format = value.get().expect("type checked"),
+            "snapshot-max-rate" => s.snapshot_max_rate = value.get().expect("type checked"),
+            "snapshot-max-files" => s.snapshot_max_files = value.get().expect("type checked"),
+            "snapshot-max-bytes" => s.snapshot_max_bytes = value.get().expect("type checked"),
             other => unreachable!("unknown property {other}"),
         }
         match (pspec.name(), &s.results_location) {
@@ -375,6 +453,11 @@ impl ObjectImpl for AnomalyDetect {
             "drift-window" => s.drift_window.to_value(),
             "drift-tolerance" => s.drift_tolerance.to_value(),
             "drift-max-flagged" => s.drift_max_flagged.to_value(),
+            "snapshot-location" => path_string(&s.snapshot_location).to_value(),
+            "snapshot-format" => s.snapshot_format.to_value(),
+            "snapshot-max-rate" => s.snapshot_max_rate.to_value(),
+            "snapshot-max-files" => s.snapshot_max_files.to_value(),
+            "snapshot-max-bytes" => s.snapshot_max_bytes.to_value(),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -516,6 +599,92 @@ impl AnomalyDetect {
             settings.drift_window
         );
         Some(DriftMonitor::new(band, settings.drift_window as usize))
+    }
+
+    /// The snapshot writer for the settings; none without a snapshot-location.
+    fn snapshot_writer(
+        &self,
+        settings: &Settings,
+    ) -> Result<Option<SnapshotWriter>, gst::ErrorMessage> {
+        let Some(folder) = settings.snapshot_location.clone() else {
+            return Ok(None);
+        };
+        let options = SnapshotOptions {
+            folder,
+            format: match settings.snapshot_format {
+                SnapshotFormat::Jpeg => ImageFormat::Jpeg,
+                SnapshotFormat::Png => ImageFormat::Png,
+            },
+            max_files: settings.snapshot_max_files as usize,
+            max_bytes: settings.snapshot_max_bytes,
+            source: self.obj().name().to_string(),
+        };
+        let element = self.obj().downgrade();
+        let warn = move |message: String| {
+            if let Some(e) = element.upgrade() {
+                gst::element_warning!(e, gst::ResourceError::Write, ("{}", message));
+            }
+        };
+        SnapshotWriter::start(options, warn).map(Some).map_err(|e| {
+            gst::error_msg!(
+                gst::CoreError::Failed,
+                ["Cannot start the snapshot writer: {}", e]
+            )
+        })
+    }
+
+    /// Queues a snapshot of a flagged fresh frame when `snapshot-max-rate` allows one now.
+    fn snapshot(
+        &self,
+        state: &mut State,
+        settings: &Settings,
+        buf: &gst::BufferRef,
+        info: &gst_video::VideoInfo,
+        found: &Found,
+        frame: u64,
+    ) {
+        let now = SnapshotTime::now(buf.pts());
+        if let Some(last) = state.last_snapshot
+            && settings.snapshot_max_rate > 0.0
+            && last.seconds_to(now) < 1.0 / settings.snapshot_max_rate
+        {
+            return;
+        }
+        let Some(writer) = state.snapshots.as_mut() else {
+            return;
+        };
+        let Ok(buffer) = buf.copy_deep() else {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "cannot copy frame {frame} for its snapshot"
+            );
+            return;
+        };
+        state.last_snapshot = Some(now);
+        let record = frame_json(
+            frame,
+            buf.pts(),
+            &self.obj().name(),
+            &found.info,
+            &found.regions,
+        );
+        let queued = writer.send(Snapshot {
+            buffer,
+            info: info.clone(),
+            anomaly: found.info.clone(),
+            regions: found.regions.clone(),
+            record,
+            frame,
+        });
+        if !queued {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "snapshot of frame {frame} dropped: the writer is behind ({} dropped so far)",
+                writer.dropped()
+            );
+        }
     }
 
     /// Posts a change of the drift state as a `clsflow-drift` element message and logs it.
@@ -668,9 +837,12 @@ impl BaseTransformImpl for AnomalyDetect {
             None => None,
         };
         let drift = self.drift_monitor(&settings, &model);
+        let snapshots = self.snapshot_writer(&settings)?;
         let mut state = self.state.lock().unwrap();
         state.model = Some(model);
         state.drift = drift;
+        state.snapshots = snapshots;
+        state.last_snapshot = None;
         state.results = results;
         state.results_dropped = 0;
         state.frame = 0;
@@ -684,6 +856,8 @@ impl BaseTransformImpl for AnomalyDetect {
         state.info = None;
         state.last = None;
         state.results = None;
+        // the writer finishes the snapshots already queued
+        state.snapshots = None;
         Ok(())
     }
 
@@ -786,6 +960,9 @@ impl BaseTransformImpl for AnomalyDetect {
             }
         }
         result.info.results_dropped = state.results_dropped;
+        if state.snapshots.is_some() && result.info.anomalous && result.info.fresh {
+            self.snapshot(&mut state, &settings, buf, &info, &result, index);
+        }
         drop(state);
         if let Some((status, band)) = drift_change {
             self.post_drift(&status, &band, buf.pts());
