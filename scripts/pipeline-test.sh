@@ -17,6 +17,19 @@ grep -q "model" "$work/inspect-anomalydetect.txt"
 ./target/debug/clsflow-train train --config configs/test-tiny.toml --data "$work/demo" --out "$work/run" > "$work/train.log" 2>&1 \
   || { cat "$work/train.log"; exit 1; }
 
+# training from a 60-second recording of the demo parts (each part in view for a second, 10
+# frames/s, H.264 in MP4, as a camera's recording): the frames are sampled, the repeats of a part
+# dropped as near-duplicates, and the rest trains
+gst-launch-1.0 -q multifilesrc location="$work/demo/train/good/%03d.png" index=0 stop-index=15 loop=true num-buffers=60 \
+  caps=image/png,framerate=1/1 ! pngdec ! videoconvert ! videorate ! video/x-raw,format=I420,framerate=10/1 \
+  ! x264enc speed-preset=ultrafast ! mp4mux ! filesink location="$work/parts.mp4"
+./target/debug/clsflow-train train --config configs/test-tiny.toml --data "$work/parts.mp4" --out "$work/recorded" --frames 100 \
+  > "$work/recorded.log" 2>&1 || { cat "$work/recorded.log"; exit 1; }
+counts=$(grep -m1 -o "good images from the recording: .*" "$work/recorded.log" || true)
+read -r read_ sampled kept dropped < <(sed -E 's/.*: ([0-9]+) frames read, ([0-9]+) sampled, ([0-9]+) kept, ([0-9]+) dropped.*/\1 \2 \3 \4/' <<< "$counts")
+{ [ "${read_:-0}" -ge 580 ] && [ "${kept:-0}" -ge 40 ] && [ "${kept:-0}" -le 70 ] && [ "${dropped:-0}" -gt 0 ] && [ -s "$work/recorded/model.clsflow" ]; } \
+  || { echo "pipeline-test: training from a recording: unexpected result ($counts):" >&2; cat "$work/recorded.log" >&2; exit 1; }
+
 mkdir -p "$work/out"
 # the two crack images of the demo category, decoded to raw video; one pipeline description for
 # gst-launch (split into its arguments: the temporary path has no spaces) and the C reader alike
@@ -70,4 +83,4 @@ grep -q "WARNING.*snapshot-location.*No space left" "$work/full.log" \
   || { echo "pipeline-test: no full-disk warning:" >&2; cat "$work/full.log" >&2; exit 1; }
 [ "$(wc -l < "$work/full.jsonl")" -eq 40 ] || { echo "pipeline-test: $(wc -l < "$work/full.jsonl") of 40 frames went through with a full snapshot disk" >&2; exit 1; }
 
-echo "pipeline-test: 5 passed, 0 failed (gst-launch: 2 PNG frames in, 2 annotated PNG frames out; C and Python metadata readers; $half; a full snapshot disk warns and all 40 frames flow)"
+echo "pipeline-test: 6 passed, 0 failed (training from a 60-second MP4: $counts; gst-launch: 2 PNG frames in, 2 annotated PNG frames out; C and Python metadata readers; $half; a full snapshot disk warns and all 40 frames flow)"

@@ -17,6 +17,7 @@ APT_PACKAGES=(
   pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev  # build the GStreamer plugin
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good  # gst-launch, png/jpeg/mp4
   gstreamer1.0-plugins-ugly  # x264enc for the demo's annotated MP4
+  gstreamer1.0-libav         # H.264 and other decoders: training from recordings of the line
   fonts-dejavu-core          # score text drawn by anomalyoverlay
   gimp-data gimp-data-extras # 168 texture patterns for synthetic defects
   patchelf                   # make install: rpaths relative to the installed files

@@ -1,6 +1,7 @@
 //! clsflow-train: turns a folder of good images into a calibrated clsflow detector and measures it.
 //!
-//! The flow of training, by module: [`data`] (folders -> images) -> [`tiles`] (images -> input-sized
+//! The flow of training, by module: [`data`] (folders -> images; [`recording`]: recordings ->
+//! frames -> images) -> [`tiles`] (images -> input-sized
 //! tiles, with `resize = "tile"`) -> [`synth`] (samples with
 //! synthetic defects) -> [`stage1`] (classifier fine-tunes the shared extractor) -> [`stage2`]
 //! (flows on the frozen extractor) -> [`calibrate`] (flow references, fusion weight, threshold,
@@ -15,6 +16,7 @@ pub mod epoch_loss;
 pub mod evaluate;
 pub mod export;
 pub mod predict;
+pub mod recording;
 pub mod report;
 pub mod schedule;
 pub mod stage1;

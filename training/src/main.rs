@@ -10,13 +10,14 @@ use clsflow_train::demo_data::{self, DemoCounts};
 use clsflow_train::evaluate::{BRANCHES, evaluate, score_test_set};
 use clsflow_train::export::{ExportInput, export_torchscript};
 use clsflow_train::predict::{PredictOptions, Save, collect_inputs, predict};
+use clsflow_train::recording::{self, DEFAULT_FRAMES, FrameCounts, Sampling};
 use clsflow_train::report::{flow_alone_note, save_png, write_report};
 use clsflow_train::synth::foreground::{ForegroundMode, foreground_mask, rule_for_run};
 use clsflow_train::synth::textures::load_textures;
 use clsflow_train::synth::{DefectSynthesizer, sample_sheet};
 use clsflow_train::train::{Interrupted, Start, recalibrate, train};
 use rand::SeedableRng;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -50,12 +51,20 @@ enum Command {
         /// TOML config; default: the built-in one (`clsflow-train config --print` shows it).
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Category folder.
+        /// Category folder (MVTec layout or a folder of good images), or a recording of good
+        /// parts (any video file GStreamer decodes, or a folder of them): its frames, sampled
+        /// and without near-duplicates, become the good images (written to OUT/frames/).
         #[arg(long)]
         data: PathBuf,
         /// Output folder (checkpoints, state, summary).
         #[arg(long)]
         out: PathBuf,
+        /// From a recording, every Nth frame.
+        #[arg(long, conflicts_with = "frames")]
+        frame_step: Option<usize>,
+        /// From a recording, about this many frames spread evenly over each file [default: 300].
+        #[arg(long)]
+        frames: Option<usize>,
         /// Continue the run in --out from its last finished epoch (same data and config).
         #[arg(long, conflicts_with = "overwrite")]
         resume: bool,
@@ -232,12 +241,22 @@ fn run(cli: Cli) -> Result<()> {
             config,
             data,
             out,
+            frame_step,
+            frames,
             resume,
             overwrite,
             overrides,
         } => {
             let mut cfg = TrainConfig::load_or_builtin(config.as_deref())?;
             overrides.apply(&mut cfg)?;
+            let sampling = match (frame_step, frames) {
+                (Some(0), _) | (_, Some(0)) => {
+                    bail!("--frame-step and --frames must be at least 1")
+                }
+                (Some(n), _) => Sampling::Step(n),
+                (None, n) => Sampling::Count(n.unwrap_or(DEFAULT_FRAMES)),
+            };
+            let (data, frame_counts) = frames_of_recordings(&data, &out, sampling, resume)?;
             let stop = Arc::new(AtomicBool::new(false));
             let flag = stop.clone();
             ctrlc::set_handler(move || {
@@ -265,6 +284,9 @@ fn run(cli: Cli) -> Result<()> {
                 "\ntraining finished in {:.1} min",
                 t0.elapsed().as_secs_f64() / 60.0
             );
+            if let Some(c) = frame_counts {
+                println!("  good images from the recording: {c} ({})", data.display());
+            }
             println!(
                 "  stage 1: {} epochs, {:.0} s, last loss {:.4}",
                 s.stage1_done,
@@ -528,4 +550,45 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `data` itself when it is not a recording; else the folder of good images its frames were
+/// decoded into (OUT/frames/NAME), with what the decoding did. A resumed run keeps the frames
+/// it decoded before, so that its data stays the same.
+fn frames_of_recordings(
+    data: &Path,
+    out: &Path,
+    sampling: Sampling,
+    resume: bool,
+) -> Result<(PathBuf, Option<FrameCounts>)> {
+    let videos = recording::recordings(data)?;
+    if videos.is_empty() {
+        return Ok((data.to_path_buf(), None));
+    }
+    let name = if data.is_file() {
+        data.file_stem().map(ToOwned::to_owned)
+    } else {
+        data.canonicalize()?.file_name().map(ToOwned::to_owned)
+    }
+    .map_or_else(|| "recording".into(), |n| n.to_string_lossy().into_owned());
+    let frames = out.join("frames").join(name);
+    if resume && frames.is_dir() {
+        eprintln!(
+            "--resume: training on the frames decoded before, in {}",
+            frames.display()
+        );
+        return Ok((frames, None));
+    }
+    eprintln!(
+        "decoding {} recording(s) into {} ({})",
+        videos.len(),
+        frames.display(),
+        match sampling {
+            Sampling::Step(n) => format!("every {n}th frame"),
+            Sampling::Count(n) => format!("about {n} frames spread evenly over each"),
+        }
+    );
+    let counts = recording::extract(&videos, sampling, &frames)?;
+    eprintln!("good images from the recording: {counts}");
+    Ok((frames, Some(counts)))
 }
