@@ -6,8 +6,7 @@
 
 use crate::frame::{layout, yuv_colorimetry};
 use crate::meta::{AnomalyInfo, RegionInfo};
-use clsflow::detector::AnomalyMap;
-use clsflow::draw::{Canvas, DEFAULT_FONT, OverlayStyle, caption, draw_caption, load_font, paint};
+use clsflow::draw::{Canvas, DEFAULT_FONT, OverlayStyle, caption, draw_caption, load_font};
 use gst_video::VideoFormat;
 use gst_video::prelude::*;
 use image::RgbImage;
@@ -314,32 +313,10 @@ fn draw_overlay(
     regions: &[RegionInfo],
     font: Option<&ab_glyph::FontArc>,
 ) {
-    let (w, h) = (img.width() as usize, img.height() as usize);
+    let size = (img.width() as usize, img.height() as usize);
     let style = OverlayStyle::default();
-    let map = if info.map.len() == (info.map_width * info.map_height) as usize && info.map_width > 0
-    {
-        AnomalyMap {
-            width: info.map_width as usize,
-            height: info.map_height as usize,
-            data: info.map.clone(),
-        }
-        .resized(w, h)
-    } else {
-        AnomalyMap {
-            width: 0,
-            height: 0,
-            data: Vec::new(),
-        }
-    };
-    let boxes: Vec<_> = regions.iter().map(|r| r.rect).collect();
     let mut canvas = Canvas::of_rgb(img);
-    paint(
-        &mut canvas,
-        &map,
-        info.region_threshold as f32,
-        &boxes,
-        &style,
-    );
+    crate::anomalyoverlay::paint_result(&mut canvas, size, info, regions, &style);
     if let Some(font) = font {
         let text = caption(info.anomalous, info.score, info.threshold, regions.len());
         draw_caption(&mut canvas, font, &text, style.line_colour);

@@ -4,10 +4,8 @@ use super::OverlayMode;
 use crate::frame::{OVERLAY_FORMATS, layout, yuv_colorimetry};
 use crate::meta::{AnomalyInfo, RegionInfo};
 use ab_glyph::FontArc;
-use clsflow::detector::AnomalyMap;
 use clsflow::draw::{
     Canvas, Chroma, DEFAULT_FONT, OverlayStyle, argb_to_rgb, caption, draw_caption, load_font,
-    paint,
 };
 use gst::glib;
 use gst::prelude::*;
@@ -266,30 +264,7 @@ impl VideoFilterImpl for AnomalyOverlay {
             line_colour: box_colour,
             line_width: s.line_width,
         };
-        let map_ok =
-            info.map.len() == (info.map_width * info.map_height) as usize && info.map_width > 0;
-        let map = if map_ok && (style.heatmap || style.outlines) {
-            AnomalyMap {
-                width: info.map_width as usize,
-                height: info.map_height as usize,
-                data: info.map.clone(),
-            }
-            .resized(w, h)
-        } else {
-            AnomalyMap {
-                width: 0,
-                height: 0,
-                data: Vec::new(),
-            }
-        };
-        let boxes: Vec<_> = regions.iter().map(|r| r.rect).collect();
-        paint(
-            &mut canvas,
-            &map,
-            info.region_threshold as f32,
-            &boxes,
-            &style,
-        );
+        super::paint_result(&mut canvas, (w, h), &info, &regions, &style);
         if s.text
             && let Some(font) = self.font.lock().unwrap().as_ref()
         {

@@ -1,10 +1,42 @@
 //! `anomalyoverlay`: draws what `anomalydetect` found (heatmap, region boxes or outlines, score
 //! text) onto the video, in its own format: packed RGB-like, or NV12 and I420 in YUV.
 
+use crate::meta::{AnomalyInfo, RegionInfo};
+use clsflow::detector::AnomalyMap;
+use clsflow::draw::{Canvas, OverlayStyle, paint};
 use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+
+/// Paints what the detector found on a frame's canvas of `size` (width, height) as `style` asks:
+/// the anomaly map resized to it (when the heatmap or outlines need it) and the regions' boxes.
+pub fn paint_result(
+    canvas: &mut Canvas,
+    size: (usize, usize),
+    info: &AnomalyInfo,
+    regions: &[RegionInfo],
+    style: &OverlayStyle,
+) {
+    let map_ok =
+        info.map.len() == (info.map_width * info.map_height) as usize && info.map_width > 0;
+    let map = if map_ok && (style.heatmap || style.outlines) {
+        AnomalyMap {
+            width: info.map_width as usize,
+            height: info.map_height as usize,
+            data: info.map.clone(),
+        }
+        .resized(size.0, size.1)
+    } else {
+        AnomalyMap {
+            width: 0,
+            height: 0,
+            data: Vec::new(),
+        }
+    };
+    let boxes: Vec<_> = regions.iter().map(|r| r.rect).collect();
+    paint(canvas, &map, info.region_threshold as f32, &boxes, style);
+}
 
 /// What the overlay draws.
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum, Default)]
