@@ -141,7 +141,10 @@ pub fn extract(recordings: &[PathBuf], sampling: Sampling, out: &Path) -> Result
     for recording in recordings {
         let counts = extract_one(recording, sampling, out, total.kept)
             .with_context(|| format!("recording {}", recording.display()))?;
-        eprintln!("recording {}: {counts}", recording.display());
+        // the caller prints the total; per file only where there are several
+        if recordings.len() > 1 {
+            eprintln!("recording {}: {counts}", recording.display());
+        }
         total.read += counts.read;
         total.sampled += counts.sampled;
         total.kept += counts.kept;
