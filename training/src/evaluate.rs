@@ -2,7 +2,7 @@
 //! each branch alone, overall and per defect type, plus decisions at the calibrated threshold.
 
 use crate::data::SkippedFile;
-use crate::data::{Dataset, OnBadImage, progress, read_mask, read_rgb, resize_for, warn};
+use crate::data::{Dataset, OnBadImage, TestItem, progress, read_mask, read_rgb, resize_for, warn};
 use anyhow::{Result, bail};
 use clsflow::metrics::{self, Curve, MaskedMap};
 use clsflow::preprocess::rgb_to_tensor;
@@ -39,6 +39,28 @@ impl ScoredItem {
     pub fn is_defective(&self) -> bool {
         self.defect_type != "good"
     }
+}
+
+/// Leaves out of `ds`'s test split the images that the model trained on: the good images that
+/// `update` added (listed in the model's training summary `training`), so that a report never
+/// scores an image the model learnt as good. Returns the images left out.
+pub fn leave_out_trained(ds: &mut Dataset, training: Option<&serde_json::Value>) -> Vec<PathBuf> {
+    let canonical = |p: &std::path::Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+    let trained: std::collections::HashSet<PathBuf> = training
+        .and_then(|t| t["update"]["added"].as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.as_str())
+        .map(|p| canonical(std::path::Path::new(p)))
+        .collect();
+    if trained.is_empty() {
+        return Vec::new();
+    }
+    let (out, kept): (Vec<TestItem>, Vec<TestItem>) = std::mem::take(&mut ds.test)
+        .into_iter()
+        .partition(|t| trained.contains(&canonical(&t.path)));
+    ds.test = kept;
+    out.into_iter().map(|t| t.path).collect()
 }
 
 /// The four metrics of one branch (None where undefined, e.g. no defects in a subset).

@@ -7,7 +7,7 @@ use clsflow::{Detector, DetectorOptions, DeviceSpec};
 use clsflow_train::config::{DEFAULT_CONFIG_TOML, Overrides, TrainConfig};
 use clsflow_train::data::{Dataset, OnBadImage, load_images};
 use clsflow_train::demo_data::{self, DemoCounts};
-use clsflow_train::evaluate::{BRANCHES, evaluate, score_test_set};
+use clsflow_train::evaluate::{BRANCHES, evaluate, leave_out_trained, score_test_set};
 use clsflow_train::export::{ExportInput, export_torchscript};
 use clsflow_train::predict::{PredictOptions, Save, collect_inputs, predict};
 use clsflow_train::recording::{self, DEFAULT_FRAMES, FrameCounts, Sampling};
@@ -15,7 +15,7 @@ use clsflow_train::report::{flow_alone_note, save_png, write_report};
 use clsflow_train::synth::foreground::{ForegroundMode, foreground_mask, rule_for_run};
 use clsflow_train::synth::textures::load_textures;
 use clsflow_train::synth::{DefectSynthesizer, sample_sheet};
-use clsflow_train::train::{Interrupted, Start, recalibrate, train};
+use clsflow_train::train::{Interrupted, Start, UpdateOptions, recalibrate, train, update};
 use rand::SeedableRng;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -151,6 +151,35 @@ enum Command {
         #[arg(long, allow_negative_numbers = true)]
         score_weight: Option<f64>,
     },
+    /// Teach a finished run more good images (for example snapshots that were false alarms)
+    /// without starting over: the flows train on from the run's flows on its good images and
+    /// the new ones, the extractor and classifier stay, and the model is calibrated anew. The
+    /// updated model goes to --out; the run stays as it was.
+    Update {
+        /// The finished training (or update) run's folder (its state.json and model.clsflow).
+        #[arg(long)]
+        run: PathBuf,
+        /// Good images to add: an image, a folder (searched recursively; snapshots' overlay
+        /// images are left out) or a quoted glob; repeatable.
+        #[arg(long, required = true)]
+        good: Vec<String>,
+        /// Output folder for the updated model.clsflow, its state and summary.
+        #[arg(long)]
+        out: PathBuf,
+        /// Epochs per flow [default: a quarter of the run's, at least 1].
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Share of the flows' training vectors that the added images make up (their vectors
+        /// repeat, each image at most 20 times); 0: each counts once.
+        #[arg(long, default_value_t = clsflow_train::train::DEFAULT_ADDED_SHARE)]
+        added_share: f64,
+        /// Continue an interrupted update in --out (same --run and --good).
+        #[arg(long, conflicts_with = "overwrite")]
+        resume: bool,
+        /// Start over in an --out that holds a run or an update.
+        #[arg(long)]
+        overwrite: bool,
+    },
     /// Export a model for a serving engine: a TorchScript module in a Triton model repository.
     Export {
         /// Checkpoint.
@@ -257,28 +286,9 @@ fn run(cli: Cli) -> Result<()> {
                 (None, n) => Sampling::Count(n.unwrap_or(DEFAULT_FRAMES)),
             };
             let (data, frame_counts) = frames_of_recordings(&data, &out, sampling, resume)?;
-            let stop = Arc::new(AtomicBool::new(false));
-            let flag = stop.clone();
-            ctrlc::set_handler(move || {
-                if flag.swap(true, Ordering::SeqCst) {
-                    eprintln!("\nsecond interrupt: stopping now; the last finished epoch is saved");
-                    // _exit: no destructors or exit handlers while the main thread is inside
-                    // libtorch (running them there crashed the process); every file the run
-                    // writes is written atomically, so nothing on disk is half-written
-                    unsafe { libc::_exit(130) };
-                }
-                eprintln!(
-                    "\ninterrupt: finishing the current step and saving (Ctrl-C again to stop at once)"
-                );
-            })
-            .context("cannot install the Ctrl-C handler")?;
-            let start = match (resume, overwrite) {
-                (true, _) => Start::Resume,
-                (_, true) => Start::Overwrite,
-                _ => Start::Fresh,
-            };
+            let stop = stop_on_ctrl_c()?;
             let t0 = Instant::now();
-            let r = train(cfg, &data, &out, start, stop)?;
+            let r = train(cfg, &data, &out, start_of(resume, overwrite), stop)?;
             let s = &r.state;
             println!(
                 "\ntraining finished in {:.1} min",
@@ -332,7 +342,14 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let t0 = Instant::now();
             let det = Detector::load(&model, &DetectorOptions { device, half })?;
-            let ds = Dataset::open_test(&data)?;
+            let mut ds = Dataset::open_test(&data)?;
+            let left_out = leave_out_trained(&mut ds, det.manifest().training.as_ref());
+            if !left_out.is_empty() {
+                println!(
+                    "left out {} test image(s) that the model trained on (added by `update`; listed in the report)",
+                    left_out.len()
+                );
+            }
             let set = score_test_set(&det, &ds, on_bad_image, batch_size.max(1))?;
             let eval = evaluate(&set, det.map_size(), det.scoring());
             let extra = serde_json::json!({
@@ -347,6 +364,7 @@ fn run(cli: Cli) -> Result<()> {
                 "region_threshold": det.scoring().region_threshold,
                 "training": det.manifest().training.as_ref().map(|t| serde_json::json!({"seconds": t["seconds"], "config": t["config"]})),
                 "eval_seconds": t0.elapsed().as_secs_f64(),
+                "left_out_trained": left_out,
             });
             let title = format!("clsflow evaluation: {}", ds.name);
             let files = write_report(&out, &title, &eval, &set.items, det.map_size(), extra)?;
@@ -461,6 +479,56 @@ fn run(cli: Cli) -> Result<()> {
             println!("  summary: {}", r.summary.display());
             Ok(())
         }
+        Command::Update {
+            run,
+            good,
+            out,
+            epochs,
+            added_share,
+            resume,
+            overwrite,
+        } => {
+            let files = collect_inputs(&good)?;
+            let stop = stop_on_ctrl_c()?;
+            let t0 = Instant::now();
+            let options = UpdateOptions {
+                epochs,
+                added_share,
+            };
+            let r = update(
+                &run,
+                &files,
+                &out,
+                start_of(resume, overwrite),
+                &options,
+                stop,
+            )?;
+            let s = &r.state;
+            let u = s.update.as_ref().expect("an update's state");
+            let minutes = t0.elapsed().as_secs_f64() / 60.0;
+            println!(
+                "\nupdate finished in {minutes:.1} min (the run's training: {:.1} min)",
+                u.run_seconds / 60.0
+            );
+            println!(
+                "  {} good image(s) added by updates, beside the run's {}",
+                u.added.len(),
+                s.train.len() - u.added.len()
+            );
+            println!(
+                "  stage 2: {:?} epochs per flow, {:.0} s; calibration {:.0} s: weights {} (map) and {} (score), thresholds {:.4} (score) and {:.4} (regions)",
+                s.stage2_done,
+                s.seconds[1],
+                s.seconds[2],
+                r.calibration.scoring.fusion_weight,
+                r.calibration.scoring.score_weight,
+                r.calibration.scoring.threshold,
+                r.calibration.scoring.region_threshold
+            );
+            println!("  model:   {}", r.model.display());
+            println!("  summary: {}", r.summary.display());
+            Ok(())
+        }
         Command::Export {
             model,
             out,
@@ -550,6 +618,36 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// How a run treats its output folder, from the `--resume` and `--overwrite` flags.
+fn start_of(resume: bool, overwrite: bool) -> Start {
+    match (resume, overwrite) {
+        (true, _) => Start::Resume,
+        (_, true) => Start::Overwrite,
+        _ => Start::Fresh,
+    }
+}
+
+/// A flag that the first Ctrl-C sets (the run finishes its step, saves and stops); a second
+/// Ctrl-C ends the process at once.
+fn stop_on_ctrl_c() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\nsecond interrupt: stopping now; the last finished epoch is saved");
+            // _exit: no destructors or exit handlers while the main thread is inside
+            // libtorch (running them there crashed the process); every file the run
+            // writes is written atomically, so nothing on disk is half-written
+            unsafe { libc::_exit(130) };
+        }
+        eprintln!(
+            "\ninterrupt: finishing the current step and saving (Ctrl-C again to stop at once)"
+        );
+    })
+    .context("cannot install the Ctrl-C handler")?;
+    Ok(stop)
 }
 
 /// `data` itself when it is not a recording; else the folder of good images its frames were

@@ -296,6 +296,9 @@ pub fn write_report(
     let p = dir.join("report.md");
     write_atomic(&p, markdown(title, eval, &extra).as_bytes())?;
     written.push(p);
+    let p = dir.join("scores.csv");
+    write_atomic(&p, scores_csv(items, eval.decisions.threshold).as_bytes())?;
+    written.push(p);
     let roc: Vec<(&str, &[(f64, f64)])> = BRANCHES
         .iter()
         .filter_map(|b| eval.curves.get(*b).map(|c| (*b, c.0.as_slice())))
@@ -341,9 +344,55 @@ pub fn write_report(
     Ok(written)
 }
 
+/// One line per test image: its path, defect type, the three image scores and whether the
+/// fused score passes the threshold (which images were flagged, for a user to look at).
+fn scores_csv(items: &[ScoredItem], threshold: f64) -> String {
+    let mut s = String::from("path,defect_type,fused,flow,classifier,anomalous\n");
+    for i in items {
+        let path = i.path.display().to_string();
+        // a comma or quote in a path is quoted as CSV does
+        let path = if path.contains([',', '"']) {
+            format!("\"{}\"", path.replace('"', "\"\""))
+        } else {
+            path
+        };
+        s += &format!(
+            "{path},{},{},{},{},{}\n",
+            i.defect_type,
+            i.scores[0],
+            i.scores[1],
+            i.scores[2],
+            f64::from(i.scores[0]) > threshold
+        );
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scores_csv_has_a_line_per_image_with_its_verdict() {
+        let item = |path: &str, t: &str, score: f32| ScoredItem {
+            path: path.into(),
+            defect_type: t.into(),
+            mask: None,
+            maps: [Vec::new(), Vec::new(), Vec::new()],
+            scores: [score, 0.5, 0.25],
+        };
+        let csv = scores_csv(
+            &[
+                item("a/good/1.png", "good", 1.0),
+                item("b,c.png", "crack", 3.0),
+            ],
+            2.0,
+        );
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines[0], "path,defect_type,fused,flow,classifier,anomalous");
+        assert_eq!(lines[1], "a/good/1.png,good,1,0.5,0.25,false");
+        assert_eq!(lines[2], "\"b,c.png\",crack,3,0.5,0.25,true");
+    }
 
     fn branches(
         flow: [Option<f64>; 3],

@@ -572,3 +572,267 @@ fn recalibrate_a_finished_run() {
         text(&o)
     );
 }
+
+/// `update` teaches a finished run more good images: the flows train on, the classifier and
+/// extractor stay, the model is calibrated anew into another folder, the run stays as it was,
+/// and `eval` leaves the added images out of the test split. Bad input gets a clear error.
+#[test]
+fn update_a_finished_run_with_confirmed_good_images() {
+    let dir = tempfile::tempdir().unwrap();
+    demo(dir.path());
+    let o = tiny_train(dir.path(), "plates", "run", &[])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let run_model = std::fs::read(dir.path().join("run/model.clsflow")).unwrap();
+    // an operator's folder of confirmed false alarms, as snapshots leave them: a frame, its
+    // overlay, an unreadable file; and one image that the run already trained on
+    let confirmed = dir.path().join("confirmed");
+    std::fs::create_dir(&confirmed).unwrap();
+    let frame = dir.path().join("plates/test/good/000.png");
+    std::fs::copy(&frame, confirmed.join("snapshot-1-det-1.png")).unwrap();
+    std::fs::copy(&frame, confirmed.join("snapshot-1-det-1.overlay.png")).unwrap();
+    std::fs::write(confirmed.join("broken.png"), b"not a png").unwrap();
+    let trained_on = std::fs::read_dir(dir.path().join("plates/train/good"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let update = |args: &[&str]| {
+        let mut all = vec!["update", "--run", "run"];
+        all.extend(args);
+        run(dir.path(), &all, &[])
+    };
+    let o = update(&[
+        "--good",
+        "confirmed",
+        "--good",
+        "plates/test/good/000.png",
+        "--good",
+        trained_on.to_str().unwrap(),
+        "--out",
+        "updated",
+    ]);
+    let msg = text(&o);
+    assert!(o.status.success(), "{msg}");
+    assert!(
+        msg.contains("1 overlay image(s) of snapshots left out"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("1 image(s) left out: the run has them already"),
+        "{msg}"
+    );
+    assert!(msg.contains("1 unreadable image(s) left out"), "{msg}");
+    assert!(msg.contains("update finished"), "{msg}");
+    assert_eq!(
+        std::fs::read(dir.path().join("run/model.clsflow")).unwrap(),
+        run_model,
+        "the run stays as it was"
+    );
+    let summary = |f: &str| -> serde_json::Value {
+        let t = std::fs::read_to_string(dir.path().join(f).join("training.json")).unwrap();
+        serde_json::from_str(&t).unwrap()
+    };
+    let (r, u) = (summary("run"), summary("updated"));
+    // the frame and the test image are the same picture at two paths: both are added
+    assert_eq!(u["update"]["added"].as_array().unwrap().len(), 3, "{u}");
+    assert_eq!(
+        u["train_images"].as_u64().unwrap(),
+        r["train_images"].as_u64().unwrap() + 2,
+        "the two readable images join the run's"
+    );
+    assert_eq!(
+        u["holdout_images"], r["holdout_images"],
+        "the run's held-out images"
+    );
+    // a quarter of the run's 3 flow epochs is less than one: one epoch, at a tenth of the rate
+    assert_eq!(u["config"]["stage2"]["epochs"], 1);
+    let lr = |s: &serde_json::Value| s["config"]["stage2"]["lr"].as_f64().unwrap();
+    assert!((lr(&u) - lr(&r) / 10.0).abs() < 1e-12);
+    assert_eq!(
+        u["stage1_losses"], r["stage1_losses"],
+        "stage 1 is the run's"
+    );
+    assert!(u["update"]["repeat"].as_u64().unwrap() >= 1);
+    assert_ne!(
+        u["calibration"]["scoring"]["threshold"], r["calibration"]["scoring"]["threshold"],
+        "calibrated anew on the changed flows"
+    );
+
+    // eval leaves the added test image out and says so
+    let o = run(
+        dir.path(),
+        &[
+            "eval",
+            "--model",
+            "updated/model.clsflow",
+            "--data",
+            "plates",
+            "--out",
+            "report",
+        ],
+        &[],
+    );
+    let msg = text(&o);
+    assert!(o.status.success(), "{msg}");
+    assert!(
+        msg.contains("left out 1 test image(s) that the model trained on"),
+        "{msg}"
+    );
+    let csv = std::fs::read_to_string(dir.path().join("report/scores.csv")).unwrap();
+    assert_eq!(
+        csv.lines().count(),
+        1 + 1 + 3,
+        "header, 1 good and 3 defective: {csv}"
+    );
+    assert!(!csv.contains("good/000.png,"), "{csv}");
+
+    // an update of the update adds to its images; the same --out again is refused
+    let o = update(&["--good", "plates/test/good/001.png", "--out", "updated"]);
+    assert!(
+        !o.status.success() && text(&o).contains("already holds a run"),
+        "{}",
+        text(&o)
+    );
+    let o = run(
+        dir.path(),
+        &[
+            "update",
+            "--run",
+            "updated",
+            "--good",
+            "plates/test/good/001.png",
+            "--out",
+            "twice",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        summary("twice")["update"]["added"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+
+    // bad input: named
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    for (args, expected) in [
+        (
+            vec!["--good", "empty", "--out", "x"],
+            "empty: no image files",
+        ),
+        (
+            vec!["--good", "nowhere", "--out", "x"],
+            "nowhere: no such file or folder",
+        ),
+        (
+            vec!["--good", "confirmed/broken.png", "--out", "x"],
+            "no readable images among 1 file(s) for --good",
+        ),
+        (
+            vec![
+                "--good",
+                "confirmed/snapshot-1-det-1.overlay.png",
+                "--out",
+                "x",
+            ],
+            "no new good images",
+        ),
+        (
+            vec!["--good", "confirmed", "--out", "run"],
+            "the same folder as --run",
+        ),
+        (
+            vec!["--good", "confirmed", "--out", "x", "--epochs", "0"],
+            "--epochs 0",
+        ),
+        (
+            vec!["--good", "confirmed", "--out", "x", "--added-share", "1"],
+            "--added-share 1",
+        ),
+    ] {
+        let o = update(&args);
+        assert!(
+            !o.status.success() && text(&o).contains(expected),
+            "{args:?}: {}",
+            text(&o)
+        );
+        assert!(!dir.path().join("x").exists(), "{args:?}: nothing written");
+    }
+    let o = run(
+        dir.path(),
+        &[
+            "update",
+            "--run",
+            "plates",
+            "--good",
+            "confirmed",
+            "--out",
+            "x",
+        ],
+        &[],
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("state.json"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// Ctrl-C stops an update after saving its progress (exit status 130); `--resume` finishes it,
+/// and refuses other --good images.
+#[test]
+fn an_interrupted_update_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    demo(dir.path());
+    let o = tiny_train(dir.path(), "plates", "run", &[])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let update = |extra: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_clsflow-train"));
+        cmd.current_dir(dir.path()).args([
+            "update",
+            "--run",
+            "run",
+            "--good",
+            "plates/test/good",
+            "--out",
+            "updated",
+            "--epochs",
+            "40",
+        ]);
+        cmd.args(extra);
+        cmd
+    };
+    let (status, err) = interrupt_after_start(&mut update(&[]), 1500);
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("continue with --resume"), "{err}");
+    assert!(!dir.path().join("updated/model.clsflow").exists());
+    let o = update(&["--resume"]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("resuming the update"), "{}", text(&o));
+    assert!(dir.path().join("updated/model.clsflow").is_file());
+    let mut other = Command::new(env!("CARGO_BIN_EXE_clsflow-train"));
+    other.current_dir(dir.path()).args([
+        "update",
+        "--run",
+        "run",
+        "--good",
+        "plates/test/crack",
+        "--out",
+        "updated",
+        "--resume",
+    ]);
+    let o = other.output().unwrap();
+    assert!(
+        !o.status.success() && text(&o).contains("not among the"),
+        "{}",
+        text(&o)
+    );
+}

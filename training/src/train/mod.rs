@@ -6,9 +6,11 @@
 
 mod prepare;
 mod state;
+mod update;
 
 pub use prepare::{BACKUP_SUFFIX, config_differences};
 pub use state::TrainState;
+pub use update::{DEFAULT_ADDED_SHARE, UpdateOptions, UpdateRecord, update};
 
 use crate::calibrate::{Calibration, CalibrationInput, calibrate};
 use crate::config::TrainConfig;
@@ -86,6 +88,9 @@ struct Run {
     synth: DefectSynthesizer,
     /// Calibration's, from the textures stage 1 never saw (when some are held out).
     val_synth: Option<DefectSynthesizer>,
+    /// An update's added images: the first of their tiles in `train`, and how many times each
+    /// one's feature vectors appear in a stage-2 epoch.
+    added_tiles: Option<(usize, usize)>,
 }
 
 /// Runs (or resumes, or starts over) training of `data` into `out`.
@@ -211,6 +216,7 @@ fn assemble(
         held_fgs,
         synth,
         val_synth,
+        added_tiles: None,
     })
 }
 
@@ -221,16 +227,7 @@ pub fn recalibrate(
     calibration: crate::config::CalibrationConfig,
     out: &Path,
 ) -> Result<TrainOutcome> {
-    let mut state = TrainState::load(run_dir)?;
-    let c = &state.config;
-    if state.stage1_done < c.stage1.frozen_epochs + c.stage1.joint_epochs
-        || state.stage2_done.iter().any(|&d| d < c.stage2.epochs)
-    {
-        bail!(
-            "{}: the run has not finished training: continue it with `train --resume` first",
-            run_dir.display()
-        );
-    }
+    let mut state = update::finished_state(run_dir)?;
     if out.join(MODEL).exists() {
         bail!(
             "--out {} already holds a model: choose another folder",
@@ -348,6 +345,7 @@ fn run_stage2(run: &mut Run, stop: &Arc<AtomicBool>) -> Result<[tch::Tensor; 3]>
         model,
         norm,
         train,
+        added_tiles,
         ..
     } = run;
     let train_imgs = &train.tiles;
@@ -367,7 +365,7 @@ fn run_stage2(run: &mut Run, stop: &Arc<AtomicBool>) -> Result<[tch::Tensor; 3]>
         .enumerate()
         .filter(|&(tap, _)| state.stage2_done[tap] < cfg.stage2.epochs)
         .map(|(tap, f)| {
-            let rows = stage2::to_rows(f);
+            let rows = stage2::to_rows(&with_repeats(f, *added_tiles));
             let s2 = s2cfg(rows.size()[0]);
             stage2::FlowJob::new(&*model, tap, rows, s2)
         })
@@ -475,6 +473,7 @@ fn finish(run: Run, calibration: Calibration) -> Result<TrainOutcome> {
         "seconds": {"stage1": state.seconds[0], "stage2": state.seconds[1], "calibration": state.seconds[2]},
         "peak_rss_mib": peak_rss_mib(),
         "calibration": calibration,
+        "update": state.update,
     });
     let model_path = out.join(MODEL);
     checkpoint::save(
@@ -496,6 +495,21 @@ fn finish(run: Run, calibration: Calibration) -> Result<TrainOutcome> {
         calibration,
         state,
     })
+}
+
+/// Features (N, C, h, w) with those from `added` = (first, repeat) on repeated `repeat` times
+/// in all (the added images of an update); the features themselves without.
+fn with_repeats(features: &tch::Tensor, added: Option<(usize, usize)>) -> tch::Tensor {
+    match added {
+        Some((first, repeat)) if repeat > 1 => {
+            let n = features.size()[0];
+            let tail = features.narrow(0, first as i64, n - first as i64);
+            let mut parts = vec![features.shallow_clone()];
+            parts.extend((1..repeat).map(|_| tail.shallow_clone()));
+            tch::Tensor::cat(&parts, 0)
+        }
+        _ => features.shallow_clone(),
+    }
 }
 
 /// Peak resident memory of this process (VmHWM), in MiB.

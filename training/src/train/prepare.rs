@@ -120,7 +120,8 @@ pub(super) fn resumed_state(out: &Path, cfg: &TrainConfig, data: &Path) -> Resul
     Ok(state)
 }
 
-fn same_folder(a: &Path, b: &Path) -> bool {
+/// Whether the two paths name the same file or folder (compared as given when one is missing).
+pub(super) fn same_folder(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
         _ => a == b,
@@ -197,6 +198,7 @@ pub(super) fn fresh_state(
         stage1_losses: Vec::new(),
         stage2_losses: [Vec::new(), Vec::new(), Vec::new()],
         seconds: [0.0; 3],
+        update: None,
     };
     Ok((state, model))
 }

@@ -40,6 +40,9 @@ pub struct TrainState {
     pub stage2_losses: [Vec<f64>; 3],
     /// Seconds spent per stage so far.
     pub seconds: [f64; 3],
+    /// For a model made by `update`: the run it started from and the images it added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<super::UpdateRecord>,
 }
 
 impl TrainState {
