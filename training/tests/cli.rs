@@ -782,28 +782,22 @@ fn update_a_finished_run_with_confirmed_good_images() {
         "{}",
         text(&o)
     );
+    an_interrupted_update_resumes(dir.path());
 }
 
 /// Ctrl-C stops an update after saving its progress (exit status 130); `--resume` finishes it,
 /// and refuses other --good images.
-#[test]
-fn an_interrupted_update_resumes() {
-    let dir = tempfile::tempdir().unwrap();
-    demo(dir.path());
-    let o = tiny_train(dir.path(), "plates", "run", &[])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+fn an_interrupted_update_resumes(dir: &Path) {
     let update = |extra: &[&str]| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_clsflow-train"));
-        cmd.current_dir(dir.path()).args([
+        cmd.current_dir(dir).args([
             "update",
             "--run",
             "run",
             "--good",
             "plates/test/good",
             "--out",
-            "updated",
+            "resumed",
             "--epochs",
             "40",
         ]);
@@ -813,20 +807,20 @@ fn an_interrupted_update_resumes() {
     let (status, err) = interrupt_after_start(&mut update(&[]), 1500);
     assert_eq!(status.code(), Some(130), "{err}");
     assert!(err.contains("continue with --resume"), "{err}");
-    assert!(!dir.path().join("updated/model.clsflow").exists());
+    assert!(!dir.join("resumed/model.clsflow").exists());
     let o = update(&["--resume"]).output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("resuming the update"), "{}", text(&o));
-    assert!(dir.path().join("updated/model.clsflow").is_file());
+    assert!(dir.join("resumed/model.clsflow").is_file());
     let mut other = Command::new(env!("CARGO_BIN_EXE_clsflow-train"));
-    other.current_dir(dir.path()).args([
+    other.current_dir(dir).args([
         "update",
         "--run",
         "run",
         "--good",
         "plates/test/crack",
         "--out",
-        "updated",
+        "resumed",
         "--resume",
     ]);
     let o = other.output().unwrap();

@@ -3,6 +3,7 @@
 //! stage 2 (flows on the frozen extractor) -> calibration (weights and thresholds, no test
 //! labels) -> [`finish`] (checkpoint and summary). After every epoch the model and the state are
 //! written atomically ([`state`]), so `--resume` continues after a crash, a kill or Ctrl-C.
+//! [`update`] runs stage 2 and calibration again on a finished run with more good images.
 
 mod prepare;
 mod state;
