@@ -561,6 +561,14 @@ fn recalibrate_a_finished_run() {
         "the run's flow reference"
     );
     assert_ne!(f["threshold"], a["threshold"]);
+    // a recalibrated model is a run in turn: it keeps its state
+    let o = run(
+        dir.path(),
+        &["recalibrate", "--run", "flow", "--out", "again"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(scoring("again")["fusion_weight"].as_f64(), Some(0.0));
     let o = run(
         dir.path(),
         &["recalibrate", "--run", "plates", "--out", "x"],

@@ -489,6 +489,7 @@ fn finish(run: Run, calibration: Calibration) -> Result<TrainOutcome> {
         &summary_path,
         serde_json::to_string_pretty(&summary)?.as_bytes(),
     )?;
+    state.save_state(&out)?;
     let _ = std::fs::remove_file(out.join(format!("{MODEL}{BACKUP_SUFFIX}")));
     Ok(TrainOutcome {
         model: model_path,

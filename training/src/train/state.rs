@@ -76,6 +76,12 @@ impl TrainState {
             "in-progress",
             None,
         )?;
+        self.save_state(out)
+    }
+
+    /// Saves the state alone (a finished run's: a recalibrated or updated model can then be
+    /// updated or recalibrated in turn).
+    pub(super) fn save_state(&self, out: &Path) -> Result<()> {
         write_atomic(
             &out.join(STATE),
             serde_json::to_string_pretty(self)?.as_bytes(),
