@@ -3,7 +3,9 @@
 //! snapshot of every flagged frame, each into a folder bound to 50 files; rounds taken in turn so
 //! that the machine's drift hits every row alike. Prints a Markdown table.
 //!
-//! cargo run --release -p gst-plugin-clsflow --example bench_snapshots -- [--model M] [--frames N] [--rounds R]
+//! cargo run --release -p gst-plugin-clsflow --example bench_snapshots -- [--model M] [--frames N] [--rounds R] [--rows 2]
+//!
+//! `--rows 2` leaves out the last row (a snapshot of every flagged frame), the slowest.
 
 #[path = "common/bench.rs"]
 #[allow(dead_code)] // the figures of memory and latency are for the other benchmarks
@@ -46,11 +48,13 @@ fn main() {
     let frames: usize = arg("--frames").map_or(10_000, |v| v.parse().unwrap());
     let rounds: usize = arg("--rounds").map_or(5, |v| v.parse().unwrap());
     let per_round = frames / rounds;
-    let rows = [
+    let all_rows = [
         ("no snapshots", None),
         ("snapshots, 1 a second (default)", Some(1.0)),
         ("snapshots of every flagged frame", Some(0.0)),
     ];
+    let n_rows: usize = arg("--rows").map_or(all_rows.len(), |v| v.parse().unwrap());
+    let rows = &all_rows[..n_rows.clamp(1, all_rows.len())];
     let mut seconds = vec![0.0; rows.len()];
     for _ in 0..rounds {
         for (i, (_, rate)) in rows.iter().enumerate() {

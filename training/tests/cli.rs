@@ -161,6 +161,17 @@ fn tiny_train(dir: &Path, data: &str, out: &str, extra: &[&str]) -> Command {
     cmd
 }
 
+/// A folder with the small demo category (`plates`) and a finished tiny run on it (`run`).
+fn trained_demo() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    demo(dir.path());
+    let o = tiny_train(dir.path(), "plates", "run", &[])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    dir
+}
+
 /// Starts `cmd` and returns once the run has begun (its stderr says how many training images it
 /// has: the Ctrl-C handler is in place; before it, SIGINT's default would apply), with a thread
 /// that collects everything the run prints on stderr.
@@ -405,12 +416,7 @@ fn impossible_work_is_refused_up_front() {
 /// keeps the old model until the new one is written, and --resume must match the stored run.
 #[test]
 fn runs_in_use_are_protected() {
-    let dir = tempfile::tempdir().unwrap();
-    demo(dir.path());
-    let o = tiny_train(dir.path(), "plates", "run", &[])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+    let dir = trained_demo();
     let model = dir.path().join("run/model.clsflow");
     let first = std::fs::read(&model).unwrap();
     let o = tiny_train(dir.path(), "plates", "run", &[])
@@ -519,12 +525,7 @@ fn the_no_holdout_warning_names_the_configured_fraction() {
 /// thresholds with others and fixed weights on request, leaving the run as it was.
 #[test]
 fn recalibrate_a_finished_run() {
-    let dir = tempfile::tempdir().unwrap();
-    demo(dir.path());
-    let o = tiny_train(dir.path(), "plates", "run", &[])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+    let dir = trained_demo();
     // `recalibrate --run run --out OUT` with more arguments
     let recalibrate = |out: &str, more: &[&str]| {
         let mut args = vec!["recalibrate", "--run", "run", "--out", out];
@@ -586,12 +587,7 @@ fn recalibrate_a_finished_run() {
 /// and `eval` leaves the added images out of the test split. Bad input gets a clear error.
 #[test]
 fn update_a_finished_run_with_confirmed_good_images() {
-    let dir = tempfile::tempdir().unwrap();
-    demo(dir.path());
-    let o = tiny_train(dir.path(), "plates", "run", &[])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+    let dir = trained_demo();
     let run_model = std::fs::read(dir.path().join("run/model.clsflow")).unwrap();
     // an operator's folder of confirmed false alarms, as snapshots leave them: a frame, its
     // overlay, an unreadable file; and one image that the run already trained on
