@@ -816,18 +816,20 @@ fn an_interrupted_update_resumes(dir: &Path) {
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("resuming the update"), "{}", text(&o));
     assert!(dir.join("resumed/model.clsflow").is_file());
-    let mut other = Command::new(env!("CARGO_BIN_EXE_clsflow-train"));
-    other.current_dir(dir).args([
-        "update",
-        "--run",
-        "run",
-        "--good",
-        "plates/test/crack",
-        "--out",
-        "resumed",
-        "--resume",
-    ]);
-    let o = other.output().unwrap();
+    let o = run(
+        dir,
+        &[
+            "update",
+            "--run",
+            "run",
+            "--good",
+            "plates/test/crack",
+            "--out",
+            "resumed",
+            "--resume",
+        ],
+        &[],
+    );
     assert!(
         !o.status.success() && text(&o).contains("not among the"),
         "{}",
